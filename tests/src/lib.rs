@@ -1,0 +1,1 @@
+//! Shared helpers for regcred's cross-crate tests.
