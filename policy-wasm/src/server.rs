@@ -1,0 +1,400 @@
+//! `serverAddress`: parsing, the registry key it stands for, and matching against images.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::glob;
+use crate::reference::ImageRef;
+
+/// Docker Hub's canonical registry name, as image references spell it.
+pub const DOCKER_HUB: &str = "docker.io";
+/// The host containerd contacts for Docker Hub.
+pub const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
+/// Every spelling that means Docker Hub.
+const DOCKER_HUB_ALIASES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+
+/// The scheme written in front of a server address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `http://`: credentials travel in the clear.
+    Http,
+    /// `https://`.
+    Https,
+}
+
+/// The host part of a server address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// A DNS name, lower-cased; labels may hold `*`, `?` and `[...]` globs.
+    Dns(String),
+    /// An IPv4 address.
+    Ipv4(Ipv4Addr),
+    /// An IPv6 address (written in brackets).
+    Ipv6(Ipv6Addr),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dns(name) => f.write_str(name),
+            Self::Ipv4(ip) => write!(f, "{ip}"),
+            Self::Ipv6(ip) => write!(f, "[{ip}]"),
+        }
+    }
+}
+
+/// A parsed `serverAddress`: `[https://|http://]HOST[:PORT][/PATH]`.
+///
+/// Docker Hub's spellings become [`DOCKER_HUB`]; a leading `/v1/` or `/v2/` path (the
+/// registry API version, as in `https://index.docker.io/v1/`) is dropped, as kubelet does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    /// The scheme, when written.
+    pub scheme: Option<Scheme>,
+    /// The host.
+    pub host: Host,
+    /// The port, when written.
+    pub port: Option<u16>,
+    /// Path prefix segments (repository namespace), possibly empty.
+    pub path: Vec<String>,
+}
+
+/// Why a `serverAddress` is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddressError(pub String);
+
+impl fmt::Display for ServerAddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(message: impl Into<String>) -> Result<T, ServerAddressError> {
+    Err(ServerAddressError(message.into()))
+}
+
+impl ServerAddress {
+    /// Parses a server address (see the type's docs).
+    ///
+    /// # Errors
+    ///
+    /// A message saying which part is wrong (scheme, user info, query, host, port, path).
+    pub fn parse(text: &str) -> Result<Self, ServerAddressError> {
+        if text.is_empty() {
+            return err("must not be empty");
+        }
+        if let Some(c) = text.chars().find(|c| c.is_whitespace()) {
+            return err(format!("must not contain white space ({:?})", c));
+        }
+        let lower = text.to_ascii_lowercase();
+        let (scheme, rest) = if lower.starts_with("https://") {
+            (Some(Scheme::Https), &text["https://".len()..])
+        } else if lower.starts_with("http://") {
+            (Some(Scheme::Http), &text["http://".len()..])
+        } else if let Some(at) = text.find("://") {
+            return err(format!(
+                "scheme {:?} is not supported: write https://, http:// or no scheme",
+                &text[..at]
+            ));
+        } else {
+            (None, text)
+        };
+        if rest.contains('?') {
+            return err("must not contain a query ('?')");
+        }
+        if rest.contains('#') {
+            return err("must not contain a fragment ('#')");
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash + 1..]),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return err("must not contain user info ('user@'): put credentials in their own keys");
+        }
+        if authority.is_empty() {
+            return err("has no host");
+        }
+        let (host, port) = parse_authority(authority)?;
+        let path = parse_path(path)?;
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            path,
+        })
+    }
+
+    /// True for every spelling of Docker Hub.
+    pub fn is_docker_hub(&self) -> bool {
+        self.port.is_none() && self.host == Host::Dns(DOCKER_HUB.into())
+    }
+
+    /// True when a host label holds a glob.
+    pub fn has_glob(&self) -> bool {
+        matches!(&self.host, Host::Dns(name) if glob::has_glob(name))
+    }
+
+    /// `HOST[:PORT]`.
+    pub fn host_port(&self) -> String {
+        match self.port {
+            Some(port) => format!("{}:{port}", self.host),
+            None => self.host.to_string(),
+        }
+    }
+
+    /// The registry key: `HOST[:PORT][/PATH]`, the form candidates report as `matched`.
+    pub fn key(&self) -> String {
+        let mut key = self.host_port();
+        for segment in &self.path {
+            key.push('/');
+            key.push_str(segment);
+        }
+        key
+    }
+
+    /// Does this address cover `image`? Ports equal, the same number of host labels with
+    /// each label glob-matching, and the path prefix matching whole segments.
+    pub fn matches(&self, image: &ImageRef) -> bool {
+        if self.port != image.port {
+            return false;
+        }
+        let host_matches = match (&self.host, &image.host) {
+            (Host::Dns(pattern), Host::Dns(name)) => labels_match(pattern, name),
+            (a, b) => a == b,
+        };
+        host_matches
+            && self.path.len() <= image.path.len()
+            && self.path.iter().zip(&image.path).all(|(a, b)| a == b)
+    }
+
+    /// Is this address inside `allowed` (a pattern from `allowedRegistries`)? Each of
+    /// this address's host labels must match the pattern's glob (a glob here is matched
+    /// as literal text, so `*.corp` is only inside patterns that allow any label), the
+    /// ports must be equal and the pattern's path must be a segment prefix of this one's.
+    pub fn is_within(&self, allowed: &ServerAddress) -> bool {
+        if self.port != allowed.port {
+            return false;
+        }
+        let host_ok = match (&allowed.host, &self.host) {
+            (Host::Dns(pattern), Host::Dns(name)) => labels_match(pattern, name),
+            (a, b) => a == b,
+        };
+        host_ok
+            && allowed.path.len() <= self.path.len()
+            && allowed.path.iter().zip(&self.path).all(|(a, b)| a == b)
+    }
+
+    /// `https://HOST[:PORT]` of the registry containerd contacts for `image`, the only
+    /// `server_address` form containerd accepts.
+    pub fn containerd_server_address(image: &ImageRef) -> String {
+        format!("https://{}", image.registry_host_port())
+    }
+}
+
+fn labels_match(pattern: &str, name: &str) -> bool {
+    let pattern_labels: Vec<&str> = pattern.split('.').collect();
+    let name_labels: Vec<&str> = name.split('.').collect();
+    pattern_labels.len() == name_labels.len()
+        && pattern_labels
+            .iter()
+            .zip(&name_labels)
+            .all(|(p, n)| glob::matches(p, n))
+}
+
+fn parse_authority(authority: &str) -> Result<(Host, Option<u16>), ServerAddressError> {
+    let (host_text, port_text) = if let Some(inner) = authority.strip_prefix('[') {
+        let Some(close) = inner.find(']') else {
+            return err("has a '[' with no ']' around an IPv6 address");
+        };
+        let after = &inner[close + 1..];
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return err("has text after the IPv6 address that is not ':PORT'"),
+            },
+        };
+        let ip: Ipv6Addr = inner[..close].parse().map_err(|_| {
+            ServerAddressError(format!("{:?} is not an IPv6 address", &inner[..close]))
+        })?;
+        return Ok((Host::Ipv6(ip), port.map(parse_port).transpose()?));
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host_text.contains(':') {
+        return err("has more than one ':'; write IPv6 addresses in brackets ([::1]:5000)");
+    }
+    let port = port_text.map(parse_port).transpose()?;
+    Ok((parse_host(host_text)?, port))
+}
+
+pub(crate) fn parse_port(text: &str) -> Result<u16, ServerAddressError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || text.len() > 5 {
+        return err(format!("port {text:?} is not a number from 1 to 65535"));
+    }
+    match text.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => err(format!("port {text:?} is not a number from 1 to 65535")),
+    }
+}
+
+pub(crate) fn parse_host(text: &str) -> Result<Host, ServerAddressError> {
+    if text.is_empty() {
+        return err("has no host");
+    }
+    if text.len() > 253 {
+        return err("host name is longer than 253 characters");
+    }
+    let looks_numeric = text
+        .split('.')
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
+    if looks_numeric {
+        return text
+            .parse::<Ipv4Addr>()
+            .map(Host::Ipv4)
+            .map_err(|_| ServerAddressError(format!("{text:?} is not an IPv4 address")));
+    }
+    let lower = text.to_ascii_lowercase();
+    for label in lower.split('.') {
+        if label.is_empty() {
+            return err(format!("host {lower:?} has an empty label"));
+        }
+        if label.len() > 63 {
+            return err(format!("host label {label:?} is longer than 63 characters"));
+        }
+        if let Some(c) = label.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '-' | '*' | '?' | '[' | ']' | '^' | '!'))
+        }) {
+            return err(format!(
+                "host {lower:?} contains {c:?}; a host label holds letters, digits, '-' and the globs '*', '?', '[...]'"
+            ));
+        }
+        if !glob::has_glob(label) && (label.starts_with('-') || label.ends_with('-')) {
+            return err(format!(
+                "host label {label:?} must not start or end with '-'"
+            ));
+        }
+        if label.contains(['^', '!']) && !label.contains('[') {
+            return err(format!(
+                "host label {label:?} uses '^' or '!' outside a '[...]' class"
+            ));
+        }
+        glob::check(label).map_err(|m| ServerAddressError(format!("host label {label:?} {m}")))?;
+    }
+    if DOCKER_HUB_ALIASES.contains(&lower.as_str()) {
+        return Ok(Host::Dns(DOCKER_HUB.into()));
+    }
+    Ok(Host::Dns(lower))
+}
+
+fn parse_path(path: &str) -> Result<Vec<String>, ServerAddressError> {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut segments: Vec<&str> = trimmed.split('/').collect();
+    if matches!(segments.first(), Some(&("v1" | "v2"))) {
+        segments.remove(0);
+    }
+    segments
+        .into_iter()
+        .map(|segment| {
+            if segment.is_empty() {
+                return err("path has an empty segment ('//')");
+            }
+            if !segment
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+            {
+                return err(format!(
+                    "path segment {segment:?} is not a repository name component (lower-case letters, digits, '.', '_', '-')"
+                ));
+            }
+            Ok(segment.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::bare_host("registry.example.com", "registry.example.com")]
+    #[case::upper_case_host("Registry.Example.COM", "registry.example.com")]
+    #[case::https_port_path("https://r.example:5000/team/app", "r.example:5000/team/app")]
+    #[case::http("http://127.0.0.1:5000", "127.0.0.1:5000")]
+    #[case::bare_ip_port("127.0.0.1:5000", "127.0.0.1:5000")]
+    #[case::ipv6("https://[::1]:5000", "[::1]:5000")]
+    #[case::glob("*.gcr.io", "*.gcr.io")]
+    #[case::class_glob("eu-[a-z]*.r.example", "eu-[a-z]*.r.example")]
+    #[case::docker_hub_v1("https://index.docker.io/v1/", "docker.io")]
+    #[case::docker_io("docker.io", "docker.io")]
+    #[case::registry_1("registry-1.docker.io", "docker.io")]
+    #[case::v2_prefix("https://r.example/v2/team", "r.example/team")]
+    #[case::trailing_slash("r.example/team/", "r.example/team")]
+    fn parses_keys(#[case] input: &str, #[case] key: &str) {
+        assert_eq!(ServerAddress::parse(input).unwrap().key(), key);
+    }
+
+    #[rstest]
+    #[case::empty("", "empty")]
+    #[case::ftp("ftp://r.example", "scheme")]
+    #[case::user_info("https://me@r.example", "user info")]
+    #[case::query("r.example?x=1", "query")]
+    #[case::fragment("r.example#x", "fragment")]
+    #[case::port_zero("r.example:0", "port")]
+    #[case::port_big("r.example:65536", "port")]
+    #[case::port_text("r.example:http", "port")]
+    #[case::bad_ipv4("300.1.1.1", "IPv4")]
+    #[case::bad_char("r_x.example", "contains")]
+    #[case::empty_label("r..example", "empty label")]
+    #[case::leading_dash("-r.example", "'-'")]
+    #[case::unclosed_class("r[a.example", "'['")]
+    #[case::upper_path("r.example/Team", "path segment")]
+    #[case::double_slash("r.example/a//b", "empty segment")]
+    #[case::space("r.example /x", "white space")]
+    #[case::bare_ipv6("::1", "IPv6")]
+    fn rejects(#[case] input: &str, #[case] fragment: &str) {
+        let error = ServerAddress::parse(input).unwrap_err();
+        assert!(error.0.contains(fragment), "{input}: {error}");
+    }
+
+    #[rstest]
+    #[case::same_host("r.example", "r.example/app", true)]
+    #[case::other_host("r.example", "s.example/app", false)]
+    #[case::port_must_match("r.example:5000", "r.example/app", false)]
+    #[case::port_equal("r.example:5000", "r.example:5000/app", true)]
+    #[case::glob_label("*.r.example", "eu.r.example/app", true)]
+    #[case::glob_label_count("*.r.example", "a.eu.r.example/app", false)]
+    #[case::path_prefix("r.example/team", "r.example/team/app", true)]
+    #[case::path_is_segment_aware("r.example/team", "r.example/team2/app", false)]
+    #[case::path_longer_than_image("r.example/team/app/x", "r.example/team/app", false)]
+    #[case::docker_hub_library("https://index.docker.io/v1/", "nginx", true)]
+    #[case::docker_hub_user("docker.io/me", "me/app", true)]
+    #[case::ipv4("127.0.0.1:5000", "127.0.0.1:5000/app", true)]
+    fn matches_images(#[case] server: &str, #[case] image: &str, #[case] expected: bool) {
+        let server = ServerAddress::parse(server).unwrap();
+        let image = ImageRef::parse(image).unwrap();
+        assert_eq!(server.matches(&image), expected);
+    }
+
+    #[rstest]
+    #[case::glob_allows("*.corp.example", "r.corp.example", true)]
+    #[case::glob_other("*.corp.example", "r.evil.example", false)]
+    #[case::path_scoped("ghcr.io/my-org", "ghcr.io/my-org/team", true)]
+    #[case::path_scoped_other("ghcr.io/my-org", "ghcr.io/other", false)]
+    #[case::path_scoped_wider("ghcr.io/my-org", "ghcr.io", false)]
+    #[case::wider_glob_not_within("a*.corp.example", "*.corp.example", false)]
+    #[case::port("r.example:5000", "r.example", false)]
+    fn allowed_registries(#[case] allowed: &str, #[case] server: &str, #[case] expected: bool) {
+        let allowed = ServerAddress::parse(allowed).unwrap();
+        let server = ServerAddress::parse(server).unwrap();
+        assert_eq!(server.is_within(&allowed), expected);
+    }
+}
