@@ -358,7 +358,10 @@ fn check_regcredentials(
                          `regcred convert` turns such a Secret into regcredentials Secrets"
                     )
                 } else {
-                    let hint = suggest(key)
+                    let suggestion = suggest(key);
+                    // The likely-meant key is then not "missing" as well.
+                    broken.extend(suggestion);
+                    let hint = suggestion
                         .map(|k| format!("did you mean {k:?}? "))
                         .unwrap_or_default();
                     format!(
@@ -401,7 +404,7 @@ fn check_regcredentials(
         findings.violations.retain(|v| {
             index += 1;
             let cascades = v.error_type == FieldErrorType::FieldValueRequired
-                && (v.field == "data"
+                && ((v.field == "data" && broken.iter().any(|k| *k != keys::SERVER_ADDRESS))
                     || broken.iter().any(|k| v.field.ends_with(&format!("[{k}]"))));
             index <= before || !cascades
         });
@@ -484,7 +487,9 @@ fn check_credentials(
         check_auth(auth, raw, findings);
     }
     let has_basic = raw.username.is_some() || raw.auth.is_some();
-    if !has_basic && raw.identity_token.is_none() && raw.registry_token.is_none() {
+    // A lone password already has its own violation (username required).
+    let attempted = has_basic || raw.password.is_some();
+    if !attempted && raw.identity_token.is_none() && raw.registry_token.is_none() {
         findings.violation(
             container,
             FieldErrorType::FieldValueRequired,
@@ -504,7 +509,7 @@ fn check_credentials(
     if !has_basic && let Some(token) = &raw.identity_token {
         findings.warning(
             &token.path,
-            "identityToken is the only credential CRI-O could use, and CRI-O ignores it: \
+            "identityToken is the only credential, and CRI-O ignores identity tokens: \
              this Secret works on containerd only",
         );
     }

@@ -108,22 +108,22 @@ struct ManifestMetadata {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Base64Keys {
     /// The registry, base64-encoded.
-    #[schemars(length(min = 1), regex(pattern = BASE64_PATTERN))]
+    #[schemars(length(min = 1, max = 87384), regex(pattern = BASE64_PATTERN))]
     server_address: Option<String>,
     /// User name, base64-encoded.
-    #[schemars(regex(pattern = BASE64_PATTERN))]
+    #[schemars(length(max = 87384), regex(pattern = BASE64_PATTERN))]
     username: Option<String>,
     /// Password, base64-encoded.
-    #[schemars(regex(pattern = BASE64_PATTERN))]
+    #[schemars(length(max = 87384), regex(pattern = BASE64_PATTERN))]
     password: Option<String>,
     /// Base64 of `user:pass`, base64-encoded once more (as every `data` value is).
-    #[schemars(regex(pattern = BASE64_PATTERN))]
+    #[schemars(length(max = 87384), regex(pattern = BASE64_PATTERN))]
     auth: Option<String>,
     /// OAuth2 refresh token, base64-encoded.
-    #[schemars(regex(pattern = BASE64_PATTERN))]
+    #[schemars(length(max = 87384), regex(pattern = BASE64_PATTERN))]
     identity_token: Option<String>,
     /// Registry bearer token, base64-encoded.
-    #[schemars(regex(pattern = BASE64_PATTERN))]
+    #[schemars(length(max = 87384), regex(pattern = BASE64_PATTERN))]
     registry_token: Option<String>,
 }
 
@@ -133,18 +133,21 @@ struct Base64Keys {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PlainKeys {
     /// The registry: `[https://|http://]HOST[:PORT][/PATH]`.
-    #[schemars(length(min = 1), regex(pattern = "^[^\\s]+$"))]
+    #[schemars(length(min = 1, max = 65536), regex(pattern = "^[^\\s]+$"))]
     server_address: Option<String>,
     /// User name; no `:`.
-    #[schemars(regex(pattern = "^[^:]*$"))]
+    #[schemars(length(max = 65536), regex(pattern = "^[^:]*$"))]
     username: Option<String>,
     /// Password.
+    #[schemars(length(max = 65536))]
     password: Option<String>,
     /// Base64 of `user:pass`.
-    #[schemars(regex(pattern = BASE64_PATTERN))]
+    #[schemars(length(max = 87384), regex(pattern = BASE64_PATTERN))]
     auth: Option<String>,
     /// OAuth2 refresh token.
+    #[schemars(length(max = 65536))]
     identity_token: Option<String>,
     /// Registry bearer token.
+    #[schemars(length(max = 65536))]
     registry_token: Option<String>,
 }
