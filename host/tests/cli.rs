@@ -1,0 +1,475 @@
+//! The `regcred` binary as a user runs it: exit codes, outputs, redaction, and the same
+//! binary as a kubectl plugin run by the real `kubectl`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const CANARY: &str = "CANARY-pw-7d1e";
+
+fn regcred() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_regcred"))
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("the regcred binary runs")
+}
+
+fn run_with_stdin(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+fn canary_secrets(dir: &Path) -> PathBuf {
+    write(
+        dir,
+        "canary.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: first, namespace: apps}}\n\
+             type: kubernetes.io/regcredentials\nstringData:\n  serverAddress: 127.0.0.1:5000\n  \
+             username: robot\n  password: {CANARY}\n  identityToken: {CANARY}-id\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: broken, namespace: apps}}\n\
+             type: kubernetes.io/regcredentials\nstringData:\n  serverAddress: 127.0.0.1:5000\n  \
+             username: 'a:b'\n  password: {CANARY}\n"
+        ),
+    )
+}
+
+#[test]
+fn validate_exit_codes_follow_the_verdicts() {
+    let good = run(regcred()
+        .arg("validate")
+        .arg(examples().join("regcredentials-stringdata.yaml")));
+    assert_eq!(good.status.code(), Some(0), "{}", text(&good.stderr));
+    assert!(text(&good.stdout).contains("apps/quay-robot: valid"));
+
+    let bad = run(regcred()
+        .arg("validate")
+        .arg(examples().join("bad/auth-disagrees.yaml")));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stdout).contains("stringData[auth]"),
+        "{}",
+        text(&bad.stdout)
+    );
+
+    let missing = run(regcred().args(["validate", "/nonexistent/secret.yaml"]));
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("/nonexistent/secret.yaml"));
+}
+
+#[test]
+fn validate_json_lists_every_secret_and_skips_other_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = write(
+        dir.path(),
+        "mixed.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: tls}\ntype: kubernetes.io/tls\n",
+    );
+    let output = run(regcred()
+        .args(["validate", "-o", "json"])
+        .arg(examples().join("bad/unknown-key.yaml"))
+        .arg(&mixed)
+        .arg(examples().join("dockerconfigjson.yaml")));
+    assert_eq!(output.status.code(), Some(1));
+    let reports: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 4);
+    assert_eq!(reports[0]["secret"], "apps/bad-unknown-key");
+    assert_eq!(reports[0]["valid"], false);
+    assert_eq!(
+        reports[0]["violations"][0]["field"],
+        "stringData[identitytoken]"
+    );
+    assert_eq!(
+        reports[0]["violations"][0]["type"],
+        "FieldValueNotSupported"
+    );
+    assert!(
+        reports[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("unknown-key.yaml")
+    );
+    assert!(
+        reports[1]["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap")
+    );
+    assert!(
+        reports[2]["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("kubernetes.io/tls")
+    );
+    assert_eq!(reports[3]["valid"], true);
+    assert!(reports[3]["warnings"].as_array().unwrap().len() == 1);
+}
+
+#[test]
+fn validate_applies_the_policy_configuration() {
+    let output = run(regcred()
+        .arg("validate")
+        .arg(examples().join("bad/registry-not-allowed.yaml"))
+        .arg("--policy-config")
+        .arg(examples().join("policy-config.yaml")));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stdout).contains("FieldValueForbidden"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad_config = write(dir.path(), "config.yaml", "maxValueBytes: 100000\n");
+    let output = run(regcred()
+        .arg("validate")
+        .arg(examples().join("regcredentials-auth.yaml"))
+        .arg("--policy-config")
+        .arg(&bad_config));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("maxValueBytes"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn resolve_prints_candidates_in_order_redacted_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = canary_secrets(dir.path());
+    let output = run(regcred()
+        .args([
+            "resolve",
+            "--image",
+            "127.0.0.1:5000/team/app:v1",
+            "--secret",
+        ])
+        .arg(&secrets)
+        .arg("--secret")
+        .arg(examples().join("dockerconfigjson.yaml")));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    assert!(
+        !stdout.contains(CANARY) && !stderr.contains(CANARY),
+        "{stdout}{stderr}"
+    );
+    let candidates: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        candidates,
+        serde_json::json!([{
+            "secret": "apps/first",
+            "matched": "127.0.0.1:5000",
+            "authConfig": {
+                "username": "robot",
+                "password": "<redacted>",
+                "serverAddress": "https://127.0.0.1:5000",
+                "identityToken": "<redacted>"
+            }
+        }])
+    );
+    assert!(
+        stderr.contains("warning: secret apps/broken: skipped the secret: stringData[username]"),
+        "{stderr}"
+    );
+
+    let shown = run(regcred()
+        .args([
+            "resolve",
+            "--image",
+            "127.0.0.1:5000/app",
+            "--runtime-profile",
+            "passthrough",
+            "--show-secrets",
+            "--secret",
+        ])
+        .arg(&secrets));
+    let candidates: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(candidates[0]["authConfig"]["password"], CANARY);
+    assert_eq!(
+        candidates[0]["authConfig"]["serverAddress"],
+        "127.0.0.1:5000"
+    );
+}
+
+#[test]
+fn resolve_exit_codes() {
+    let secret = examples().join("regcredentials-auth.yaml");
+    let none = run(regcred()
+        .args(["resolve", "--image", "nginx", "--secret"])
+        .arg(&secret));
+    assert_eq!(none.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&none.stdout).unwrap(),
+        serde_json::json!([])
+    );
+
+    let malformed = run(regcred()
+        .args(["resolve", "--image", "Registry.example/App", "--secret"])
+        .arg(&secret));
+    assert_eq!(malformed.status.code(), Some(2));
+    assert!(text(&malformed.stderr).contains("invalid image reference"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = write(dir.path(), "garbage.yaml", "kind: Secret\nmetadata: [\n");
+    let unparsable = run(regcred()
+        .args(["resolve", "--image", "nginx", "--secret"])
+        .arg(&garbage));
+    assert_eq!(unparsable.status.code(), Some(2));
+    assert!(text(&unparsable.stderr).contains("garbage.yaml"));
+
+    let no_secret = run(regcred().args(["resolve", "--image", "nginx"]));
+    assert_eq!(no_secret.status.code(), Some(2));
+}
+
+#[test]
+fn create_prints_a_valid_manifest_and_never_echoes_the_password() {
+    let output = run_with_stdin(
+        regcred().args([
+            "create",
+            "quay",
+            "--server",
+            "quay.io/my-org",
+            "--username",
+            "robot",
+            "--password-stdin",
+            "-n",
+            "apps",
+        ]),
+        &format!("{CANARY}\n"),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(!stdout.contains(CANARY) && !text(&output.stderr).contains(CANARY));
+    let manifest: serde_json::Value = serde_yaml::from_str(&stdout).unwrap();
+    assert_eq!(manifest["type"], "kubernetes.io/regcredentials");
+    assert_eq!(manifest["metadata"]["namespace"], "apps");
+    // base64 of the password without the trailing newline.
+    let expected = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(CANARY)
+    };
+    assert_eq!(manifest["data"]["password"], expected.as_str());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "created.yaml", &stdout);
+    let check = run(regcred().arg("validate").arg(&path));
+    assert_eq!(check.status.code(), Some(0));
+
+    let json = run_with_stdin(
+        regcred().args([
+            "create",
+            "q",
+            "--server",
+            "quay.io",
+            "--username",
+            "u",
+            "--password-stdin",
+            "-o",
+            "json",
+        ]),
+        "p",
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(manifest["kind"], "Secret");
+}
+
+#[test]
+fn create_refuses_invalid_secrets_and_incomplete_arguments() {
+    let output = run_with_stdin(
+        regcred().args([
+            "create",
+            "quay",
+            "--server",
+            "ftp://quay.io",
+            "--username",
+            "robot",
+            "--password-stdin",
+        ]),
+        CANARY,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("data[serverAddress]") && !stderr.contains(CANARY),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+
+    let no_password = run(regcred().args([
+        "create",
+        "quay",
+        "--server",
+        "quay.io",
+        "--username",
+        "robot",
+    ]));
+    assert_eq!(no_password.status.code(), Some(2));
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "token", "refresh-token\n");
+    let token_only = run(regcred()
+        .args([
+            "create",
+            "t",
+            "--server",
+            "r.example",
+            "--identity-token-file",
+        ])
+        .arg(&token));
+    assert_eq!(
+        token_only.status.code(),
+        Some(0),
+        "{}",
+        text(&token_only.stderr)
+    );
+    assert!(text(&token_only.stderr).contains("warning: data[identityToken]"));
+}
+
+#[test]
+fn convert_turns_docker_configs_into_valid_regcredentials_secrets() {
+    let output = run(regcred()
+        .arg("convert")
+        .arg(examples().join("dockerconfigjson.yaml")));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "converted.yaml", &stdout);
+    let check = run(regcred().args(["validate", "-o", "json"]).arg(&path));
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+    let reports: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let names: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["secret"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "apps/legacy-pull-index.docker.io-v1",
+            "apps/legacy-pull-registry.corp.example-5000"
+        ]
+    );
+    assert!(stdout.contains("identityToken"));
+
+    let refused = run(regcred()
+        .arg("convert")
+        .arg(examples().join("regcredentials-auth.yaml")));
+    assert_eq!(refused.status.code(), Some(2));
+}
+
+#[test]
+fn schema_writes_the_committed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(regcred().arg("schema").arg("--out").arg(dir.path()));
+    assert_eq!(output.status.code(), Some(0));
+    for name in [
+        "regcredentials-secret.schema.json",
+        "authconfig.schema.json",
+        "policy-config.schema.json",
+    ] {
+        let written = std::fs::read(dir.path().join(name)).unwrap();
+        let committed = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../schemas")
+                .join(name),
+        )
+        .unwrap();
+        assert_eq!(written, committed, "{name}");
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in ["resolve", "validate", "create", "convert", "schema"] {
+        let output = run(regcred().args([command, "--help"]));
+        assert_eq!(output.status.code(), Some(0));
+        assert!(
+            text(&output.stdout).contains("Usage: regcred "),
+            "{command}"
+        );
+    }
+}
+
+/// The real `kubectl` finds the binary on PATH as `kubectl-regcred` and runs it.
+#[test]
+fn kubectl_runs_it_as_a_plugin() {
+    let kubectl = which("kubectl").expect("kubectl is not installed: run scripts/setup");
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("kubectl-regcred");
+    std::fs::copy(env!("CARGO_BIN_EXE_regcred"), &plugin).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new(&kubectl)
+        .args(["regcred", "validate"])
+        .arg(examples().join("bad/proposal-plain-text-under-data.yaml"))
+        .env("PATH", &path)
+        .env("KUBECONFIG", dir.path().join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("data[serverAddress]"),
+        "{}",
+        text(&output.stdout)
+    );
+
+    let help = Command::new(&kubectl)
+        .args(["regcred", "--help"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        text(&help.stdout).contains("Usage: kubectl regcred"),
+        "{}",
+        text(&help.stdout)
+    );
+
+    let list = Command::new(&kubectl)
+        .args(["plugin", "list"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        text(&list.stdout).contains("kubectl-regcred"),
+        "{}",
+        text(&list.stdout)
+    );
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
