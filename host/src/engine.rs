@@ -1,0 +1,746 @@
+//! The wasmtime side: one engine, one compiled module and one `InstancePre` per loaded
+//! policy, a store per evaluation, limits on every store.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, TryLockError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use regcred_types::{PolicyConfig, Resolution, RuntimeProfile, SecretManifest, ValidationReport};
+use wasmtime::{
+    Config, Engine, Extern, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Memory,
+    Module, ModuleExport, PoolConcurrencyLimitError, PoolingAllocationConfig, ResourceLimiter,
+    Store, Trap, TypedFunc,
+};
+
+use crate::error::{EvalError, LoadError};
+use crate::limits::Limits;
+use crate::module::{ABI_MAJOR, AbiVersion, PolicyModule};
+use crate::typed::{self, RequestRef};
+
+/// How evaluations get their instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum InstanceStrategy {
+    /// A fresh instance for every evaluation: nothing one caller's request leaves in the
+    /// module's memory is seen by the next. The default.
+    #[default]
+    Fresh,
+    /// One instance kept warm and reused while it behaves; a call that fails discards
+    /// it. A call that finds it busy (another thread) uses a fresh instance.
+    Reuse,
+}
+
+/// Configures and loads a policy: the module, the limits, the instance strategy and the
+/// allocator.
+///
+/// ```
+/// use std::time::Duration;
+/// use regcred_host::{InstanceStrategy, Limits, PolicyModule, PolicyPre};
+///
+/// let policy = PolicyPre::builder()
+///     .module(PolicyModule::embedded())
+///     .limits(Limits::builder().epoch_deadline(Duration::from_millis(100)).build())
+///     .instance_strategy(InstanceStrategy::Reuse)
+///     .build()?;
+/// assert_eq!(policy.abi_version().major, 1);
+/// # Ok::<(), regcred_host::LoadError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PolicyBuilder {
+    module: Option<PolicyModule>,
+    limits: Limits,
+    strategy: InstanceStrategy,
+    pool_size: Option<u32>,
+}
+
+impl Default for PolicyBuilder {
+    fn default() -> Self {
+        Self {
+            module: None,
+            limits: Limits::default(),
+            strategy: InstanceStrategy::default(),
+            pool_size: Some(PolicyBuilder::DEFAULT_POOL_SIZE),
+        }
+    }
+}
+
+impl PolicyBuilder {
+    /// The pooling allocator's default number of instance slots.
+    pub const DEFAULT_POOL_SIZE: u32 = 32;
+
+    /// The module to load (default: [`PolicyModule::embedded`]).
+    #[must_use]
+    pub fn module(mut self, module: PolicyModule) -> Self {
+        self.module = Some(module);
+        self
+    }
+
+    /// The limits of every evaluation (default: [`Limits::default`]).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Fresh instance per evaluation (default) or a reused one.
+    #[must_use]
+    pub fn instance_strategy(mut self, strategy: InstanceStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Instances come from a pool of `slots` preallocated ones (default
+    /// [`Self::DEFAULT_POOL_SIZE`]): instantiation drops from tens of microseconds to a
+    /// few. Each slot reserves address space (not memory) for one linear memory; an
+    /// evaluation finding every slot busy fails with [`EvalError::Busy`].
+    #[must_use]
+    pub fn pooling(mut self, slots: u32) -> Self {
+        self.pool_size = Some(slots.max(1));
+        self
+    }
+
+    /// Instances are allocated on demand (no pool, no concurrency cap).
+    #[must_use]
+    pub fn on_demand(mut self) -> Self {
+        self.pool_size = None;
+        self
+    }
+
+    /// Compiles the module, checks its imports, exports and ABI version, and starts the
+    /// epoch ticker.
+    ///
+    /// # Errors
+    ///
+    /// A [`LoadError`] naming what is wrong with the module or the configuration.
+    pub fn build(self) -> Result<PolicyPre, LoadError> {
+        PolicyPre::load(self)
+    }
+}
+
+/// What a store carries: the limiter, which records why it refused.
+struct StoreState {
+    limiter: Limiter,
+}
+
+struct Limiter {
+    memory_limit: usize,
+    table_elements: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            // An error, not `Ok(false)`: the guest's allocator would turn a failed grow
+            // into an abort anyway, and an error tells the host exactly why.
+            self.exceeded = true;
+            wasmtime::bail!("memory limit exceeded");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.exceeded = true;
+            wasmtime::bail!("table limit exceeded");
+        }
+        Ok(true)
+    }
+}
+
+/// The module's exports, found once by index.
+#[derive(Clone)]
+struct ExportIndex {
+    memory: ModuleExport,
+    abi_version: ModuleExport,
+    alloc: ModuleExport,
+    dealloc: ModuleExport,
+    evaluate: ModuleExport,
+}
+
+/// One live instance's exports.
+struct Exports {
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    dealloc: TypedFunc<(i32, i32), ()>,
+    evaluate: TypedFunc<(i32, i32), i64>,
+}
+
+/// A live instance with its store.
+struct Live {
+    store: Store<StoreState>,
+    exports: Exports,
+}
+
+/// Advances the engine's epoch until dropped.
+struct Ticker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: &Engine, tick: Duration) -> Result<Self, LoadError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let engine = engine.clone();
+        let thread = std::thread::Builder::new()
+            .name("regcred-epoch".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|err| LoadError::Engine {
+                reason: format!("cannot start the epoch ticker thread: {err}"),
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A loaded policy: compiled once, ready to instantiate; `Send + Sync`, share it in an
+/// `Arc`.
+///
+/// Every evaluation runs in a store with an epoch deadline and a memory limit, and gets
+/// a fresh instance unless [`InstanceStrategy::Reuse`] is chosen. Whatever the module
+/// does (loop, trap, hand back a bad pointer or garbage), the call returns an
+/// [`EvalError`] and the next call works as before.
+///
+/// ```
+/// use regcred_host::PolicyPre;
+///
+/// let policy = PolicyPre::new()?;
+/// let response = policy.evaluate_raw(br#"{"op": "frobnicate"}"#)?;
+/// let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
+/// assert_eq!(response["error"]["code"], "bad_request");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PolicyPre {
+    engine: Engine,
+    module: PolicyModule,
+    pre: InstancePre<StoreState>,
+    exports: ExportIndex,
+    limits: Limits,
+    strategy: InstanceStrategy,
+    pool_size: Option<u32>,
+    abi_version: AbiVersion,
+    warm: Mutex<Option<Live>>,
+    // Declared last: dropped after everything that uses the engine.
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for PolicyPre {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyPre")
+            .field("module", &self.module)
+            .field("abi_version", &self.abi_version)
+            .field("limits", &self.limits)
+            .field("strategy", &self.strategy)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+const ALLOC: &str = "regcred_alloc";
+const DEALLOC: &str = "regcred_dealloc";
+const EVALUATE: &str = "regcred_evaluate";
+const ABI_VERSION: &str = "regcred_abi_version";
+const MEMORY: &str = "memory";
+
+impl PolicyPre {
+    /// A builder with the defaults: embedded module, [`Limits::default`], fresh instances
+    /// from a pool.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::default()
+    }
+
+    /// Loads the embedded module with the defaults.
+    ///
+    /// # Errors
+    ///
+    /// A [`LoadError`]; with the embedded module only when the machine refuses the
+    /// engine (address space for the pool, a thread for the ticker).
+    pub fn new() -> Result<Self, LoadError> {
+        Self::builder().build()
+    }
+
+    fn load(builder: PolicyBuilder) -> Result<Self, LoadError> {
+        let PolicyBuilder {
+            module,
+            limits,
+            strategy,
+            pool_size,
+        } = builder;
+        let module = module.unwrap_or_else(PolicyModule::embedded);
+
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        if let Some(slots) = pool_size {
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_core_instances(slots)
+                .total_memories(slots)
+                .total_tables(slots)
+                .max_memories_per_module(1)
+                .max_tables_per_module(1)
+                .max_memory_size(limits.memory_limit())
+                .table_elements(limits.table_elements())
+                // Keep a small memory's pages mapped between instances: resetting them
+                // is cheaper than faulting them in again.
+                .linear_memory_keep_resident(1 << 20)
+                .table_keep_resident(64 << 10);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(|err| LoadError::Engine {
+            reason: err.to_string(),
+        })?;
+        check_initial_memory(module.bytes(), &limits)?;
+        let compiled = Module::new(&engine, module.bytes()).map_err(|err| LoadError::Compile {
+            reason: format!("{err:#}"),
+        })?;
+        let exports = check_shape(&compiled)?;
+        let pre = Linker::new(&engine)
+            .instantiate_pre(&compiled)
+            .map_err(|err| LoadError::Compile {
+                reason: format!("{err:#}"),
+            })?;
+        let ticker = Ticker::start(&engine, limits.epoch_tick())?;
+
+        let mut policy = Self {
+            engine,
+            module,
+            pre,
+            exports,
+            limits,
+            strategy,
+            pool_size,
+            abi_version: AbiVersion { major: 0, minor: 0 },
+            warm: Mutex::new(None),
+            _ticker: ticker,
+        };
+        let found = policy
+            .probe_abi_version()
+            .map_err(|source| LoadError::Probe { source })?;
+        if found.major != ABI_MAJOR {
+            return Err(LoadError::AbiVersion {
+                found,
+                supported: ABI_MAJOR,
+            });
+        }
+        policy.abi_version = found;
+        Ok(policy)
+    }
+
+    /// The module's ABI version.
+    pub fn abi_version(&self) -> AbiVersion {
+        self.abi_version
+    }
+
+    /// The module this policy runs.
+    pub fn module(&self) -> &PolicyModule {
+        &self.module
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The instance strategy.
+    pub fn instance_strategy(&self) -> InstanceStrategy {
+        self.strategy
+    }
+
+    /// The wasmtime engine (to precompile or inspect; the ticker advances its epoch).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Validates one Secret.
+    ///
+    /// # Errors
+    ///
+    /// [`EvalError::Rejected`] when the policy refuses the request (an invalid
+    /// `config`); any other [`EvalError`] when the module misbehaves or hits a limit.
+    pub fn validate(
+        &self,
+        secret: &SecretManifest,
+        config: &PolicyConfig,
+    ) -> Result<ValidationReport, EvalError> {
+        let request = RequestRef::Validate {
+            secret,
+            config: typed::non_default(config),
+        };
+        typed::parse_validation(&self.evaluate_raw(&request.to_json()?)?)
+    }
+
+    /// The credentials to try for `image`, from `secrets` in imagePullSecrets order,
+    /// filled for `runtime`.
+    ///
+    /// # Errors
+    ///
+    /// [`EvalError::Rejected`] with code `invalid_image` for a malformed reference;
+    /// any other [`EvalError`] when the module misbehaves or hits a limit.
+    pub fn resolve(
+        &self,
+        image: &str,
+        secrets: &[SecretManifest],
+        runtime: RuntimeProfile,
+        config: &PolicyConfig,
+    ) -> Result<Resolution, EvalError> {
+        let request = RequestRef::Resolve {
+            image,
+            secrets,
+            runtime,
+            config: typed::non_default(config),
+        };
+        typed::parse_resolution(&self.evaluate_raw(&request.to_json()?)?)
+    }
+
+    /// Converts a dockerconfigjson or dockercfg Secret into regcredentials Secrets.
+    ///
+    /// # Errors
+    ///
+    /// [`EvalError::Rejected`] with code `invalid_secret` when the Secret cannot be
+    /// converted; any other [`EvalError`] when the module misbehaves or hits a limit.
+    pub fn convert(&self, secret: &SecretManifest) -> Result<Vec<SecretManifest>, EvalError> {
+        let request = RequestRef::Convert { secret };
+        typed::parse_conversion(&self.evaluate_raw(&request.to_json()?)?)
+    }
+
+    /// Sends one JSON request (`policy-wasm/ABI.md`) and returns the JSON response,
+    /// checked to be UTF-8 JSON. An `{"error": ...}` response is returned as is.
+    ///
+    /// # Errors
+    ///
+    /// [`EvalError::InputTooLarge`] before the module runs; otherwise an [`EvalError`]
+    /// for each way a module can fail (time, memory, trap, bad buffer, bad response).
+    pub fn evaluate_raw(&self, request: &[u8]) -> Result<Vec<u8>, EvalError> {
+        if request.len() > self.limits.input_limit() {
+            return Err(EvalError::InputTooLarge {
+                len: request.len(),
+                limit: self.limits.input_limit(),
+            });
+        }
+        let response = match self.strategy {
+            InstanceStrategy::Fresh => self.evaluate_fresh(request)?,
+            InstanceStrategy::Reuse => self.evaluate_warm(request)?,
+        };
+        check_response(&response)?;
+        Ok(response)
+    }
+
+    fn evaluate_fresh(&self, request: &[u8]) -> Result<Vec<u8>, EvalError> {
+        let mut live = self.instantiate()?;
+        let result = call_evaluate(&mut live, request, false);
+        result.map_err(|err| self.classify(err, &live.store))
+    }
+
+    fn evaluate_warm(&self, request: &[u8]) -> Result<Vec<u8>, EvalError> {
+        let mut slot = match self.warm.try_lock() {
+            Ok(slot) => slot,
+            // Another thread holds the warm instance: do not wait for it.
+            Err(TryLockError::WouldBlock) => return self.evaluate_fresh(request),
+            // A panic while holding the lock left nothing inconsistent worth keeping.
+            Err(TryLockError::Poisoned(poisoned)) => {
+                let mut slot = poisoned.into_inner();
+                *slot = None;
+                slot
+            }
+        };
+        let mut live = match slot.take() {
+            Some(live) => live,
+            None => self.instantiate()?,
+        };
+        live.store.set_epoch_deadline(self.limits.deadline_ticks());
+        match call_evaluate(&mut live, request, true) {
+            Ok(response) => {
+                *slot = Some(live);
+                Ok(response)
+            }
+            // The instance is dropped: whatever state the failure left is gone.
+            Err(err) => Err(self.classify(err, &live.store)),
+        }
+    }
+
+    fn new_store(&self) -> Store<StoreState> {
+        let mut store = Store::new(
+            &self.engine,
+            StoreState {
+                limiter: Limiter {
+                    memory_limit: self.limits.memory_limit(),
+                    table_elements: self.limits.table_elements(),
+                    exceeded: false,
+                },
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        store.epoch_deadline_trap();
+        store
+    }
+
+    fn instantiate(&self) -> Result<Live, EvalError> {
+        let mut store = self.new_store();
+        let instance = match self.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(err) => return Err(self.classify(err.into(), &store)),
+        };
+        let mut get = |export: &ModuleExport| instance.get_module_export(&mut store, export);
+        let memory = get(&self.exports.memory).and_then(Extern::into_memory);
+        let alloc = get(&self.exports.alloc).and_then(Extern::into_func);
+        let dealloc = get(&self.exports.dealloc).and_then(Extern::into_func);
+        let evaluate = get(&self.exports.evaluate).and_then(Extern::into_func);
+        let (Some(memory), Some(alloc), Some(dealloc), Some(evaluate)) =
+            (memory, alloc, dealloc, evaluate)
+        else {
+            // `check_shape` saw them in the module; an instance always has them.
+            return Err(EvalError::Runtime {
+                reason: "an export checked at load time is missing".into(),
+            });
+        };
+        let typed = (
+            alloc.typed::<i32, i32>(&store),
+            dealloc.typed::<(i32, i32), ()>(&store),
+            evaluate.typed::<(i32, i32), i64>(&store),
+        );
+        let (Ok(alloc), Ok(dealloc), Ok(evaluate)) = typed else {
+            return Err(EvalError::Runtime {
+                reason: "an export's signature changed after load".into(),
+            });
+        };
+        Ok(Live {
+            store,
+            exports: Exports {
+                memory,
+                alloc,
+                dealloc,
+                evaluate,
+            },
+        })
+    }
+
+    fn probe_abi_version(&self) -> Result<AbiVersion, EvalError> {
+        let mut store = self.new_store();
+        let version = self.pre.instantiate(&mut store).and_then(|instance| {
+            let func = instance
+                .get_module_export(&mut store, &self.exports.abi_version)
+                .and_then(Extern::into_func)
+                .ok_or_else(|| wasmtime::format_err!("the ABI version export is missing"))?;
+            func.typed::<(), i32>(&store)?.call(&mut store, ())
+        });
+        version
+            .map(AbiVersion::from_packed)
+            .map_err(|err| self.classify(err.into(), &store))
+    }
+
+    /// Maps a wasmtime failure to the typed error, using what the store recorded.
+    fn classify(&self, err: Failure, store: &Store<StoreState>) -> EvalError {
+        let err = match err {
+            Failure::Typed(err) => return err,
+            Failure::Wasmtime(err) => err,
+        };
+        if store.data().limiter.exceeded {
+            return EvalError::MemoryLimit {
+                limit: self.limits.memory_limit(),
+            };
+        }
+        if let Some(trap) = err.downcast_ref::<Trap>() {
+            return match trap {
+                Trap::Interrupt => EvalError::Timeout {
+                    deadline: self.limits.epoch_deadline(),
+                },
+                trap => EvalError::Trap {
+                    reason: trap.to_string(),
+                },
+            };
+        }
+        if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+            return EvalError::Busy {
+                limit: self.pool_size.unwrap_or_default(),
+            };
+        }
+        EvalError::Runtime {
+            reason: format!("{err:#}"),
+        }
+    }
+}
+
+/// A failure inside one call: already typed, or wasmtime's, to classify with the store.
+enum Failure {
+    Typed(EvalError),
+    Wasmtime(wasmtime::Error),
+}
+
+impl From<EvalError> for Failure {
+    fn from(err: EvalError) -> Self {
+        Self::Typed(err)
+    }
+}
+
+impl From<wasmtime::Error> for Failure {
+    fn from(err: wasmtime::Error) -> Self {
+        Self::Wasmtime(err)
+    }
+}
+
+/// Copies the request in, evaluates, copies the response out; frees both buffers when
+/// the instance is kept.
+fn call_evaluate(live: &mut Live, request: &[u8], free: bool) -> Result<Vec<u8>, Failure> {
+    let Live { store, exports } = live;
+    // The input limit keeps the length far below 2 GiB.
+    let len = i32::try_from(request.len()).map_err(|_| EvalError::InputTooLarge {
+        len: request.len(),
+        limit: i32::MAX as usize,
+    })?;
+    let ptr = exports.alloc.call(&mut *store, len)?;
+    if ptr == 0 && len > 0 {
+        return Err(EvalError::AllocFailed { len: request.len() }.into());
+    }
+    let input = buffer(store, exports.memory, "request", ptr as u32, len as u32)?;
+    exports.memory.data_mut(&mut *store)[input.clone()].copy_from_slice(request);
+
+    let packed = exports.evaluate.call(&mut *store, (ptr, len))? as u64;
+    let (out_ptr, out_len) = ((packed >> 32) as u32, packed as u32);
+    let output = buffer(store, exports.memory, "response", out_ptr, out_len)?;
+    let response = exports.memory.data(&*store)[output].to_vec();
+
+    if free {
+        exports
+            .dealloc
+            .call(&mut *store, (out_ptr as i32, out_len as i32))?;
+        exports.dealloc.call(&mut *store, (ptr, len))?;
+    }
+    Ok(response)
+}
+
+/// The byte range of a buffer the module handed out, if it lies inside its memory.
+fn buffer(
+    store: &Store<StoreState>,
+    memory: Memory,
+    what: &'static str,
+    ptr: u32,
+    len: u32,
+) -> Result<std::ops::Range<usize>, EvalError> {
+    let memory_size = memory.data_size(store);
+    let start = ptr as usize;
+    let end = start + len as usize;
+    if end > memory_size {
+        return Err(EvalError::OutOfBounds {
+            what,
+            ptr,
+            len,
+            memory_size,
+        });
+    }
+    Ok(start..end)
+}
+
+/// The response must be UTF-8 JSON; its shape is the typed API's business.
+fn check_response(response: &[u8]) -> Result<(), EvalError> {
+    std::str::from_utf8(response).map_err(|err| EvalError::InvalidUtf8 {
+        valid_up_to: err.valid_up_to(),
+    })?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(response)
+        .map_err(|err| EvalError::invalid_json("JSON", &err))?;
+    Ok(())
+}
+
+/// Checks that the module imports nothing and exports what the ABI needs, and finds the
+/// exports' indices.
+fn check_shape(module: &Module) -> Result<ExportIndex, LoadError> {
+    if let Some(import) = module.imports().next() {
+        return Err(LoadError::UnexpectedImport {
+            module: import.module().into(),
+            name: import.name().into(),
+        });
+    }
+    let find = |name: &'static str, expected: &'static str, ok: &dyn Fn(&ExternType) -> bool| {
+        let ty = module
+            .get_export(name)
+            .ok_or(LoadError::MissingExport { name })?;
+        if !ok(&ty) {
+            return Err(LoadError::ExportType { name, expected });
+        }
+        module
+            .get_export_index(name)
+            .ok_or(LoadError::MissingExport { name })
+    };
+    let func = |params: &'static [&'static str], results: &'static [&'static str]| {
+        move |ty: &ExternType| {
+            ty.func().is_some_and(|f| {
+                f.params()
+                    .map(|p| p.to_string())
+                    .eq(params.iter().map(|p| p.to_string()))
+                    && f.results()
+                        .map(|r| r.to_string())
+                        .eq(results.iter().map(|r| r.to_string()))
+            })
+        }
+    };
+    const I32: &str = "i32";
+    const I64: &str = "i64";
+    Ok(ExportIndex {
+        memory: find(MEMORY, "a 32-bit unshared memory", &|ty| {
+            ty.memory().is_some_and(|m| !m.is_64() && !m.is_shared())
+        })?,
+        abi_version: find(ABI_VERSION, "a function () -> i32", &func(&[], &[I32]))?,
+        alloc: find(ALLOC, "a function (i32) -> i32", &func(&[I32], &[I32]))?,
+        dealloc: find(
+            DEALLOC,
+            "a function (i32, i32) -> ()",
+            &func(&[I32, I32], &[]),
+        )?,
+        evaluate: find(
+            EVALUATE,
+            "a function (i32, i32) -> i64",
+            &func(&[I32, I32], &[I64]),
+        )?,
+    })
+}
+
+/// Refuses a module whose memories start above the limit, before compiling it (the
+/// pooling allocator would refuse it with a less precise message).
+fn check_initial_memory(bytes: &[u8], limits: &Limits) -> Result<(), LoadError> {
+    use wasmtime::wasmparser::{Parser, Payload};
+    for payload in Parser::new(0).parse_all(bytes) {
+        // Malformed modules are Cranelift's to report.
+        let Ok(payload) = payload else { return Ok(()) };
+        match payload {
+            Payload::MemorySection(memories) => {
+                for memory in memories.into_iter().flatten() {
+                    let minimum = memory.initial.saturating_mul(65_536);
+                    if minimum > limits.memory_limit() as u64 {
+                        return Err(LoadError::InitialMemory {
+                            minimum,
+                            limit: limits.memory_limit(),
+                        });
+                    }
+                }
+            }
+            Payload::CodeSectionStart { .. } => return Ok(()),
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Policy module bytes: the one embedded at build time, or one read from a file, optionally
+//! pinned by sha256.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::LoadError;
+
+/// The policy module built from this workspace's `policy-wasm` crate (for
+/// `wasm32-unknown-unknown`, profile `wasm-release`) and embedded at build time.
+pub const DEFAULT_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/regcred_policy.wasm"));
+
+/// The ABI major version this host speaks (`policy-wasm/ABI.md`).
+pub const ABI_MAJOR: u16 = 1;
+
+/// A module's ABI version, from its `regcred_abi_version` export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AbiVersion {
+    /// Changes break hosts; a host runs only its own major version.
+    pub major: u16,
+    /// Changes only add.
+    pub minor: u16,
+}
+
+impl AbiVersion {
+    /// Splits the export's `major << 16 | minor`.
+    pub fn from_packed(packed: i32) -> Self {
+        let packed = packed as u32;
+        Self {
+            major: (packed >> 16) as u16,
+            minor: (packed & 0xffff) as u16,
+        }
+    }
+}
+
+impl fmt::Display for AbiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Where a module's bytes came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModuleSource {
+    /// [`DEFAULT_MODULE`].
+    Embedded,
+    /// A file.
+    File(PathBuf),
+    /// Bytes handed over by the caller.
+    Bytes,
+}
+
+impl fmt::Display for ModuleSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("embedded"),
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Bytes => f.write_str("in-memory"),
+        }
+    }
+}
+
+/// The bytes of a policy module, with their source and sha256. Not compiled yet: see
+/// [`crate::PolicyPre`].
+///
+/// ```
+/// use regcred_host::PolicyModule;
+///
+/// let module = PolicyModule::embedded();
+/// let pinned = module.clone().pin_sha256(&module.sha256_hex())?;
+/// assert_eq!(pinned.sha256(), module.sha256());
+/// assert!(module.clone().pin_sha256(&"0".repeat(64)).is_err());
+/// # Ok::<(), regcred_host::LoadError>(())
+/// ```
+#[derive(Clone)]
+pub struct PolicyModule {
+    bytes: Arc<[u8]>,
+    sha256: [u8; 32],
+    source: ModuleSource,
+}
+
+impl PolicyModule {
+    /// The embedded [`DEFAULT_MODULE`].
+    pub fn embedded() -> Self {
+        Self::new(Arc::from(DEFAULT_MODULE), ModuleSource::Embedded)
+    }
+
+    /// Reads a module file (`.wasm`; the text format is not accepted).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Read`] when the file cannot be read.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self::new(
+            Arc::from(bytes),
+            ModuleSource::File(path.to_path_buf()),
+        ))
+    }
+
+    /// Wraps module bytes held in memory.
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
+        Self::new(Arc::from(bytes.into()), ModuleSource::Bytes)
+    }
+
+    fn new(bytes: Arc<[u8]>, source: ModuleSource) -> Self {
+        let sha256 = Sha256::digest(&bytes).into();
+        Self {
+            bytes,
+            sha256,
+            source,
+        }
+    }
+
+    /// Checks the module against a sha256 pin (64 hex digits, either case).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::InvalidPin`] when the pin is not a sha256 digest,
+    /// [`LoadError::Sha256Mismatch`] when it is another module's.
+    pub fn pin_sha256(self, pin: &str) -> Result<Self, LoadError> {
+        let pin = pin.trim();
+        let pin = pin.strip_prefix("sha256:").unwrap_or(pin);
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(LoadError::InvalidPin { pin: pin.into() });
+        }
+        let expected = pin.to_ascii_lowercase();
+        let actual = self.sha256_hex();
+        if expected != actual {
+            return Err(LoadError::Sha256Mismatch { expected, actual });
+        }
+        Ok(self)
+    }
+
+    /// The module's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True for an empty byte string (which will not compile).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The sha256 digest.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// The sha256 digest as lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        use fmt::Write as _;
+        self.sha256
+            .iter()
+            .fold(String::with_capacity(64), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+    }
+
+    /// Where the bytes came from.
+    pub fn source(&self) -> &ModuleSource {
+        &self.source
+    }
+}
+
+impl fmt::Debug for PolicyModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyModule")
+            .field("source", &self.source)
+            .field("len", &self.bytes.len())
+            .field("sha256", &self.sha256_hex())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_version_splits_major_and_minor() {
+        let v = AbiVersion::from_packed(1 << 16 | 3);
+        assert_eq!((v.major, v.minor), (1, 3));
+        assert_eq!(v.to_string(), "1.3");
+        assert_eq!(AbiVersion::from_packed(-1).major, 0xffff);
+    }
+
+    #[test]
+    fn embedded_module_is_wasm() {
+        let module = PolicyModule::embedded();
+        assert!(module.bytes().starts_with(b"\0asm"));
+        assert_eq!(module.source(), &ModuleSource::Embedded);
+        assert!(format!("{module:?}").contains(&module.sha256_hex()));
+    }
+
+    #[test]
+    fn pin_accepts_prefix_and_upper_case() {
+        let module = PolicyModule::from_bytes(b"\0asm".to_vec());
+        let pin = format!("sha256:{}", module.sha256_hex().to_uppercase());
+        assert!(module.clone().pin_sha256(&pin).is_ok());
+        assert!(matches!(
+            module.pin_sha256("abc"),
+            Err(LoadError::InvalidPin { .. })
+        ));
+    }
+}
