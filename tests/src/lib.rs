@@ -1,1 +1,8 @@
 //! Shared helpers for regcred's cross-crate tests.
+//!
+//! [`harness`] starts the real programs the end-to-end tests run against: the
+//! distribution registry (htpasswd or token authentication), a token server, containerd
+//! with its CRI plugin, and builds and pushes images. See `tests/README.md`.
+#![warn(missing_docs)]
+
+pub mod harness;

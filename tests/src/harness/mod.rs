@@ -1,0 +1,61 @@
+//! The end-to-end harness: real programs on loopback, in temporary directories, started
+//! and stopped by PID.
+//!
+//! Each fixture owns what it starts and removes it on drop: the program's process group
+//! is killed (SIGKILL) and its temporary directory deleted. Programs run under
+//! `setpriv --pdeathsig KILL`, so they die with the test thread even when the test binary
+//! is killed before `Drop` runs. Each program writes its stdout and stderr to a log file in
+//! its directory; when a test fails (the thread is panicking) the fixtures print the
+//! last lines of their logs, which libtest shows with the failure.
+//!
+//! Nothing is skipped: a missing program fails the test with a message to run
+//! `scripts/setup`, and containerd needs root (CI runs as root).
+//!
+//! - [`Registry`]: `docker-registry serve` (distribution 2.8) on a free port, with
+//!   htpasswd auth ([`Registry::start_htpasswd`]) or token auth
+//!   ([`Registry::start_with_token_auth`]).
+//! - [`TokenServer`]: an OAuth2 / Docker token server in-process (RS256 JWTs with an
+//!   `x5c` or `kid` header; password, refresh-token and Basic grants).
+//! - [`Containerd`]: containerd 1.6 with the CRI plugin, `native` snapshotter and
+//!   `hosts.toml` for the loopback registries.
+//! - [`TestImage`]: a one-layer OCI image built in memory and pushed through the
+//!   registry's HTTP API.
+//! - [`CriClient`]: a tonic client of a CRI ImageService over a unix socket, and
+//!   [`pod_sandbox`] for the `sandbox_config` kubelet sends.
+//!
+//! ```no_run
+//! # async fn run() {
+//! use regcred_tests::harness::{Containerd, Registry, TestImage, basic_auth};
+//!
+//! let registry = Registry::start_htpasswd(&[("alice", "pw")]).await;
+//! TestImage::new("hello").push(&registry.url(), "team/app", "v1", Some(("alice", "pw"))).await.unwrap();
+//! let containerd = Containerd::start().await;
+//! containerd.add_plain_http_registry(&registry.host());
+//! let mut cri = containerd.client().await;
+//! let auth = basic_auth(&registry.url(), "alice", "pw");
+//! cri.pull(&registry.image("team/app", "v1"), Some(auth), None).await.unwrap();
+//! # }
+//! ```
+
+mod containerd;
+mod cri;
+mod image;
+mod process;
+mod registry;
+mod token_server;
+
+pub use containerd::Containerd;
+pub use cri::{ConnectError, CriClient, basic_auth, image_spec, pod_sandbox};
+pub use image::{
+    CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, PushError, TestImage,
+    oci_architecture, parse_challenge, sha256_digest,
+};
+pub use process::{
+    CapturedLogs, ChildProcess, KEEP_DIRS_ENV, assert_logs_exclude, fixture_dir,
+    free_loopback_addr, free_port, print_logs_if_panicking, read_lossy, require_program,
+    require_root,
+};
+pub use registry::Registry;
+pub use token_server::{
+    Grant, GrantRecord, KeyReference, TokenServer, TokenServerBuilder, libtrust_key_id,
+};

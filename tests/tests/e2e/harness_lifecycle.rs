@@ -1,0 +1,83 @@
+//! The harness itself: programs are stopped by PID with their directories removed,
+//! pushes answer the registry's challenges, missing programs fail loudly.
+
+use std::path::Path;
+
+use regcred_tests::harness::{Containerd, Registry, TestImage, TokenServer, require_program};
+
+fn process_is_alive(pid: u32) -> bool {
+    // A zombie would still have /proc/PID: the fixture reaps its child, so it is gone.
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test]
+async fn dropping_fixtures_kills_their_processes_and_removes_their_directories() {
+    let registry = Registry::start_htpasswd(&[("u", "p")]).await;
+    let containerd = Containerd::start().await;
+    let (registry_pid, containerd_pid) = (registry.pid(), containerd.pid());
+    let registry_dir = registry.dir().to_owned();
+    let containerd_socket = containerd.socket().to_owned();
+    assert!(process_is_alive(registry_pid) && process_is_alive(containerd_pid));
+    assert!(containerd_socket.exists());
+
+    drop(registry);
+    drop(containerd);
+    assert!(
+        !process_is_alive(registry_pid),
+        "registry {registry_pid} still running"
+    );
+    assert!(
+        !process_is_alive(containerd_pid),
+        "containerd {containerd_pid} still running"
+    );
+    assert!(!registry_dir.exists(), "registry directory left behind");
+    assert!(
+        !containerd_socket.parent().expect("dir").exists(),
+        "containerd directory left behind"
+    );
+}
+
+#[tokio::test]
+async fn pushes_answer_basic_and_bearer_challenges_and_fail_on_wrong_credentials() {
+    let image = TestImage::new("push check");
+    let registry = Registry::start_htpasswd(&[("u", "right")]).await;
+    image
+        .push(&registry.url(), "a/b", "v1", Some(("u", "right")))
+        .await
+        .expect("Basic push");
+    let refused = image
+        .push(&registry.url(), "a/b", "v2", Some(("u", "wrong")))
+        .await
+        .expect_err("refused");
+    assert!(refused.to_string().contains("401"), "{refused}");
+    assert!(
+        !refused.to_string().contains("wrong"),
+        "no credentials in errors: {refused}"
+    );
+    let anonymous = image
+        .push(&registry.url(), "a/b", "v3", None)
+        .await
+        .expect_err("refused");
+    assert!(
+        anonymous.to_string().contains("no credentials"),
+        "{anonymous}"
+    );
+
+    let tokens = TokenServer::builder().user("u", "right").start();
+    let token_registry = Registry::start_with_token_auth(&tokens).await;
+    image
+        .push(&token_registry.url(), "a/b", "v1", Some(("u", "right")))
+        .await
+        .expect("Bearer push");
+    let refused = image
+        .push(&token_registry.url(), "a/b", "v2", Some(("u", "wrong")))
+        .await
+        .expect_err("refused");
+    assert!(refused.to_string().contains("401"), "{refused}");
+}
+
+#[test]
+#[should_panic(expected = "run scripts/setup")]
+fn a_missing_program_fails_the_test_with_what_to_do() {
+    require_program("regcred-no-such-program", "regcred-no-such-package");
+}
