@@ -38,7 +38,8 @@ fn header(path: &Path, key: &str) -> Option<String> {
 }
 
 fn secret_schema() -> jsonschema::Validator {
-    let text = std::fs::read_to_string(root().join("schemas/regcredentials-secret.schema.json")).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("schemas/regcredentials-secret.schema.json")).unwrap();
     jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
 }
 
@@ -63,15 +64,24 @@ fn committed_schemas_are_what_the_generator_makes() {
         .collect();
     committed_names.sort();
     expected_names.sort();
-    assert_eq!(committed_names, expected_names, "schemas/ holds files the generator does not make");
+    assert_eq!(
+        committed_names, expected_names,
+        "schemas/ holds files the generator does not make"
+    );
 }
 
 #[test]
 fn every_schema_declares_its_dialect_and_id_and_compiles() {
     for file in regcred_types::schema::all() {
         let value = serde_json::to_value(&file.schema).unwrap();
-        assert_eq!(value["$schema"], "https://json-schema.org/draft/2020-12/schema");
-        assert_eq!(value["$id"], format!("{}{}", regcred_types::schema::ID_BASE, file.file_name));
+        assert_eq!(
+            value["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(
+            value["$id"],
+            format!("{}{}", regcred_types::schema::ID_BASE, file.file_name)
+        );
         jsonschema::meta::validate(&value).unwrap_or_else(|e| panic!("{}: {e}", file.file_name));
     }
 }
@@ -89,7 +99,10 @@ fn good_examples_pass_the_rules_and_the_schema() {
             let report = regcred_policy::validate(&secret, &PolicyConfig::default());
             assert!(report.valid, "{}: {:?}", path.display(), report.violations);
             if secret.secret_type() == regcred_types::REGCREDENTIALS_TYPE {
-                let errors: Vec<String> = schema.iter_errors(&document).map(|e| e.to_string()).collect();
+                let errors: Vec<String> = schema
+                    .iter_errors(&document)
+                    .map(|e| e.to_string())
+                    .collect();
                 assert!(errors.is_empty(), "{}: {errors:?}", path.display());
             }
             checked += 1;
@@ -104,7 +117,8 @@ fn every_bad_example_gets_its_violation_and_the_schema_agrees_where_it_can() {
     let files = yaml_files(&root().join("examples/bad"));
     assert!(files.len() >= 15, "only {} bad examples", files.len());
     for path in files {
-        let expect = header(&path, "expect").unwrap_or_else(|| panic!("{}: no '# expect:' header", path.display()));
+        let expect = header(&path, "expect")
+            .unwrap_or_else(|| panic!("{}: no '# expect:' header", path.display()));
         let (field, error_type) = expect.rsplit_once(' ').unwrap();
         let config: PolicyConfig = match header(&path, "policy-config") {
             Some(file) => {
@@ -127,10 +141,21 @@ fn every_bad_example_gets_its_violation_and_the_schema_agrees_where_it_can() {
             report.violations
         );
         match header(&path, "schema").as_deref() {
-            Some("reject") => assert!(!schema.is_valid(&document), "{}: the schema accepts it", path.display()),
-            Some("accept") => assert!(schema.is_valid(&document), "{}: the schema rejects it", path.display()),
+            Some("reject") => assert!(
+                !schema.is_valid(&document),
+                "{}: the schema accepts it",
+                path.display()
+            ),
+            Some("accept") => assert!(
+                schema.is_valid(&document),
+                "{}: the schema rejects it",
+                path.display()
+            ),
             Some("none") => {}
-            other => panic!("{}: '# schema:' must be reject, accept or none, not {other:?}", path.display()),
+            other => panic!(
+                "{}: '# schema:' must be reject, accept or none, not {other:?}",
+                path.display()
+            ),
         }
     }
 }

@@ -15,7 +15,8 @@ use regcred_types::{
 use serde::Serialize;
 
 use input::{Object, read_objects, read_secrets, read_value_file, trim_newline};
-use policy::{Policy, PolicyCallError};
+use policy::{PolicyArgs, PolicyCommand, explain};
+use regcred_host::PolicyRunner;
 
 /// Exit status: the command ran and everything was valid (or there was nothing to judge).
 const EXIT_OK: u8 = 0;
@@ -32,6 +33,8 @@ const EXIT_USAGE: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +61,9 @@ enum Command {
     Convert(ConvertArgs),
     /// Write the JSON schemas (Secret manifest, AuthConfig, policy configuration).
     Schema(SchemaArgs),
+    /// Export or inspect the WebAssembly policy module.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -211,13 +217,13 @@ pub(crate) fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<u8> {
-    let policy = Policy::Native;
     match cli.command {
-        Command::Resolve(args) => resolve(&policy, args),
-        Command::Validate(args) => validate(&policy, args),
-        Command::Create(args) => create(&policy, args),
-        Command::Convert(args) => convert(&policy, args),
+        Command::Resolve(args) => resolve(&cli.policy.runner()?, args),
+        Command::Validate(args) => validate(&cli.policy.runner()?, args),
+        Command::Create(args) => create(&cli.policy.runner()?, args),
+        Command::Convert(args) => convert(&cli.policy.runner()?, args),
         Command::Schema(args) => schema(&args),
+        Command::Policy(command) => policy::run(&command),
     }
 }
 
@@ -240,20 +246,15 @@ fn print_json(value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-fn resolve(policy: &Policy, args: ResolveArgs) -> Result<u8> {
+fn resolve(policy: &PolicyRunner, args: ResolveArgs) -> Result<u8> {
     let config = load_config(&args.config)?;
     let secrets: Vec<SecretManifest> = read_secrets(&args.secrets)?
         .into_iter()
         .map(|(_, secret)| secret)
         .collect();
-    let resolution =
-        match policy.resolve(&args.image, &secrets, args.runtime_profile.into(), &config) {
-            Ok(resolution) => resolution,
-            Err(error) => match error.downcast_ref::<PolicyCallError>() {
-                Some(call) if call.code == "invalid_image" => bail!("{}", call.message),
-                _ => return Err(error),
-            },
-        };
+    let resolution = policy
+        .resolve(&args.image, &secrets, args.runtime_profile.into(), &config)
+        .map_err(explain)?;
     for warning in &resolution.warnings {
         eprintln!("warning: {warning}");
     }
@@ -282,7 +283,7 @@ enum FileReport {
     },
 }
 
-fn validate(policy: &Policy, args: ValidateArgs) -> Result<u8> {
+fn validate(policy: &PolicyRunner, args: ValidateArgs) -> Result<u8> {
     let config = load_config(&args.config)?;
     let mut reports = Vec::new();
     for path in &args.files {
@@ -298,7 +299,7 @@ fn validate(policy: &Policy, args: ValidateArgs) -> Result<u8> {
                     ]
                     .contains(&type_)
                     {
-                        let report = policy.validate(&secret, &config)?;
+                        let report = policy.validate(&secret, &config).map_err(explain)?;
                         reports.push(FileReport::Checked {
                             file: file.clone(),
                             report,
@@ -350,7 +351,7 @@ fn validate(policy: &Policy, args: ValidateArgs) -> Result<u8> {
     Ok(if invalid { EXIT_INVALID } else { EXIT_OK })
 }
 
-fn create(policy: &Policy, args: CreateArgs) -> Result<u8> {
+fn create(policy: &PolicyRunner, args: CreateArgs) -> Result<u8> {
     let mut secret = SecretManifest::new(args.name, args.namespace, REGCREDENTIALS_TYPE);
     secret.insert_data(keys::SERVER_ADDRESS, args.server.as_bytes());
     if let Some(username) = &args.username {
@@ -375,7 +376,9 @@ fn create(policy: &Policy, args: CreateArgs) -> Result<u8> {
         let token = read_value_file(path, "registry token file")?;
         secret.insert_data(keys::REGISTRY_TOKEN, token.as_bytes());
     }
-    let report = policy.validate(&secret, &PolicyConfig::default())?;
+    let report = policy
+        .validate(&secret, &PolicyConfig::default())
+        .map_err(explain)?;
     for w in &report.warnings {
         eprintln!("warning: {}: {}", w.field, w.message);
     }
@@ -409,7 +412,7 @@ fn print_manifests(secrets: &[SecretManifest], format: ManifestFormat) -> Result
     }
 }
 
-fn convert(policy: &Policy, args: ConvertArgs) -> Result<u8> {
+fn convert(policy: &PolicyRunner, args: ConvertArgs) -> Result<u8> {
     let mut converted = Vec::new();
     let mut convertible = 0;
     for (path, secret) in read_secrets(&args.files)? {
@@ -426,9 +429,12 @@ fn convert(policy: &Policy, args: ConvertArgs) -> Result<u8> {
         convertible += 1;
         let secrets = policy
             .convert(&secret)
+            .map_err(explain)
             .with_context(|| format!("cannot convert {}", path.display()))?;
         for secret in &secrets {
-            let report = policy.validate(secret, &PolicyConfig::default())?;
+            let report = policy
+                .validate(secret, &PolicyConfig::default())
+                .map_err(explain)?;
             for v in &report.violations {
                 eprintln!("warning: converted {}: {v}", report.secret);
             }

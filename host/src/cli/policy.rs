@@ -1,85 +1,117 @@
-//! The policy the CLI runs: every command goes through the same JSON request/response
-//! as the WebAssembly module, so the CLI's verdicts are the module's.
+//! Choosing the policy the CLI runs (the embedded module by default) and the
+//! `regcred policy` commands.
 
-use anyhow::{Result, anyhow};
-use regcred_types::wire::{PolicyRequest, PolicyResponse};
-use regcred_types::{
-    Candidate, PolicyConfig, Resolution, RuntimeProfile, SecretManifest, ValidationReport,
-};
-use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
 
-/// Where the rules run.
-pub(crate) enum Policy {
-    /// The rules compiled into this binary.
-    Native,
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use regcred_host::{EvalError, PolicyModule, PolicyPre, PolicyRunner};
+
+/// Flags shared by every command that runs the rules.
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArgs {
+    /// Run this policy module instead of the one built into regcred.
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "native")]
+    policy: Option<PathBuf>,
+    /// Refuse the --policy module unless its sha256 is this (64 hex digits).
+    #[arg(long, value_name = "HEX", global = true, requires = "policy")]
+    policy_sha256: Option<String>,
+    /// Run the rules compiled into this binary instead of the WebAssembly module (same
+    /// results; for debugging a module against the source).
+    #[arg(long, global = true)]
+    native: bool,
 }
 
-/// A failed request: the policy's error code and message.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub(crate) struct PolicyCallError {
-    pub(crate) code: String,
-    pub(crate) message: String,
-}
-
-impl Policy {
-    fn call<T: DeserializeOwned>(&self, request: &PolicyRequest) -> Result<(T, Vec<String>)> {
-        let bytes = serde_json::to_vec(request)?;
-        let response = match self {
-            Self::Native => regcred_policy::evaluate(&bytes),
+impl PolicyArgs {
+    /// The runner these flags ask for.
+    pub(crate) fn runner(&self) -> Result<PolicyRunner> {
+        if self.native {
+            return Ok(PolicyRunner::Native);
+        }
+        let module = match &self.policy {
+            None => PolicyModule::embedded(),
+            Some(path) => load_module(path, self.policy_sha256.as_deref())?,
         };
-        match serde_json::from_slice::<PolicyResponse>(&response)
-            .map_err(|e| anyhow!("the policy answered with malformed JSON: {e}"))?
-        {
-            PolicyResponse::Ok { ok, warnings } => Ok((
-                serde_json::from_value(ok)
-                    .map_err(|e| anyhow!("the policy answered with an unexpected result: {e}"))?,
-                warnings,
-            )),
-            PolicyResponse::Error { error } => Err(PolicyCallError {
-                code: error.code,
-                message: error.message,
-            }
-            .into()),
+        let policy = PolicyPre::builder()
+            .module(module)
+            .on_demand()
+            .build()
+            .context("cannot load the policy module")?;
+        Ok(PolicyRunner::Wasm(std::sync::Arc::new(policy)))
+    }
+}
+
+fn load_module(path: &Path, pin: Option<&str>) -> Result<PolicyModule> {
+    let module = PolicyModule::from_file(path)
+        .with_context(|| format!("cannot read the policy module {}", path.display()))?;
+    match pin {
+        Some(pin) => module
+            .pin_sha256(pin)
+            .with_context(|| format!("policy module {}", path.display())),
+        None => Ok(module),
+    }
+}
+
+/// An error from the policy as the CLI reports it: a refused request reads as its own
+/// message; a misbehaving module says so.
+pub(crate) fn explain(error: EvalError) -> anyhow::Error {
+    match error {
+        EvalError::Rejected { message, .. } => anyhow::anyhow!(message),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// `regcred policy ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Write the policy module built into regcred to a file (for wazero, Node, browsers).
+    Export {
+        /// Where to write the module.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print a module's ABI version, size and sha256 (the built-in one without FILE).
+    Info {
+        /// A policy module file.
+        file: Option<PathBuf>,
+    },
+}
+
+pub(crate) fn run(command: &PolicyCommand) -> Result<u8> {
+    match command {
+        PolicyCommand::Export { out } => {
+            let module = PolicyModule::embedded();
+            std::fs::write(out, module.bytes())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes, sha256 {})",
+                out.display(),
+                module.len(),
+                module.sha256_hex()
+            );
+        }
+        PolicyCommand::Info { file } => {
+            let module = match file {
+                Some(path) => load_module(path, None)?,
+                None => PolicyModule::embedded(),
+            };
+            let size = module.len();
+            let sha256 = module.sha256_hex();
+            let source = match file {
+                Some(path) => path.display().to_string(),
+                None => "built-in".to_string(),
+            };
+            let policy = PolicyPre::builder()
+                .module(module)
+                .on_demand()
+                .build()
+                .with_context(|| format!("{source} is not a usable policy module"))?;
+            let version = policy.abi_version();
+            println!("module:      {source}");
+            println!("abi version: {version}");
+            println!("size:        {size} bytes");
+            println!("sha256:      {sha256}");
         }
     }
-
-    pub(crate) fn validate(
-        &self,
-        secret: &SecretManifest,
-        config: &PolicyConfig,
-    ) -> Result<ValidationReport> {
-        let request = PolicyRequest::Validate {
-            secret: secret.clone(),
-            config: Some(config.clone()),
-        };
-        Ok(self.call(&request)?.0)
-    }
-
-    pub(crate) fn resolve(
-        &self,
-        image: &str,
-        secrets: &[SecretManifest],
-        runtime: RuntimeProfile,
-        config: &PolicyConfig,
-    ) -> Result<Resolution> {
-        let request = PolicyRequest::Resolve {
-            image: image.to_string(),
-            secrets: secrets.to_vec(),
-            runtime,
-            config: Some(config.clone()),
-        };
-        let (candidates, warnings): (Vec<Candidate>, _) = self.call(&request)?;
-        Ok(Resolution {
-            candidates,
-            warnings,
-        })
-    }
-
-    pub(crate) fn convert(&self, secret: &SecretManifest) -> Result<Vec<SecretManifest>> {
-        let request = PolicyRequest::Convert {
-            secret: secret.clone(),
-        };
-        Ok(self.call(&request)?.0)
-    }
+    Ok(0)
 }
