@@ -58,3 +58,5 @@ pub use validate::{ValidCredentials, validate};
 
 #[cfg(target_arch = "wasm32")]
 mod abi;
+#[cfg(all(feature = "js", target_arch = "wasm32"))]
+mod js;
