@@ -1,6 +1,11 @@
 //! The `regcred` binary as a user runs it: exit codes, outputs, redaction, and the same
 //! binary as a kubectl plugin run by the real `kubectl`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test, with its message"
+)]
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -259,8 +259,7 @@ fn decode_value(
     };
     let plain_hint = || {
         format!(
-            "is not valid base64: values under data must be base64-encoded (standard alphabet, \
-             padded). Put plain text under stringData instead (stringData[{key}]), or encode it: \
+            "put plain text under stringData instead (stringData[{key}]), or encode it: \
              printf %s 'VALUE' | base64 -w0"
         )
     };
@@ -268,7 +267,15 @@ fn decode_value(
         Source::StringData => text.to_string(),
         Source::Data => {
             let Ok(bytes) = STANDARD.decode(text) else {
-                findings.violation(&path, FieldErrorType::FieldValueInvalid, plain_hint());
+                findings.violation(
+                    &path,
+                    FieldErrorType::FieldValueInvalid,
+                    format!(
+                        "is not valid base64: values under data must be base64-encoded \
+                         (standard alphabet, padded); {}",
+                        plain_hint()
+                    ),
+                );
                 return None;
             };
             match String::from_utf8(bytes) {
@@ -278,8 +285,8 @@ fn decode_value(
                         &path,
                         FieldErrorType::FieldValueInvalid,
                         format!(
-                            "decodes to bytes that are not UTF-8 text; if you wrote plain text here, \
-                             it only looks like base64: {}",
+                            "decodes to bytes that are not UTF-8 text; if you wrote plain text \
+                             here, it only happens to look like base64: {}",
                             plain_hint()
                         ),
                     );
