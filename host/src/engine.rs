@@ -540,6 +540,17 @@ impl PolicyPre {
         })
     }
 
+    /// Instantiates the module in a fresh store and asks its ABI version, as loading
+    /// did: a health check for a long-lived host, and the cost of instantiation alone.
+    ///
+    /// # Errors
+    ///
+    /// An [`EvalError`] when the instance does not fit the limits now (every pool slot
+    /// busy, for one) or the module misbehaves.
+    pub fn check_instance(&self) -> Result<AbiVersion, EvalError> {
+        self.probe_abi_version()
+    }
+
     fn probe_abi_version(&self) -> Result<AbiVersion, EvalError> {
         let mut store = self.new_store();
         let version = self.pre.instantiate(&mut store).and_then(|instance| {

@@ -32,7 +32,10 @@ pub fn evaluate_bytes(request: &[u8]) -> Vec<u8> {
 /// Throws an `Error` with `code` (`bad_request`, `invalid_config`).
 #[wasm_bindgen]
 pub fn validate(secret: JsValue, config: JsValue) -> Result<JsValue, JsValue> {
-    let mut fields = vec![("op", "\"validate\"".to_string()), ("secret", json(&secret)?)];
+    let mut fields = vec![
+        ("op", "\"validate\"".to_string()),
+        ("secret", json(&secret)?),
+    ];
     push_optional(&mut fields, "config", &config)?;
     call(&fields).and_then(|response| ok(&response["ok"]))
 }
@@ -75,7 +78,10 @@ pub fn resolve(
 /// Throws an `Error` with `code` (`bad_request`, `invalid_secret`).
 #[wasm_bindgen]
 pub fn convert(secret: JsValue) -> Result<JsValue, JsValue> {
-    let fields = vec![("op", "\"convert\"".to_string()), ("secret", json(&secret)?)];
+    let fields = vec![
+        ("op", "\"convert\"".to_string()),
+        ("secret", json(&secret)?),
+    ];
     call(&fields).and_then(|response| ok(&response["ok"]))
 }
 
@@ -110,7 +116,11 @@ fn call(fields: &[(&str, String)]) -> Result<Value, JsValue> {
     if let Some(error) = response.get("error") {
         let message = error["message"].as_str().unwrap_or_default();
         let thrown = Error::new(message);
-        Reflect::set(&thrown, &"code".into(), &error["code"].as_str().unwrap_or_default().into())?;
+        Reflect::set(
+            &thrown,
+            &"code".into(),
+            &error["code"].as_str().unwrap_or_default().into(),
+        )?;
         return Err(thrown.into());
     }
     Ok(response)
