@@ -79,11 +79,6 @@ impl ImageRef {
         if name.is_empty() {
             return Err(fail("has no repository name".into()));
         }
-        if name.len() > NAME_MAX {
-            return Err(fail(format!(
-                "repository name is longer than {NAME_MAX} characters"
-            )));
-        }
         let (domain, remainder) = match name.split_once('/') {
             Some((first, remainder)) if first.contains(['.', ':']) || first == "localhost" => {
                 (first, remainder)
@@ -99,13 +94,21 @@ impl ImageRef {
         if host == Host::Dns(DOCKER_HUB.into()) && port.is_none() && path.len() == 1 {
             path.insert(0, "library".into());
         }
-        Ok(Self {
+        let parsed = Self {
             host,
             port,
             path,
             tag,
             digest,
-        })
+        };
+        // Docker measures the normalized name (docker.io/library/... included).
+        let length = parsed.name().len();
+        if length > NAME_MAX {
+            return Err(fail(format!(
+                "the normalized repository name has {length} characters, more than {NAME_MAX}"
+            )));
+        }
+        Ok(parsed)
     }
 
     /// `HOST[:PORT]` as written in the reference (`docker.io` for Docker Hub).
@@ -294,6 +297,7 @@ mod tests {
     #[case::port_zero("r.io:0/app", "port")]
     #[case::glob_domain("*.r.io/app", "glob")]
     #[case::space("r.io/my app", "must be")]
+    #[case::too_long_once_normalized(&"a".repeat(240), "normalized")]
     fn rejects(#[case] image: &str, #[case] fragment: &str) {
         let error = ImageRef::parse(image).unwrap_err();
         assert!(error.to_string().contains(fragment), "{image}: {error}");
