@@ -435,7 +435,7 @@ fn kubectl_runs_it_as_a_plugin() {
         std::env::var("PATH").unwrap_or_default()
     );
     let output = Command::new(&kubectl)
-        .args(["regcred", "validate"])
+        .args(["regcred", "validate", "-f"])
         .arg(examples().join("bad/proposal-plain-text-under-data.yaml"))
         .env("PATH", &path)
         .env("KUBECONFIG", dir.path().join("none"))

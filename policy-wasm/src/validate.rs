@@ -63,6 +63,7 @@ pub fn validate(secret: &SecretManifest, config: &PolicyConfig) -> ValidationRep
 
 pub(crate) fn check(secret: &SecretManifest, config: &PolicyConfig) -> Checked {
     let mut findings = Findings::default();
+    check_top_level(secret, &mut findings);
     check_metadata(secret, &mut findings);
     let credentials = match secret.secret_type() {
         REGCREDENTIALS_TYPE => check_regcredentials(secret, config, &mut findings)
@@ -96,6 +97,35 @@ pub(crate) fn check(secret: &SecretManifest, config: &PolicyConfig) -> Checked {
             warnings: findings.warnings,
         },
         credentials: if metadata_ok { credentials } else { Vec::new() },
+    }
+}
+
+/// The fields of a Secret object.
+const SECRET_FIELDS: [&str; 7] = [
+    "apiVersion",
+    "kind",
+    "metadata",
+    "type",
+    "data",
+    "stringData",
+    "immutable",
+];
+
+fn check_top_level(secret: &SecretManifest, findings: &mut Findings) {
+    for field in secret.unknown_fields.keys() {
+        let hint = SECRET_FIELDS
+            .iter()
+            .find(|known| known.eq_ignore_ascii_case(field))
+            .map(|known| format!("did you mean {known:?}? "))
+            .unwrap_or_default();
+        findings.violation(
+            field,
+            FieldErrorType::FieldValueNotSupported,
+            format!(
+                "a Secret has no field {field:?}; {hint}its fields are {}",
+                SECRET_FIELDS.join(", ")
+            ),
+        );
     }
 }
 
@@ -1078,6 +1108,15 @@ mod tests {
             credentials.identity_token.as_ref().map(SecretValue::expose),
             Some("refresh")
         );
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_named() {
+        let mut s = secret(json!({}), json!({"serverAddress": "r.example", "auth": b64("u:p")}));
+        s.unknown_fields.insert("stringdata".into(), json!({"password": "x"}));
+        let report = validate(&s, &PolicyConfig::default());
+        assert_eq!(fields(&report), vec![("stringdata".to_string(), FieldErrorType::FieldValueNotSupported)]);
+        assert!(report.violations[0].message.contains("did you mean \"stringData\""));
     }
 
     #[test]

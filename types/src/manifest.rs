@@ -37,6 +37,10 @@ pub struct SecretManifest {
     /// Whether the Secret is immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immutable: Option<bool>,
+    /// Top-level fields a Secret does not have (`stringdata`, say), kept so that
+    /// validation can name them instead of silently ignoring a typo.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown_fields: BTreeMap<String, serde_json::Value>,
 }
 
 /// The part of `metadata` that regcred reads.
@@ -164,6 +168,7 @@ mod k8s {
                 data,
                 string_data,
                 immutable: secret.immutable,
+                unknown_fields: BTreeMap::new(),
             }
         }
     }

@@ -61,7 +61,7 @@ pub const DNS1123_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 #[derive(Deserialize, JsonSchema)]
 #[allow(dead_code, reason = "only the derived schema is used")]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(
     title = "kubernetes.io/regcredentials Secret",
     description = "A Secret with registry credentials that map directly onto the CRI AuthConfig. serverAddress is required, in data (base64) or stringData (plain text).",

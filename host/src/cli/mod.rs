@@ -121,8 +121,11 @@ enum ReportFormat {
 #[derive(Debug, Args)]
 struct ValidateArgs {
     /// Files with manifests (YAML or JSON, multi-document, kind: List; `-` for stdin).
-    #[arg(value_name = "FILE", required = true)]
+    #[arg(value_name = "FILE", required_unless_present = "filename")]
     files: Vec<PathBuf>,
+    /// The same as FILE, kubectl style; may be repeated.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    filename: Vec<PathBuf>,
     #[command(flatten)]
     config: PolicyConfigArg,
     /// Output format.
@@ -174,8 +177,11 @@ struct CreateArgs {
 #[derive(Debug, Args)]
 struct ConvertArgs {
     /// Files with dockerconfigjson or dockercfg Secrets (`-` for stdin).
-    #[arg(value_name = "FILE", required = true)]
+    #[arg(value_name = "FILE", required_unless_present = "filename")]
     files: Vec<PathBuf>,
+    /// The same as FILE, kubectl style; may be repeated.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    filename: Vec<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ManifestFormat::Yaml)]
     output: ManifestFormat,
@@ -286,7 +292,7 @@ enum FileReport {
 fn validate(policy: &PolicyRunner, args: ValidateArgs) -> Result<u8> {
     let config = load_config(&args.config)?;
     let mut reports = Vec::new();
-    for path in &args.files {
+    for path in args.files.iter().chain(&args.filename) {
         let file = path.display().to_string();
         for object in read_objects(path)? {
             match object {
@@ -415,7 +421,8 @@ fn print_manifests(secrets: &[SecretManifest], format: ManifestFormat) -> Result
 fn convert(policy: &PolicyRunner, args: ConvertArgs) -> Result<u8> {
     let mut converted = Vec::new();
     let mut convertible = 0;
-    for (path, secret) in read_secrets(&args.files)? {
+    let files: Vec<PathBuf> = args.files.iter().chain(&args.filename).cloned().collect();
+    for (path, secret) in read_secrets(&files)? {
         let type_ = secret.secret_type();
         if type_ != regcred_types::DOCKER_CONFIG_JSON_TYPE && type_ != regcred_types::DOCKERCFG_TYPE
         {
