@@ -229,3 +229,44 @@ mod k8s {
 
 #[cfg(feature = "k8s-openapi")]
 pub use k8s::ToK8sSecretError;
+
+#[cfg(all(test, feature = "k8s-openapi"))]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+
+    #[test]
+    fn converts_from_and_to_k8s_openapi_secrets() {
+        let manifest: SecretManifest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "quay", "namespace": "apps", "labels": {"team": "a"}},
+            "type": "kubernetes.io/regcredentials",
+            "data": {"serverAddress": "cXVheS5pbw=="},
+            "stringData": {"username": "robot"},
+        }))
+        .unwrap();
+        let secret = Secret::try_from(manifest.clone()).unwrap();
+        assert_eq!(
+            secret.data.as_ref().unwrap()["serverAddress"],
+            ByteString(b"quay.io".to_vec())
+        );
+        assert_eq!(secret.string_data.as_ref().unwrap()["username"], "robot");
+        assert_eq!(SecretManifest::from(secret), manifest);
+    }
+
+    #[test]
+    fn plain_text_under_data_is_a_conversion_error_naming_the_key() {
+        let mut manifest =
+            SecretManifest::new("quay", Some("apps".into()), crate::REGCREDENTIALS_TYPE);
+        manifest.data = Some(BTreeMap::from([(
+            "serverAddress".to_string(),
+            serde_json::Value::String("my.custom-registry.com".into()),
+        )]));
+        let error = Secret::try_from(manifest).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "secret apps/quay: data[serverAddress] is not valid base64"
+        );
+    }
+}
