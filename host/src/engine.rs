@@ -391,7 +391,7 @@ impl PolicyPre {
             secret,
             config: typed::non_default(config),
         };
-        typed::parse_validation(&self.evaluate_raw(&request.to_json()?)?)
+        typed::parse_validation(&self.call(&request.to_json()?)?)
     }
 
     /// The credentials to try for `image`, from `secrets` in imagePullSecrets order,
@@ -414,7 +414,7 @@ impl PolicyPre {
             runtime,
             config: typed::non_default(config),
         };
-        typed::parse_resolution(&self.evaluate_raw(&request.to_json()?)?)
+        typed::parse_resolution(&self.call(&request.to_json()?)?)
     }
 
     /// Converts a dockerconfigjson or dockercfg Secret into regcredentials Secrets.
@@ -425,7 +425,7 @@ impl PolicyPre {
     /// converted; any other [`EvalError`] when the module misbehaves or hits a limit.
     pub fn convert(&self, secret: &SecretManifest) -> Result<Vec<SecretManifest>, EvalError> {
         let request = RequestRef::Convert { secret };
-        typed::parse_conversion(&self.evaluate_raw(&request.to_json()?)?)
+        typed::parse_conversion(&self.call(&request.to_json()?)?)
     }
 
     /// Sends one JSON request (`policy-wasm/ABI.md`) and returns the JSON response,
@@ -436,6 +436,15 @@ impl PolicyPre {
     /// [`EvalError::InputTooLarge`] before the module runs; otherwise an [`EvalError`]
     /// for each way a module can fail (time, memory, trap, bad buffer, bad response).
     pub fn evaluate_raw(&self, request: &[u8]) -> Result<Vec<u8>, EvalError> {
+        let response = self.call(request)?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&response)
+            .map_err(|err| EvalError::invalid_json("JSON", &err))?;
+        Ok(response)
+    }
+
+    /// One evaluation, with the input limit and a UTF-8 response; the typed API parses
+    /// the JSON itself, so it does not pay for a syntax check first.
+    fn call(&self, request: &[u8]) -> Result<Vec<u8>, EvalError> {
         if request.len() > self.limits.input_limit() {
             return Err(EvalError::InputTooLarge {
                 len: request.len(),
@@ -446,7 +455,9 @@ impl PolicyPre {
             InstanceStrategy::Fresh => self.evaluate_fresh(request)?,
             InstanceStrategy::Reuse => self.evaluate_warm(request)?,
         };
-        check_response(&response)?;
+        std::str::from_utf8(&response).map_err(|err| EvalError::InvalidUtf8 {
+            valid_up_to: err.valid_up_to(),
+        })?;
         Ok(response)
     }
 
@@ -665,16 +676,6 @@ fn buffer(
         });
     }
     Ok(start..end)
-}
-
-/// The response must be UTF-8 JSON; its shape is the typed API's business.
-fn check_response(response: &[u8]) -> Result<(), EvalError> {
-    std::str::from_utf8(response).map_err(|err| EvalError::InvalidUtf8 {
-        valid_up_to: err.valid_up_to(),
-    })?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(response)
-        .map_err(|err| EvalError::invalid_json("JSON", &err))?;
-    Ok(())
 }
 
 /// Checks that the module imports nothing and exports what the ABI needs, and finds the
