@@ -113,8 +113,7 @@ fn secret_name(base: &str, registry: &str) -> String {
             slug.push(c);
         }
     }
-    let mut name = format!("{base}-{slug}");
-    name.truncate(240);
+    let name: String = format!("{base}-{slug}").chars().take(240).collect();
     name.trim_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_string()
 }
@@ -151,6 +150,16 @@ mod tests {
         }
         let data = converted[1].data.as_ref().unwrap();
         assert_eq!(data["identityToken"], json!(STANDARD.encode("refresh")));
+    }
+
+    #[test]
+    fn long_and_non_ascii_names_are_cut_on_character_boundaries() {
+        let name = secret_name(&"ü".repeat(300), "r.example");
+        assert!(name.chars().count() <= 240);
+        assert_eq!(
+            secret_name("pull", "https://R.Example:5000/v1/"),
+            "pull-r.example-5000-v1"
+        );
     }
 
     #[test]
