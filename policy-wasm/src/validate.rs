@@ -1112,11 +1112,25 @@ mod tests {
 
     #[test]
     fn unknown_top_level_fields_are_named() {
-        let mut s = secret(json!({}), json!({"serverAddress": "r.example", "auth": b64("u:p")}));
-        s.unknown_fields.insert("stringdata".into(), json!({"password": "x"}));
+        let mut s = secret(
+            json!({}),
+            json!({"serverAddress": "r.example", "auth": b64("u:p")}),
+        );
+        s.unknown_fields
+            .insert("stringdata".into(), json!({"password": "x"}));
         let report = validate(&s, &PolicyConfig::default());
-        assert_eq!(fields(&report), vec![("stringdata".to_string(), FieldErrorType::FieldValueNotSupported)]);
-        assert!(report.violations[0].message.contains("did you mean \"stringData\""));
+        assert_eq!(
+            fields(&report),
+            vec![(
+                "stringdata".to_string(),
+                FieldErrorType::FieldValueNotSupported
+            )]
+        );
+        assert!(
+            report.violations[0]
+                .message
+                .contains("did you mean \"stringData\"")
+        );
     }
 
     #[test]
