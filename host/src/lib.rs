@@ -62,6 +62,8 @@ mod limits;
 mod module;
 mod runner;
 mod typed;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use engine::{InstanceStrategy, PolicyBuilder, PolicyPre};
 pub use error::{EvalError, LoadError};

@@ -2,6 +2,8 @@
 
 mod input;
 mod policy;
+#[cfg(feature = "webhook")]
+mod webhook;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -64,6 +66,14 @@ enum Command {
     /// Export or inspect the WebAssembly policy module.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Serve the validating admission webhook (HTTPS) that checks Secrets as they are
+    /// created and updated.
+    #[cfg(feature = "webhook")]
+    #[command(
+        after_help = "Example:\n  regcred webhook --tls-cert tls.crt --tls-key tls.key \
+                            --addr 127.0.0.1:8443 --metrics-addr 127.0.0.1:9090"
+    )]
+    Webhook(webhook::WebhookArgs),
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +240,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Convert(args) => convert(&cli.policy.runner()?, args),
         Command::Schema(args) => schema(&args),
         Command::Policy(command) => policy::run(&command),
+        #[cfg(feature = "webhook")]
+        Command::Webhook(args) => webhook::run(&cli.policy, args),
     }
 }
 

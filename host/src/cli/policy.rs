@@ -39,6 +39,26 @@ impl PolicyArgs {
             .context("cannot load the policy module")?;
         Ok(PolicyRunner::Wasm(std::sync::Arc::new(policy)))
     }
+
+    /// The runner for a server that evaluates up to `concurrency` requests at once:
+    /// a fresh instance per evaluation (nothing one request leaves in the module's memory
+    /// reaches the next), taken from a pooling allocator with a slot for each.
+    #[cfg(feature = "webhook")]
+    pub(crate) fn server_runner(&self, concurrency: u32) -> Result<PolicyRunner> {
+        if self.native {
+            return Ok(PolicyRunner::Native);
+        }
+        let module = match &self.policy {
+            None => PolicyModule::embedded(),
+            Some(path) => load_module(path, self.policy_sha256.as_deref())?,
+        };
+        let policy = PolicyPre::builder()
+            .module(module)
+            .pooling(concurrency.max(regcred_host::PolicyBuilder::DEFAULT_POOL_SIZE))
+            .build()
+            .context("cannot load the policy module")?;
+        Ok(PolicyRunner::Wasm(std::sync::Arc::new(policy)))
+    }
 }
 
 fn load_module(path: &Path, pin: Option<&str>) -> Result<PolicyModule> {

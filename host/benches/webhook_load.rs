@@ -1,0 +1,369 @@
+//! Load on the admission webhook: starts the real `regcred webhook` binary (a second
+//! process) on a loopback port and drives it over TLS with kept-alive HTTP/1.1
+//! connections, with a mix of valid and invalid Secrets, for a bounded number of
+//! requests and a bounded time. Prints throughput and latency percentiles.
+//!
+//! ```sh
+//! cargo bench -p regcred-host --bench webhook_load
+//! cargo bench -p regcred-host --bench webhook_load -- --requests=100000 --connections=16 --seconds=60
+//! ```
+//!
+//! Flags: `--requests=N` (default 50,000), `--connections=N` (default 8),
+//! `--seconds=N` (default 30: the run stops there even if requests remain), `--native`
+//! (the webhook runs the rules natively instead of the wasm module), `--json`.
+
+#[path = "../tests/webhook/client.rs"]
+mod client;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use client::{Client, client_config};
+use serde_json::{Value, json};
+
+struct Options {
+    requests: usize,
+    connections: usize,
+    seconds: u64,
+    native: bool,
+    json: bool,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        requests: 50_000,
+        connections: 8,
+        seconds: 30,
+        native: false,
+        json: false,
+    };
+    for arg in std::env::args().skip(1) {
+        let (key, value) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
+        match key {
+            "--requests" => options.requests = value.parse().expect("--requests=N"),
+            "--connections" => options.connections = value.parse().expect("--connections=N"),
+            "--seconds" => options.seconds = value.parse().expect("--seconds=N"),
+            "--native" => options.native = true,
+            "--json" => options.json = true,
+            // `cargo bench` passes --bench; filters do not apply to this one benchmark.
+            _ => {}
+        }
+    }
+    options.connections = options.connections.max(1);
+    options
+}
+
+/// The webhook process; killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, native: bool) -> Server {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let cert_path = dir.path().join("tls.crt");
+    let key_path = dir.path().join("tls.key");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write the certificate");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write the key");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_regcred"));
+    if native {
+        command.arg("--native");
+    }
+    let mut child = command
+        .arg("webhook")
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .args(["--addr", "127.0.0.1:0", "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start regcred webhook");
+    // The first log line names the port; later lines (denials) are read and dropped so
+    // the pipe never fills.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && let Some(addr) = event["addr"].as_str()
+            {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("regcred webhook announces its address")
+        .parse()
+        .expect("a socket address");
+    Server {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn review(uid: &str, object: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Secret"},
+            "resource": {"group": "", "version": "v1", "resource": "secrets"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Secret"},
+            "requestResource": {"group": "", "version": "v1", "resource": "secrets"},
+            "name": object["metadata"]["name"],
+            "namespace": "apps",
+            "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-create"}
+        }
+    }))
+    .expect("JSON")
+}
+
+/// (body, allowed): half valid, half invalid, as the API server holds them (base64
+/// `data`, managedFields).
+fn workload() -> Vec<(Vec<u8>, bool)> {
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let secret = |name: &str, data: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": name, "namespace": "apps", "uid": "0f2b5e2e-8a8e-4b5e-9a53-6f0f2f4c7d11",
+                "creationTimestamp": "2025-06-02T09:14:27Z",
+                "managedFields": [{"manager": "kubectl-create", "operation": "Update", "apiVersion": "v1",
+                    "time": "2025-06-02T09:14:27Z", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:data": {".": {}, "f:password": {}, "f:serverAddress": {}, "f:username": {}}, "f:type": {}}}]
+            },
+            "type": "kubernetes.io/regcredentials",
+            "data": data,
+        })
+    };
+    vec![
+        (
+            review(
+                "valid-1",
+                secret(
+                    "quay-robot",
+                    json!({
+                        "serverAddress": b64("quay.io/my-org"), "username": b64("my-org+robot"), "password": b64("example-password"),
+                    }),
+                ),
+            ),
+            true,
+        ),
+        (
+            review(
+                "valid-2",
+                secret(
+                    "onprem",
+                    json!({
+                        "serverAddress": b64("https://registry.corp.example:5000"), "identityToken": b64("example-refresh-token"),
+                    }),
+                ),
+            ),
+            true,
+        ),
+        (
+            review(
+                "invalid-1",
+                secret(
+                    "bad-colon",
+                    json!({
+                        "serverAddress": b64("registry.corp.example"), "username": b64("team:robot"), "password": b64("example-password"),
+                    }),
+                ),
+            ),
+            false,
+        ),
+        (
+            review(
+                "invalid-2",
+                secret(
+                    "bad-server",
+                    json!({
+                        "serverAddress": b64("ftp://registry.corp.example"), "auth": b64("robot-without-colon"),
+                    }),
+                ),
+            ),
+            false,
+        ),
+    ]
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    wrong: usize,
+    errors: usize,
+}
+
+async fn drive(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    bodies: Arc<Vec<(Vec<u8>, bool)>>,
+    next: Arc<AtomicUsize>,
+    total: usize,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut client = Client::connect(addr, config.clone())
+        .await
+        .expect("connect");
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= total || Instant::now() >= deadline {
+            break;
+        }
+        let (body, allowed) = &bodies[i % bodies.len()];
+        let started = Instant::now();
+        match client.send("POST", "/validate", body.clone()).await {
+            Ok((status, answer)) => {
+                let elapsed = started.elapsed();
+                tally
+                    .latencies_us
+                    .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+                let ok = status == 200
+                    && serde_json::from_slice::<Value>(&answer)
+                        .is_ok_and(|a| a["response"]["allowed"] == *allowed);
+                if !ok {
+                    tally.wrong += 1;
+                }
+            }
+            Err(_) => {
+                tally.errors += 1;
+                client = Client::connect(addr, config.clone())
+                    .await
+                    .expect("reconnect");
+            }
+        }
+    }
+    tally
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+}
+
+fn main() {
+    let options = options();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("a self-signed certificate");
+    let server = start_server(&cert, options.native);
+    let config = client_config(cert.cert.der());
+    let bodies = Arc::new(workload());
+
+    // The load generator: its own process and runtime, two threads for two cores.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        // Ready and warm: every body once per connection-worth, answers checked.
+        let mut warm = Client::connect(server.addr, config.clone())
+            .await
+            .expect("connect");
+        assert_eq!(&warm.peer_certificate, cert.cert.der());
+        for _ in 0..250 {
+            for (body, allowed) in bodies.iter() {
+                let (status, answer) = warm.review(body.clone()).await;
+                assert_eq!(status, 200);
+                let answer: Value = serde_json::from_slice(&answer).expect("JSON");
+                assert_eq!(answer["response"]["allowed"], *allowed);
+            }
+        }
+    });
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(options.seconds);
+    let tallies: Vec<Tally> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..options.connections)
+            .map(|_| {
+                tokio::spawn(drive(
+                    server.addr,
+                    config.clone(),
+                    bodies.clone(),
+                    next.clone(),
+                    options.requests,
+                    deadline,
+                ))
+            })
+            .collect();
+        let mut tallies = Vec::new();
+        for task in tasks {
+            tallies.push(task.await.expect("a driver task"));
+        }
+        tallies
+    });
+    let elapsed = started.elapsed();
+    drop(server);
+
+    let mut latencies: Vec<u32> = tallies
+        .iter()
+        .flat_map(|t| t.latencies_us.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let wrong: usize = tallies.iter().map(|t| t.wrong).sum();
+    let errors: usize = tallies.iter().map(|t| t.errors).sum();
+    let completed = latencies.len();
+    let throughput = completed as f64 / elapsed.as_secs_f64();
+    let (p50, p90, p99, max) = (
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 100.0),
+    );
+    let policy = if options.native { "native" } else { "wasm" };
+    if options.json {
+        println!(
+            "{}",
+            json!({
+                "policy": policy, "connections": options.connections, "requests": completed,
+                "seconds": elapsed.as_secs_f64(), "reviewsPerSecond": throughput,
+                "p50Ms": p50, "p90Ms": p90, "p99Ms": p99, "maxMs": max,
+                "wrongVerdicts": wrong, "errors": errors,
+            })
+        );
+    } else {
+        println!(
+            "webhook load ({policy} policy, {} connections, TLS + HTTP/1.1 keep-alive, 50% invalid)",
+            options.connections
+        );
+        println!(
+            "  {completed} reviews in {:.2} s: {throughput:.0} reviews/s",
+            elapsed.as_secs_f64()
+        );
+        println!("  latency p50 {p50:.3} ms, p90 {p90:.3} ms, p99 {p99:.3} ms, max {max:.3} ms");
+        println!("  wrong verdicts {wrong}, transport errors {errors}");
+    }
+    assert_eq!(wrong, 0, "the webhook gave wrong verdicts under load");
+}

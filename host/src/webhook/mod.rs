@@ -1,0 +1,556 @@
+//! The validating admission webhook: stops broken `kubernetes.io/regcredentials` Secrets
+//! at the API server, with the same policy module the nodes run.
+//!
+//! [`SecretAdmission`] decides (an AdmissionReview body in, an AdmissionReview out);
+//! [`Webhook`] serves it over HTTPS (rustls with the `ring` provider, HTTP/1.1 and h2):
+//!
+//! - `POST /validate`: `admission.k8s.io/v1` AdmissionReview. A checked Secret that breaks
+//!   a rule is denied with code 422, reason `Invalid` and one `status.details.causes`
+//!   entry per violation (`field`, `reason` = the field error type, `message`), as the API
+//!   server reports its own validation errors; warnings go to `response.warnings`. A body
+//!   that is not such a review gets HTTP 400 (413 above the body limit) with an
+//!   AdmissionReview whose status says why; a policy failure gets HTTP 500, so the
+//!   configuration's `failurePolicy` decides. The answer's `uid` is always the request's.
+//! - `GET /healthz`, `GET /readyz` (503 while shutting down).
+//! - `GET /metrics` on a separate plain-HTTP address, when one is given.
+//!
+//! The certificate and key are read again on the first handshake after either file
+//! changes. The policy runs on the blocking thread pool, at most
+//! [`WebhookBuilder::max_concurrent_reviews`] at a time. Nothing the webhook answers, logs
+//! or counts contains a value from a Secret.
+//!
+//! ```no_run
+//! use regcred_host::PolicyRunner;
+//! use regcred_host::webhook::{SecretAdmission, Webhook};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let admission = SecretAdmission::new(PolicyRunner::wasm()?);
+//! let webhook = Webhook::builder(admission, "tls.crt", "tls.key")
+//!     .addr("127.0.0.1:8443".parse()?)
+//!     .metrics_addr("127.0.0.1:9090".parse()?)
+//!     .bind()
+//!     .await?;
+//! println!("serving on {}", webhook.local_addr());
+//! webhook.serve(std::future::pending()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod admission;
+mod metrics;
+mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+pub use admission::{Decision, Outcome, ReviewError, SecretAdmission, error_review};
+
+use metrics::WebhookMetrics;
+use tls::ReloadingCert;
+
+/// The default body limit, 3 MiB: a Secret is at most 1 MiB of data, which base64 and
+/// the review's `object` and `oldObject` make about 2.7 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 3 << 20;
+/// The default address, `0.0.0.0:8443`.
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8443);
+
+/// How much of an oversized body is read (and dropped) so that the client reads the 413.
+const DRAIN_LIMIT: usize = 8 << 20;
+
+/// How long a client may take to finish the TLS handshake or send a request's headers.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the webhook could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// A TLS file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadTls {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A TLS file does not hold what it should, or the key does not fit the certificate.
+    #[error("{}: {reason}", path.display())]
+    BadTls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never the file's contents).
+        reason: String,
+    },
+    /// The TLS configuration was refused.
+    #[error("cannot configure TLS: {reason}")]
+    TlsConfig {
+        /// rustls's reason.
+        reason: String,
+    },
+    /// An address cannot be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Configures a [`Webhook`]: addresses, limits, TLS files.
+#[derive(Debug)]
+#[must_use]
+pub struct WebhookBuilder {
+    admission: SecretAdmission,
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    body_limit: usize,
+    concurrency: usize,
+    shutdown_delay: Duration,
+}
+
+impl WebhookBuilder {
+    /// Where to serve HTTPS (default [`DEFAULT_ADDR`]; port 0 picks a free one).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Where to serve `GET /metrics` over plain HTTP (default: nowhere).
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
+    /// The largest request body (default [`DEFAULT_BODY_LIMIT`]).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes.max(1);
+        self
+    }
+
+    /// How many reviews run the policy at once (default: twice the CPUs); the rest wait
+    /// their turn without holding a thread. Keep it at most the policy's instance pool.
+    pub fn max_concurrent_reviews(mut self, reviews: usize) -> Self {
+        self.concurrency = reviews.max(1);
+        self
+    }
+
+    /// How long `/readyz` fails before the server stops after the shutdown signal, so
+    /// that the Service stops sending requests first (default 0).
+    pub fn shutdown_delay(mut self, delay: Duration) -> Self {
+        self.shutdown_delay = delay;
+        self
+    }
+
+    /// Loads the certificate and key and binds the listeners.
+    ///
+    /// # Errors
+    ///
+    /// A [`WebhookError`] when a TLS file is unreadable or unusable or an address cannot
+    /// be bound.
+    pub async fn bind(self) -> Result<Webhook, WebhookError> {
+        let metrics = WebhookMetrics::new();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = ReloadingCert::load(
+            &self.tls_cert,
+            &self.tls_key,
+            provider.clone(),
+            metrics.clone(),
+        )?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|err| WebhookError::TlsConfig {
+                reason: err.to_string(),
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(certs));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+
+        let listener = bind(self.addr).await?;
+        let metrics_listener = match self.metrics_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let state = Arc::new(AppState {
+            admission: Arc::new(self.admission),
+            metrics,
+            body_limit: self.body_limit,
+            permits: Arc::new(Semaphore::new(self.concurrency)),
+            ready: AtomicBool::new(true),
+        });
+        Ok(Webhook {
+            listener,
+            metrics_listener,
+            tls: TlsAcceptor::from(Arc::new(config)),
+            state,
+            shutdown_delay: self.shutdown_delay,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, WebhookError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebhookError::Bind { addr, source })
+}
+
+/// A bound webhook server; [`Webhook::serve`] runs it.
+pub struct Webhook {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    tls: TlsAcceptor,
+    state: Arc<AppState>,
+    shutdown_delay: Duration,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("addr", &self.local_addr())
+            .field("metrics_addr", &self.metrics_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+struct AppState {
+    admission: Arc<SecretAdmission>,
+    metrics: WebhookMetrics,
+    body_limit: usize,
+    permits: Arc<Semaphore>,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("body_limit", &self.body_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhook {
+    /// A builder for a webhook that answers with `admission` and serves the certificate
+    /// chain and key in the PEM files `tls_cert` and `tls_key`.
+    pub fn builder(
+        admission: SecretAdmission,
+        tls_cert: impl AsRef<Path>,
+        tls_key: impl AsRef<Path>,
+    ) -> WebhookBuilder {
+        WebhookBuilder {
+            admission,
+            tls_cert: tls_cert.as_ref().to_path_buf(),
+            tls_key: tls_key.as_ref().to_path_buf(),
+            addr: DEFAULT_ADDR,
+            metrics_addr: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            shutdown_delay: Duration::ZERO,
+        }
+    }
+
+    /// The HTTPS address (with the port picked when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The metrics address, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes; then `/readyz` fails for the shutdown delay,
+    /// and the server stops accepting connections.
+    ///
+    /// # Errors
+    ///
+    /// None today: accept errors (out of file descriptors, say) are logged and retried.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), WebhookError> {
+        let Self {
+            listener,
+            metrics_listener,
+            tls,
+            state,
+            shutdown_delay,
+        } = self;
+        let app = Router::new()
+            .route("/validate", post(validate))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .fallback(not_found)
+            .with_state(state.clone());
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let metrics_task = metrics_listener.map(|listener| {
+            let metrics = state.metrics.clone();
+            let app = Router::new().route(
+                "/metrics",
+                get(move || {
+                    let metrics = metrics.clone();
+                    async move {
+                        (
+                            [(
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static("text/plain; version=0.0.4"),
+                            )],
+                            metrics.render(),
+                        )
+                    }
+                }),
+            );
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::error!(error = %err, "the metrics server stopped");
+                }
+            })
+        });
+        tracing::info!(
+            addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            metrics_addr = %metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
+            "serving admission reviews on POST /validate"
+        );
+
+        let mut shutdown = std::pin::pin!(shutdown);
+        let draining = async {
+            shutdown.as_mut().await;
+            state.ready.store(false, Ordering::SeqCst);
+            tracing::info!(delay = ?shutdown_delay, "shutting down: /readyz fails from now on");
+            tokio::time::sleep(shutdown_delay).await;
+        };
+        let mut draining = std::pin::pin!(draining);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = draining.as_mut() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let tls = tls.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let stream = match tokio::time::timeout(CLIENT_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(CLIENT_TIMEOUT);
+                let service = TowerToHyperService::new(app);
+                if let Err(err) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+            });
+        }
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "not found: this server answers POST /validate, GET /healthz and GET /readyz\n",
+    )
+        .into_response()
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, Body::from(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `POST /validate`.
+async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let limit = state.body_limit;
+    let too_large = |state: &AppState| {
+        let message = format!(
+            "the request body is larger than the webhook's limit of {limit} bytes; \
+             a Secret's AdmissionReview is far smaller"
+        );
+        state
+            .metrics
+            .review("unknown", "too_large", started.elapsed());
+        tracing::warn!(limit, "refused an oversized request body");
+        json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            error_review(None, 413, &message),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let drain_limit = limit.saturating_mul(2).max(DRAIN_LIMIT);
+    if declared.is_some_and(|len| len > drain_limit as u64) {
+        return too_large(&state);
+    }
+    // Read up to the limit; past it, read on and discard (up to the drain limit) so that
+    // the client, still sending, gets to read the 413 instead of a reset connection.
+    let mut over = declared.is_some_and(|len| len > limit as u64);
+    let mut received = 0usize;
+    let mut buffer = Vec::with_capacity(if over {
+        0
+    } else {
+        declared.map_or(8192, |len| len as usize)
+    });
+    let mut body = request.into_body();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            state
+                .metrics
+                .review("unknown", "bad_request", started.elapsed());
+            return json(
+                StatusCode::BAD_REQUEST,
+                error_review(None, 400, "cannot read the request body"),
+            );
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received = received.saturating_add(data.len());
+        over |= received > limit;
+        if over {
+            if received > drain_limit {
+                break;
+            }
+        } else {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    if over {
+        return too_large(&state);
+    }
+    let body = buffer;
+    // The semaphore is never closed.
+    let Ok(permit) = state.permits.clone().acquire_owned().await else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_review(None, 503, "shutting down"),
+        );
+    };
+    let admission = state.admission.clone();
+    let reviewed = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        admission.review(&body)
+    })
+    .await;
+    match reviewed {
+        Ok(Ok(decision)) => {
+            let outcome = decision.outcome();
+            state
+                .metrics
+                .review(decision.operation(), outcome.as_str(), started.elapsed());
+            match outcome {
+                Outcome::Denied => {
+                    for cause in decision.causes() {
+                        if let Some((_, reason)) = cause.rsplit_once(' ') {
+                            state.metrics.violation(reason);
+                        }
+                    }
+                    tracing::info!(
+                        uid = decision.uid(),
+                        operation = decision.operation(),
+                        secret = decision.secret().unwrap_or_default(),
+                        violations = %decision.causes().join(", "),
+                        "denied"
+                    );
+                }
+                Outcome::Allowed => tracing::debug!(
+                    uid = decision.uid(),
+                    operation = decision.operation(),
+                    secret = decision.secret().unwrap_or_default(),
+                    "allowed"
+                ),
+                Outcome::Skipped => tracing::debug!(
+                    uid = decision.uid(),
+                    operation = decision.operation(),
+                    "not a checked Secret: allowed"
+                ),
+            }
+            json(StatusCode::OK, decision.to_json())
+        }
+        Ok(Err(err)) => {
+            let (status, outcome) = if err.is_bad_request() {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            } else {
+                (StatusCode::INTERNAL_SERVER_ERROR, "error")
+            };
+            state.metrics.review("unknown", outcome, started.elapsed());
+            let message = err.to_string();
+            if err.is_bad_request() {
+                tracing::warn!(uid = err.uid().unwrap_or_default(), error = %message, "bad request");
+            } else {
+                tracing::error!(uid = err.uid().unwrap_or_default(), error = %message, "review failed");
+            }
+            json(status, error_review(err.uid(), status.as_u16(), &message))
+        }
+        Err(_) => {
+            state.metrics.review("unknown", "error", started.elapsed());
+            tracing::error!("the review task panicked");
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                error_review(None, 500, "the review failed unexpectedly"),
+            )
+        }
+    }
+}
