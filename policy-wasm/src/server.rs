@@ -45,8 +45,8 @@ impl fmt::Display for Host {
 
 /// A parsed `serverAddress`: `[https://|http://]HOST[:PORT][/PATH]`.
 ///
-/// Docker Hub's spellings become [`DOCKER_HUB`]; a leading `/v1/` or `/v2/` path (the
-/// registry API version, as in `https://index.docker.io/v1/`) is dropped, as kubelet does.
+/// Docker Hub's spellings become [`DOCKER_HUB`]; a path that is only `/v1/` or `/v2/`
+/// (the registry API version, as in `https://index.docker.io/v1/`) is dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerAddress {
     /// The scheme, when written.
@@ -296,10 +296,14 @@ fn parse_path(path: &str) -> Result<Vec<String>, ServerAddressError> {
     if trimmed.is_empty() {
         return Ok(Vec::new());
     }
-    let mut segments: Vec<&str> = trimmed.split('/').collect();
-    if matches!(segments.first(), Some(&("v1" | "v2"))) {
-        segments.remove(0);
+    // `https://index.docker.io/v1/` names the registry API, not a repository; kubelet
+    // strips a leading `/v1/` or `/v2/` even when more follows, but `v2` is also a valid
+    // repository namespace, so only a path that is nothing but the version is dropped
+    // (and a key always parses back to itself).
+    if trimmed == "v1" || trimmed == "v2" {
+        return Ok(Vec::new());
     }
+    let segments: Vec<&str> = trimmed.split('/').collect();
     segments
         .into_iter()
         .map(|segment| {
@@ -336,7 +340,9 @@ mod tests {
     #[case::docker_hub_v1("https://index.docker.io/v1/", "docker.io")]
     #[case::docker_io("docker.io", "docker.io")]
     #[case::registry_1("registry-1.docker.io", "docker.io")]
-    #[case::v2_prefix("https://r.example/v2/team", "r.example/team")]
+    #[case::v2_alone("https://r.example/v2/", "r.example")]
+    #[case::v2_namespace_kept("https://r.example/v2/team", "r.example/v2/team")]
+    #[case::v1_twice("r.example/v1/v1", "r.example/v1/v1")]
     #[case::trailing_slash("r.example/team/", "r.example/team")]
     fn parses_keys(#[case] input: &str, #[case] key: &str) {
         assert_eq!(ServerAddress::parse(input).unwrap().key(), key);
