@@ -114,7 +114,7 @@ fn collect(value: serde_json::Value, document: usize, out: &mut Vec<Object>) -> 
 fn scrub(message: &str) -> String {
     match message.find(['"', '`']) {
         Some(_) => message
-            .split(|c| c == '"' || c == '`')
+            .split(['"', '`'])
             .enumerate()
             .filter(|(i, _)| i % 2 == 0)
             .map(|(_, part)| part)
