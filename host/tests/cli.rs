@@ -478,3 +478,69 @@ fn which(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// `create --apply` hands the manifest to the real kubectl. No API server can run here,
+/// so this proves the failure path: kubectl is run, its error comes through, regcred
+/// exits 2, and the password appears nowhere.
+#[test]
+fn create_apply_runs_kubectl_and_reports_its_failure() {
+    let kubectl = which("kubectl").expect("kubectl is not installed: run scripts/setup");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write(
+        dir.path(),
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\n\
+         clusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\n\
+         users: [{name: u, user: {token: not-a-token}}]\n\
+         contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    );
+    let output = run_with_stdin(
+        regcred()
+            .args([
+                "create",
+                "quay",
+                "--server",
+                "quay.io",
+                "--username",
+                "robot",
+                "--password-stdin",
+                "--apply",
+            ])
+            .env("KUBECTL", &kubectl)
+            .env("KUBECONFIG", &kubeconfig),
+        CANARY,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("kubectl apply failed") && stderr.contains("default/quay"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("127.0.0.1:1"),
+        "kubectl's own error is shown: {stderr}"
+    );
+    assert!(!stderr.contains(CANARY) && !text(&output.stdout).contains(CANARY));
+
+    let missing = run_with_stdin(
+        regcred()
+            .args([
+                "create",
+                "quay",
+                "--server",
+                "quay.io",
+                "--username",
+                "robot",
+                "--password-stdin",
+                "--apply",
+            ])
+            .env("KUBECTL", dir.path().join("no-such-kubectl")),
+        CANARY,
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("cannot run"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

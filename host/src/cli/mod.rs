@@ -182,6 +182,10 @@ struct CreateArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ManifestFormat::Yaml)]
     output: ManifestFormat,
+    /// Hand the manifest to `kubectl apply -f -` instead of printing it (kubectl from
+    /// $KUBECTL, else PATH; the cluster from KUBECONFIG as kubectl finds it).
+    #[arg(long)]
+    apply: bool,
 }
 
 #[derive(Debug, Args)]
@@ -407,7 +411,35 @@ fn create(policy: &PolicyRunner, args: CreateArgs) -> Result<u8> {
         eprintln!("error: not creating an invalid Secret {}", report.secret);
         return Ok(EXIT_INVALID);
     }
+    if args.apply {
+        return kubectl_apply(&secret);
+    }
     print_manifests(&[secret], args.output)?;
+    Ok(EXIT_OK)
+}
+
+/// Pipes the manifest into `kubectl apply -f -`; kubectl's own output and errors pass
+/// through. The manifest never reaches a command line or a log.
+fn kubectl_apply(secret: &SecretManifest) -> Result<u8> {
+    let kubectl = std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into());
+    let manifest = serde_json::to_vec(secret)?;
+    let mut child = std::process::Command::new(&kubectl)
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", Path::new(&kubectl).display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(&manifest)
+            .context("cannot hand the manifest to kubectl")?;
+    }
+    let status = child.wait().context("kubectl did not finish")?;
+    if !status.success() {
+        bail!(
+            "kubectl apply failed ({status}); the Secret {} was not applied",
+            secret.display_name()
+        );
+    }
     Ok(EXIT_OK)
 }
 
