@@ -76,6 +76,13 @@ fn evaluations(c: &mut Criterion) {
     group.bench_function("wasm_reused", |b| {
         b.iter(|| reused.validate(black_box(&one), &config).expect("answers"))
     });
+    group.bench_function("wasm_reused_json", |b| {
+        b.iter(|| {
+            reused
+                .evaluate_raw(black_box(&validate_json))
+                .expect("answers")
+        })
+    });
     group.bench_function("wasm_fresh_pooling", |b| {
         b.iter(|| fresh.validate(black_box(&one), &config).expect("answers"))
     });
@@ -88,7 +95,20 @@ fn evaluations(c: &mut Criterion) {
     });
     group.finish();
 
+    let resolve_json =
+        serde_json::to_vec(&serde_json::json!({"op": "resolve", "image": IMAGE, "secrets": three}))
+            .expect("request");
     let mut group = c.benchmark_group("resolve_3_secrets");
+    group.bench_function("native_json", |b| {
+        b.iter(|| regcred_policy::evaluate(black_box(&resolve_json)))
+    });
+    group.bench_function("wasm_reused_json", |b| {
+        b.iter(|| {
+            reused
+                .evaluate_raw(black_box(&resolve_json))
+                .expect("answers")
+        })
+    });
     group.bench_function("native", |b| {
         b.iter(|| {
             regcred_policy::resolve(
