@@ -21,11 +21,9 @@
 //!     "type": "kubernetes.io/regcredentials",
 //!     "stringData": {"serverAddress": "quay.io", "username": "robot", "password": "s3cret"}
 //! }"#)?;
-//! // Until the rules land, the module answers every request with an error response.
-//! match policy.validate(&secret, &PolicyConfig::default()) {
-//!     Ok(report) => println!("{}: valid = {}", report.secret, report.valid),
-//!     Err(err) => println!("{err}"),
-//! }
+//! let report = policy.validate(&secret, &PolicyConfig::default())?;
+//! assert!(report.valid, "{:?}", report.violations);
+//! assert_eq!(report.secret, "apps/quay");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -51,8 +49,12 @@
 //!
 //! # Features
 //!
-//! - `cli` (default): the `regcred` binary and what only it needs (clap, YAML). Embedders
-//!   use `default-features = false` and compile wasmtime, serde and the rules only.
+//! - `cli` (default): the `regcred` binary and what only it needs (clap, YAML).
+//! - `webhook` (default): the validating admission webhook (`regcred webhook`).
+//! - `cri-proxy` (default): the CRI image-service proxy (`regcred cri-proxy`).
+//!
+//! Embedders use `default-features = false` and compile wasmtime (Cranelift and the
+//! runtime only: no WASI, no component model), serde and the rules, nothing else.
 
 #![warn(missing_docs)]
 
