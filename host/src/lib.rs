@@ -58,6 +58,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "cri-proxy")]
+pub mod cri_proxy;
 mod engine;
 mod error;
 mod limits;

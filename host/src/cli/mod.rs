@@ -1,5 +1,7 @@
 //! The `regcred` command line.
 
+#[cfg(feature = "cri-proxy")]
+mod cri_proxy;
 mod input;
 mod policy;
 #[cfg(feature = "webhook")]
@@ -74,6 +76,15 @@ enum Command {
                             --addr 127.0.0.1:8443 --metrics-addr 127.0.0.1:9090"
     )]
     Webhook(webhook::WebhookArgs),
+    /// Serve the CRI image-service proxy: kubelet's imageServiceEndpoint, forwarding to the
+    /// runtime and supplying pods' regcredentials on PullImage.
+    #[cfg(feature = "cri-proxy")]
+    #[command(
+        after_help = "Example:\n  regcred cri-proxy --listen unix:///run/regcred/cri-proxy.sock \
+                            --runtime unix:///run/containerd/containerd.sock --secrets-from kube \
+                            --metrics-addr 127.0.0.1:9091"
+    )]
+    CriProxy(cri_proxy::CriProxyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +257,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Policy(command) => policy::run(&command),
         #[cfg(feature = "webhook")]
         Command::Webhook(args) => webhook::run(&cli.policy, args),
+        #[cfg(feature = "cri-proxy")]
+        Command::CriProxy(args) => cri_proxy::run(cli.policy.runner()?, args),
     }
 }
 

@@ -1,0 +1,178 @@
+//! `regcred cri-proxy`: the CRI image-service proxy as a command.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, ValueEnum};
+use regcred_host::PolicyRunner;
+use regcred_host::cri_proxy::{
+    CriProxy, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource, KubeSource,
+    PullSecretSource, SecretsFrom, bind_unix, serve_metrics, unix_socket_path,
+};
+
+use super::{PolicyConfigArg, ProfileArg, load_config};
+
+/// Arguments of `regcred cri-proxy`.
+#[derive(Debug, Args)]
+pub(crate) struct CriProxyArgs {
+    /// Where kubelet connects (its imageServiceEndpoint).
+    #[arg(long, value_name = "unix:///PATH")]
+    listen: String,
+    /// The container runtime's CRI socket.
+    #[arg(
+        long,
+        value_name = "unix:///PATH",
+        default_value = "unix:///run/containerd/containerd.sock"
+    )]
+    runtime: String,
+    /// Where pods and their pull Secrets are read: `kube` (the API: kubeconfig from
+    /// KUBECONFIG or ~/.kube/config, else in-cluster) or `dir:PATH` (Pod and Secret
+    /// manifests, read again on every pull).
+    #[arg(long, value_name = "kube|dir:PATH", default_value = "kube")]
+    secrets_from: SecretsFrom,
+    /// The container runtime behind the proxy, which decides how AuthConfig is filled.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Containerd)]
+    runtime_profile: ProfileArg,
+    #[command(flatten)]
+    config: PolicyConfigArg,
+    /// Serve Prometheus metrics on GET /metrics at this address (plain HTTP).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// With `--secrets-from kube`: seconds an answer from the API is used without asking
+    /// again (a rotated Secret is used at most this much later).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TTL.as_secs())]
+    kube_cache_ttl: u64,
+    /// With `--secrets-from kube`: seconds past that a cached answer is still used while
+    /// the API fails; then pulls fail with the API's error.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_STALE_FOR.as_secs())]
+    kube_stale_for: u64,
+    /// With `--secrets-from kube`: seconds one API request may take (kube's retries of
+    /// 429/503/504 included) before it counts as failed.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs())]
+    kube_timeout: u64,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: tracing::Level,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (journald, kubectl logs).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Runs the proxy until SIGTERM or SIGINT, then removes its socket.
+pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
+    init_logging(args.log_level, args.log_format);
+    let config = load_config(&args.config)?;
+    let listen = unix_socket_path(&args.listen)?;
+    let runtime_socket = unix_socket_path(&args.runtime)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("regcred-cri-proxy")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let secrets: Arc<dyn PullSecretSource> = match &args.secrets_from {
+            SecretsFrom::Dir(dir) => Arc::new(DirSource::new(dir)),
+            SecretsFrom::Kube => {
+                let client = KubeSource::infer_client()
+                    .await
+                    .context("--secrets-from kube: no usable kubeconfig or in-cluster config")?;
+                Arc::new(
+                    KubeSource::builder(client)
+                        .ttl(Duration::from_secs(args.kube_cache_ttl))
+                        .stale_for(Duration::from_secs(args.kube_stale_for))
+                        .request_timeout(Duration::from_secs(args.kube_timeout))
+                        .build(),
+                )
+            }
+        };
+        let proxy = CriProxy::builder(&runtime_socket, secrets, policy)
+            .runtime_profile(args.runtime_profile.into())
+            .policy_config(config)
+            .build();
+        let listener = bind_unix(&listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", listen.display()))?;
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        if let Some(addr) = args.metrics_addr {
+            let metrics_listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            let metrics = Arc::clone(proxy.metrics());
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.changed().await;
+                };
+                if let Err(err) = serve_metrics(metrics_listener, metrics, shutdown).await {
+                    tracing::error!(error = %err, "the metrics server stopped");
+                }
+            });
+        }
+        tracing::info!(
+            listen = %listen.display(),
+            runtime = %runtime_socket.display(),
+            secrets_from = %args.secrets_from,
+            runtime_profile = ?args.runtime_profile,
+            metrics_addr = ?args.metrics_addr,
+            "regcred cri-proxy serving"
+        );
+        let served = proxy.serve(listener, shutdown_signal()).await;
+        let _ = stop.send(());
+        drop(stopped);
+        if let Err(err) = std::fs::remove_file(&listen) {
+            tracing::warn!(error = %err, "cannot remove {}", listen.display());
+        }
+        tracing::info!("regcred cri-proxy stopped");
+        served.context("serving failed")
+    })?;
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        }
+        _ => {
+            tracing::warn!("cannot watch for signals: stop the proxy with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn init_logging(level: tracing::Level, format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    // regcred at the level asked for; the libraries (h2, hyper, kube) at most at info, so
+    // `debug` does not mean one line per HTTP/2 frame.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("regcred", level)
+        .with_default(std::cmp::min(level, tracing::Level::INFO));
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
+        LogFormat::Text => registry.with(layer.with_ansi(false)).try_init(),
+    };
+}

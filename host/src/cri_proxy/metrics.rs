@@ -1,0 +1,252 @@
+//! The proxy's Prometheus metrics and the `/metrics` endpoint.
+//!
+//! Labels carry outcomes and method names only: never a pod, image or Secret name (their
+//! number is unbounded) and never a value.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets from 25 µs (a forwarded ImageStatus) to a minute (a large pull).
+const BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// How a `PullImage` through the proxy ended: the `outcome` label of
+/// `regcred_cri_proxy_pulls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PullOutcome {
+    /// Pulled with credentials from a pull Secret.
+    Pulled,
+    /// Every candidate was tried and refused.
+    AllCandidatesFailed,
+    /// The request already had `auth` (kubelet's dockerconfigjson): forwarded untouched.
+    ForwardedWithAuth,
+    /// No pod metadata, pod unknown, or no candidate: forwarded as it came.
+    ForwardedWithoutCredentials,
+    /// The pull Secret source failed.
+    SecretSourceError,
+    /// The policy module failed.
+    PolicyError,
+    /// The runtime could not be reached.
+    RuntimeUnavailable,
+}
+
+impl PullOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pulled => "pulled",
+            Self::AllCandidatesFailed => "all_candidates_failed",
+            Self::ForwardedWithAuth => "forwarded_with_auth",
+            Self::ForwardedWithoutCredentials => "forwarded_without_credentials",
+            Self::SecretSourceError => "secret_source_error",
+            Self::PolicyError => "policy_error",
+            Self::RuntimeUnavailable => "runtime_unavailable",
+        }
+    }
+}
+
+/// The proxy's metrics, in their own registry (several proxies can live in one process).
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    registry: Registry,
+    pulls: IntCounterVec,
+    injected: IntCounter,
+    resolution: Histogram,
+    runtime_call: HistogramVec,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProxyMetrics {
+    /// Registers every metric in a new registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let pulls = IntCounterVec::new(
+            Opts::new(
+                "regcred_cri_proxy_pulls_total",
+                "PullImage requests through the proxy, by outcome.",
+            ),
+            &["outcome"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let injected = IntCounter::new(
+            "regcred_cri_proxy_credentials_injected_total",
+            "PullImage attempts sent to the runtime with credentials from a pull Secret.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let resolution = Histogram::with_opts(
+            HistogramOpts::new(
+                "regcred_cri_proxy_resolution_duration_seconds",
+                "Finding a pod's pull Secrets and resolving candidates with the policy.",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let runtime_call = HistogramVec::new(
+            HistogramOpts::new(
+                "regcred_cri_proxy_runtime_call_duration_seconds",
+                "Calls to the runtime until its response headers, by CRI method.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["method"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        for collector in [
+            Box::new(pulls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(injected.clone()),
+            Box::new(resolution.clone()),
+            Box::new(runtime_call.clone()),
+        ] {
+            registry
+                .register(collector)
+                .unwrap_or_else(|e| unreachable!("distinct metric names: {e}"));
+        }
+        Self {
+            registry,
+            pulls,
+            injected,
+            resolution,
+            runtime_call,
+        }
+    }
+
+    pub(crate) fn pull(&self, outcome: PullOutcome) {
+        self.pulls.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    pub(crate) fn injected(&self) {
+        self.injected.inc();
+    }
+
+    pub(crate) fn resolution(&self, took: Duration) {
+        self.resolution.observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn runtime_call(&self, path: &str, took: Duration) {
+        self.runtime_call
+            .with_label_values(&[method_label(path)])
+            .observe(took.as_secs_f64());
+    }
+
+    /// How many pulls ended with `outcome` so far.
+    pub fn pulls(&self, outcome: PullOutcome) -> u64 {
+        self.pulls.with_label_values(&[outcome.as_str()]).get()
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec fails only for invalid metric families, which these are not.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// The method name of a known ImageService path, `other` for anything else (bounded
+/// label values).
+fn method_label(path: &str) -> &'static str {
+    use regcred_cri_api::methods::*;
+    match path {
+        LIST_IMAGES => "ListImages",
+        IMAGE_STATUS => "ImageStatus",
+        PULL_IMAGE => "PullImage",
+        REMOVE_IMAGE => "RemoveImage",
+        IMAGE_FS_INFO => "ImageFsInfo",
+        _ => "other",
+    }
+}
+
+/// Serves `GET /metrics` (HTTP/1.1) on `listener` until `shutdown` completes.
+///
+/// # Errors
+///
+/// Accept errors other than transient ones end the server.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<ProxyMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => accepted?,
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let metrics = Arc::clone(&metrics);
+                    async move { Ok::<_, Infallible>(metrics_response(&request, &metrics)) }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn metrics_response<B>(request: &Request<B>, metrics: &ProxyMetrics) -> Response<Full<Bytes>> {
+    let mut response = if request.uri().path() == "/metrics" {
+        Response::new(Full::new(Bytes::from(metrics.encode())))
+    } else {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        response
+    };
+    if response.status() == StatusCode::OK {
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_named_and_labelled_by_outcome_and_method() {
+        let metrics = ProxyMetrics::new();
+        metrics.pull(PullOutcome::Pulled);
+        metrics.pull(PullOutcome::Pulled);
+        metrics.injected();
+        metrics.resolution(Duration::from_micros(80));
+        metrics.runtime_call(
+            regcred_cri_api::methods::IMAGE_STATUS,
+            Duration::from_micros(60),
+        );
+        metrics.runtime_call("/runtime.v1.ImageService/Future", Duration::from_micros(60));
+        assert_eq!(metrics.pulls(PullOutcome::Pulled), 2);
+        let text = metrics.encode();
+        for expected in [
+            "regcred_cri_proxy_pulls_total{outcome=\"pulled\"} 2",
+            "regcred_cri_proxy_credentials_injected_total 1",
+            "regcred_cri_proxy_resolution_duration_seconds_count 1",
+            "regcred_cri_proxy_runtime_call_duration_seconds_count{method=\"ImageStatus\"} 1",
+            "regcred_cri_proxy_runtime_call_duration_seconds_count{method=\"other\"} 1",
+        ] {
+            assert!(text.contains(expected), "{expected} missing in\n{text}");
+        }
+    }
+}

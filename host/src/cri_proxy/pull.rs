@@ -1,0 +1,406 @@
+//! PullImage: the one call the proxy looks into.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use hyper::Response;
+use prost::Message as _;
+use regcred_cri_api::runtime::v1::{AuthConfig as CriAuthConfig, PullImageRequest};
+use regcred_types::{AuthConfig, Candidate};
+use tonic::Code;
+
+use super::Inner;
+use super::grpc::{self, ProxyBody};
+use super::metrics::PullOutcome;
+use super::runtime::RequestHead;
+use super::source::PodRef;
+
+/// Protobuf tag of `PullImageRequest.auth`: field 2, wire type 2 (length-delimited).
+const AUTH_TAG: u8 = (2 << 3) | 2;
+
+/// What the proxy reads of a PullImageRequest.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PullView {
+    /// `image.image`.
+    pub(crate) image: String,
+    /// `auth` is present with at least one field set.
+    pub(crate) has_auth: bool,
+    /// `sandbox_config.metadata`, when it names a pod.
+    pub(crate) pod: Option<PodRef>,
+}
+
+impl PullView {
+    /// Decodes the fields the proxy needs; `None` when the message does not parse (the
+    /// proxy then forwards it and lets the runtime answer).
+    pub(crate) fn decode(message: &[u8]) -> Option<Self> {
+        let request = PullImageRequest::decode(message).ok()?;
+        let pod = request
+            .sandbox_config
+            .and_then(|config| config.metadata)
+            .filter(|m| !m.name.is_empty())
+            .map(|m| PodRef {
+                namespace: m.namespace,
+                name: m.name,
+                uid: m.uid,
+            });
+        Some(Self {
+            image: request.image.map(|i| i.image).unwrap_or_default(),
+            // An empty `auth` message is "no credentials": kubelet sends none, but a client
+            // that sends an empty one gets the same treatment (the injected field then
+            // merges into it, as protobuf merges repeated message fields).
+            has_auth: request.auth.is_some_and(|a| a != CriAuthConfig::default()),
+            pod,
+        })
+    }
+}
+
+/// `message` with an `auth` field (field 2) appended: the original bytes, unchanged, then
+/// the new field. Protobuf parsers accept fields in any order, and a message field that
+/// appears again merges into the earlier one.
+pub(crate) fn with_auth(message: &[u8], auth: &AuthConfig) -> Bytes {
+    let encoded = CriAuthConfig {
+        username: auth.username.clone(),
+        password: auth.password.expose().to_owned(),
+        auth: auth.auth.expose().to_owned(),
+        server_address: auth.server_address.clone(),
+        identity_token: auth.identity_token.expose().to_owned(),
+        registry_token: auth.registry_token.expose().to_owned(),
+    }
+    .encode_to_vec();
+    let mut out = BytesMut::with_capacity(message.len() + encoded.len() + 6);
+    out.extend_from_slice(message);
+    out.extend_from_slice(&[AUTH_TAG]);
+    prost::encoding::encode_varint(encoded.len() as u64, &mut out);
+    out.extend_from_slice(&encoded);
+    out.freeze()
+}
+
+/// Every secret value in `candidates` (and the base64 `auth` it may be sent as), to take
+/// out of any runtime message before it is logged or returned.
+fn secret_values(candidates: &[Candidate]) -> Vec<String> {
+    use base64::Engine as _;
+    let mut values = Vec::new();
+    for c in candidates {
+        let a = &c.auth_config;
+        for value in [&a.password, &a.auth, &a.identity_token, &a.registry_token] {
+            if !value.is_empty() {
+                values.push(value.expose().to_owned());
+            }
+        }
+        if !a.password.is_empty() {
+            values.push(base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                a.username,
+                a.password.expose()
+            )));
+        }
+    }
+    values
+}
+
+/// `text` with every value in `secrets` replaced by `<redacted>`.
+fn scrub(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret.as_str(), regcred_types::REDACTED)
+    })
+}
+
+/// A runtime's answer to one attempt, held in memory.
+struct Answer {
+    response: Response<ProxyBody>,
+    code: Code,
+    message: String,
+}
+
+impl Inner {
+    /// Handles one PullImage whose body is `body`.
+    pub(crate) async fn pull_image(&self, head: RequestHead, body: Bytes) -> Response<ProxyBody> {
+        let Some(message) = grpc::single_message(&body) else {
+            tracing::warn!("PullImage body is not one uncompressed gRPC message; forwarded as is");
+            return self
+                .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
+                .await;
+        };
+        let Some(view) = PullView::decode(&message) else {
+            tracing::warn!("PullImageRequest does not parse; forwarded as is");
+            return self
+                .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
+                .await;
+        };
+        let image = view.image.as_str();
+        if view.has_auth {
+            tracing::info!(image, pod = ?view.pod.as_ref().map(ToString::to_string),
+                "PullImage already carries auth; forwarded untouched");
+            return self
+                .forward_pull(&head, body, PullOutcome::ForwardedWithAuth)
+                .await;
+        }
+        let Some(pod) = view.pod else {
+            tracing::info!(
+                image,
+                "PullImage without pod metadata; forwarded without credentials"
+            );
+            return self
+                .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
+                .await;
+        };
+
+        let started = Instant::now();
+        let secrets = match self.secrets.pull_secrets(&pod).await {
+            Ok(secrets) => secrets,
+            Err(err) => {
+                tracing::error!(pod = %pod, image, error = %err, "cannot read the pod's pull secrets");
+                self.metrics.pull(PullOutcome::SecretSourceError);
+                return grpc::error_response(
+                    Code::Unavailable,
+                    &format!("regcred: cannot read the pull secrets of pod {pod}: {err}"),
+                );
+            }
+        };
+        for warning in &secrets.warnings {
+            tracing::warn!(pod = %pod, "{warning}");
+        }
+        for name in &secrets.missing {
+            tracing::warn!(pod = %pod, secret = %name, "imagePullSecret not found; skipped");
+        }
+        if !secrets.pod_found {
+            tracing::warn!(pod = %pod, uid = %pod.uid, image,
+                "pod not found in the pull secret source; forwarded without credentials");
+            return self
+                .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
+                .await;
+        }
+        let resolution =
+            match self
+                .policy
+                .resolve(image, &secrets.secrets, self.profile, &self.config)
+            {
+                Ok(resolution) => resolution,
+                Err(err) => {
+                    tracing::error!(pod = %pod, image, error = %err, "the policy failed");
+                    self.metrics.pull(PullOutcome::PolicyError);
+                    return grpc::error_response(
+                        Code::Internal,
+                        &format!("regcred: the policy failed for pod {pod}, image {image}: {err}"),
+                    );
+                }
+            };
+        self.metrics.resolution(started.elapsed());
+        for warning in &resolution.warnings {
+            tracing::warn!(pod = %pod, image, "{warning}");
+        }
+        let candidates = resolution.candidates;
+        if candidates.is_empty() {
+            tracing::info!(pod = %pod, image, secrets = secrets.secrets.len(),
+                "no pull secret matches the image; forwarded without credentials");
+            return self
+                .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
+                .await;
+        }
+
+        let hidden = secret_values(&candidates);
+        let mut tried: Vec<String> = Vec::with_capacity(candidates.len());
+        let mut last: Option<Answer> = None;
+        for candidate in &candidates {
+            let attempt = grpc::frame(&with_auth(&message, &candidate.auth_config));
+            self.metrics.injected();
+            let answer = match self.attempt(&head, attempt).await {
+                Ok(answer) => answer,
+                Err(unavailable) => {
+                    tracing::error!(pod = %pod, image, secret = %candidate.secret,
+                        "the runtime is unavailable");
+                    self.metrics.pull(PullOutcome::RuntimeUnavailable);
+                    return unavailable;
+                }
+            };
+            if answer.code == Code::Ok {
+                tracing::info!(pod = %pod, image, secret = %candidate.secret,
+                    matched = %candidate.matched, outcome = "pulled",
+                    "PullImage with credentials from pull secret");
+                self.metrics.pull(PullOutcome::Pulled);
+                return answer.response;
+            }
+            let shown = scrub(&answer.message, &hidden);
+            tracing::warn!(pod = %pod, image, secret = %candidate.secret,
+                matched = %candidate.matched, code = ?answer.code, error = %shown,
+                "PullImage with pull secret failed");
+            tried.push(candidate.secret.clone());
+            last = Some(Answer {
+                message: shown,
+                ..answer
+            });
+        }
+        self.metrics.pull(PullOutcome::AllCandidatesFailed);
+        let Some(last) = last else {
+            return grpc::error_response(Code::Internal, "regcred: no candidate was tried");
+        };
+        let summary = format!(
+            "{} (regcred: pod {pod} pulled {image} with pull secret(s) {}, in this order; \
+             each was refused, this is the runtime's error for the last)",
+            last.message,
+            tried.join(", ")
+        );
+        let (mut parts, body) = last.response.into_parts();
+        let body = match body {
+            ProxyBody::Buffered { data, mut trailers } => {
+                grpc::replace_message(&mut parts.headers, trailers.as_mut(), &summary);
+                ProxyBody::Buffered { data, trailers }
+            }
+            stream @ ProxyBody::Stream(_) => stream,
+        };
+        Response::from_parts(parts, body)
+    }
+
+    /// Sends one attempt and reads the whole answer; `Err` is the response to return
+    /// when the runtime cannot be reached.
+    async fn attempt(
+        &self,
+        head: &RequestHead,
+        body: Bytes,
+    ) -> Result<Answer, Response<ProxyBody>> {
+        let started = Instant::now();
+        let response = self.runtime.call(head, body, true).await;
+        self.metrics
+            .runtime_call(regcred_cri_api::methods::PULL_IMAGE, started.elapsed());
+        let response =
+            response.map_err(|err| grpc::error_response(Code::Unavailable, &err.to_string()))?;
+        let (parts, incoming) = response.into_parts();
+        let collected = incoming.collect().await.map_err(|err| {
+            grpc::error_response(
+                Code::Unavailable,
+                &format!("the connection to the runtime broke during PullImage: {err}"),
+            )
+        })?;
+        let trailers = collected.trailers().cloned();
+        let data = collected.to_bytes();
+        let (code, message) = grpc::status_of(&parts.headers, trailers.as_ref());
+        Ok(Answer {
+            response: Response::from_parts(
+                parts,
+                ProxyBody::Buffered {
+                    data: (!data.is_empty()).then_some(data),
+                    trailers,
+                },
+            ),
+            code,
+            message,
+        })
+    }
+
+    /// Forwards a PullImage as it came and counts it.
+    async fn forward_pull(
+        &self,
+        head: &RequestHead,
+        body: Bytes,
+        outcome: PullOutcome,
+    ) -> Response<ProxyBody> {
+        let response = self.forward(head, body).await;
+        let unavailable = response
+            .headers()
+            .get("grpc-status")
+            .is_some_and(|s| s.as_bytes() == b"14")
+            && response.extensions().get::<tonic::Status>().is_some();
+        self.metrics.pull(if unavailable {
+            PullOutcome::RuntimeUnavailable
+        } else {
+            outcome
+        });
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use regcred_cri_api::runtime::v1::{ImageSpec, PodSandboxConfig, PodSandboxMetadata};
+
+    use super::*;
+
+    fn request(auth: Option<CriAuthConfig>) -> PullImageRequest {
+        PullImageRequest {
+            image: Some(ImageSpec {
+                image: "127.0.0.1:5000/team/app:v1".into(),
+                ..Default::default()
+            }),
+            auth,
+            sandbox_config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: "app-0".into(),
+                    uid: "6f1c".into(),
+                    namespace: "team".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn reads_image_pod_and_whether_auth_is_set() {
+        let view = PullView::decode(&request(None).encode_to_vec()).unwrap();
+        assert_eq!(view.image, "127.0.0.1:5000/team/app:v1");
+        assert!(!view.has_auth);
+        let pod = view.pod.unwrap();
+        assert_eq!(
+            (pod.to_string(), pod.uid.as_str()),
+            ("team/app-0".into(), "6f1c")
+        );
+
+        let empty = PullView::decode(&request(Some(CriAuthConfig::default())).encode_to_vec());
+        assert!(!empty.unwrap().has_auth, "an empty auth is no auth");
+        let set = request(Some(CriAuthConfig {
+            auth: "dTpw".into(),
+            ..Default::default()
+        }));
+        assert!(PullView::decode(&set.encode_to_vec()).unwrap().has_auth);
+        assert_eq!(PullView::decode(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn injected_auth_is_appended_and_everything_else_is_kept_byte_for_byte() {
+        let mut original = request(None).encode_to_vec();
+        // Field 99 (unknown to this schema) must survive.
+        original.extend([0x9a, 0x06, 2, b'h', b'i']);
+        let auth = AuthConfig {
+            username: "robot".into(),
+            password: "pw".into(),
+            server_address: "https://127.0.0.1:5000".into(),
+            ..AuthConfig::default()
+        };
+        let spliced = with_auth(&original, &auth);
+        assert_eq!(&spliced[..original.len()], &original[..]);
+        let decoded = PullImageRequest::decode(&spliced[..]).unwrap();
+        let sent = decoded.auth.unwrap();
+        assert_eq!(
+            (
+                sent.username.as_str(),
+                sent.password.as_str(),
+                sent.server_address.as_str()
+            ),
+            ("robot", "pw", "https://127.0.0.1:5000")
+        );
+        assert_eq!(decoded.sandbox_config, request(None).sandbox_config);
+
+        // An empty auth already present merges with the injected one.
+        let with_empty = request(Some(CriAuthConfig::default())).encode_to_vec();
+        let merged = PullImageRequest::decode(&with_auth(&with_empty, &auth)[..]).unwrap();
+        assert_eq!(merged.auth.unwrap().username, "robot");
+    }
+
+    #[test]
+    fn scrub_hides_every_value_and_the_basic_form() {
+        let candidate = Candidate {
+            secret: "team/s".into(),
+            matched: "r.io".into(),
+            auth_config: AuthConfig {
+                username: "u".into(),
+                password: "CANARY-pw".into(),
+                identity_token: "CANARY-tok".into(),
+                ..AuthConfig::default()
+            },
+        };
+        let hidden = secret_values(&[candidate]);
+        let text = scrub("bad CANARY-pw and CANARY-tok and dTpDQU5BUlktcHc=", &hidden);
+        assert_eq!(text, "bad <redacted> and <redacted> and <redacted>");
+    }
+}

@@ -1,0 +1,299 @@
+//! `dir:PATH`: Pod and Secret manifests in a directory, read again on every pull.
+//!
+//! Reading again on every pull (instead of watching the directory) was measured: a
+//! directory of a few manifests reads and parses in tens of microseconds, against
+//! 50-200 ms for the pull itself (BENCHMARKS.md, `## CRI proxy`). Nothing is cached, so a
+//! rotated Secret is used on the very next pull, however the file was replaced.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use regcred_types::{DEFAULT_NAMESPACE, SecretManifest};
+use serde::Deserialize as _;
+
+use super::{PodPullSecrets, PodRef, PullSecretSource, SourceError, SourceFuture};
+
+/// Files larger than this are skipped with a warning.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+/// At most this many files are read; the rest are skipped with a warning.
+const MAX_FILES: usize = 1000;
+
+/// Pod and Secret manifests (`.yaml`, `.yml`, `.json`; multi-document YAML and
+/// `kind: List` too) in one directory, for nodes without an API server and for tests.
+///
+/// A pod is found by `metadata.namespace` (default `default`) and `metadata.name`; its
+/// `spec.imagePullSecrets` name Secrets in the same namespace. A file that does not
+/// parse is skipped with a warning (a file being rewritten must not break every pull);
+/// warnings never quote a file's contents.
+#[derive(Debug, Clone)]
+pub struct DirSource {
+    dir: PathBuf,
+}
+
+impl DirSource {
+    /// A source reading `dir`. Nothing is read until the first pull.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads the directory and looks up `pod` (what each pull does).
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::Dir`] when the directory cannot be listed.
+    pub fn lookup(&self, pod: &PodRef) -> Result<PodPullSecrets, SourceError> {
+        let manifests = Manifests::read(&self.dir)?;
+        let mut found = PodPullSecrets {
+            warnings: manifests.warnings,
+            ..PodPullSecrets::default()
+        };
+        let Some(names) = manifests
+            .pods
+            .get(&(pod.namespace.clone(), pod.name.clone()))
+        else {
+            return Ok(found);
+        };
+        found.pod_found = true;
+        for name in names {
+            match manifests
+                .secrets
+                .get(&(pod.namespace.clone(), name.clone()))
+            {
+                Some(secret) => found.secrets.push(secret.clone()),
+                None => found.missing.push(name.clone()),
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl PullSecretSource for DirSource {
+    fn pull_secrets<'a>(&'a self, pod: &'a PodRef) -> SourceFuture<'a> {
+        Box::pin(async move { self.lookup(pod) })
+    }
+}
+
+/// What one read of the directory found.
+#[derive(Default)]
+struct Manifests {
+    /// (namespace, name) -> imagePullSecrets names.
+    pods: HashMap<(String, String), Vec<String>>,
+    /// (namespace, name) -> Secret.
+    secrets: HashMap<(String, String), SecretManifest>,
+    warnings: Vec<String>,
+}
+
+impl Manifests {
+    fn read(dir: &Path) -> Result<Self, SourceError> {
+        let dir_error = |source| SourceError::Dir {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(dir_error)?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| {
+                matches!(
+                    path.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+            })
+            .collect();
+        files.sort();
+        let mut manifests = Self::default();
+        if files.len() > MAX_FILES {
+            manifests.warnings.push(format!(
+                "{}: {} manifest files, only the first {MAX_FILES} are read",
+                dir.display(),
+                files.len()
+            ));
+            files.truncate(MAX_FILES);
+        }
+        for file in files {
+            manifests.read_file(&file);
+        }
+        Ok(manifests)
+    }
+
+    fn read_file(&mut self, file: &Path) {
+        let shown = file.display();
+        match std::fs::metadata(file) {
+            Ok(meta) if meta.len() > MAX_FILE_BYTES => {
+                self.warnings.push(format!(
+                    "{shown}: skipped, larger than {MAX_FILE_BYTES} bytes"
+                ));
+                return;
+            }
+            Ok(_) => {}
+            // Removed between listing and reading (a rename in progress): not an error.
+            Err(_) => return,
+        }
+        let Ok(text) = std::fs::read_to_string(file) else {
+            self.warnings
+                .push(format!("{shown}: skipped, unreadable or not UTF-8"));
+            return;
+        };
+        for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            match serde_json::Value::deserialize(document) {
+                Ok(serde_json::Value::Null) => {}
+                Ok(value) => self.add(file, index, value),
+                Err(err) => {
+                    // A syntax error's location only: serde_yaml's message can quote text.
+                    let at = err
+                        .location()
+                        .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+                        .unwrap_or_default();
+                    self.warnings.push(format!(
+                        "{shown}: document {}: not YAML or JSON{at}; skipped",
+                        index + 1
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, file: &Path, index: usize, value: serde_json::Value) {
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        match kind {
+            "List" => {
+                if let Some(items) = value.get("items").and_then(|i| i.as_array()) {
+                    for item in items {
+                        self.add(file, index, item.clone());
+                    }
+                }
+            }
+            "Pod" => {
+                let (namespace, name) = namespace_and_name(&value);
+                let secrets = value
+                    .pointer("/spec/imagePullSecrets")
+                    .and_then(|s| s.as_array())
+                    .map(|refs| {
+                        refs.iter()
+                            .filter_map(|r| r.get("name").and_then(|n| n.as_str()))
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.pods.insert((namespace, name), secrets);
+            }
+            "Secret" => match serde_json::from_value::<SecretManifest>(value.clone()) {
+                Ok(secret) => {
+                    self.secrets.insert(namespace_and_name(&value), secret);
+                }
+                Err(_) => self.warnings.push(format!(
+                    "{}: document {}: not a valid Secret manifest; skipped",
+                    file.display(),
+                    index + 1
+                )),
+            },
+            _ => {}
+        }
+    }
+}
+
+fn namespace_and_name(value: &serde_json::Value) -> (String, String) {
+    let field = |name| {
+        value
+            .pointer(&format!("/metadata/{name}"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    (
+        field("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        field("name").unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(namespace: &str, name: &str) -> PodRef {
+        PodRef {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: "u".into(),
+        }
+    }
+
+    #[test]
+    fn finds_the_pods_secrets_in_order_across_files_and_reports_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pod.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: app, namespace: team}\n\
+             spec:\n  imagePullSecrets: [{name: second}, {name: gone}, {name: first}]\n  containers: []\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("secrets.yaml"),
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: first, namespace: team}\n\
+             type: kubernetes.io/regcredentials\nstringData: {serverAddress: r.io, username: u, password: p}\n\
+             ---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: second, namespace: team}\n\
+             type: kubernetes.io/regcredentials\nstringData: {serverAddress: r.io, auth: dTpw}\n\
+             ---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: first, namespace: other}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("list.json"),
+            r#"{"kind": "List", "items": [{"kind": "Pod", "metadata": {"name": "solo"}}]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("README.md"), "not read").unwrap();
+        let source = DirSource::new(dir.path());
+
+        let found = source.lookup(&pod("team", "app")).unwrap();
+        assert!(found.pod_found);
+        let names: Vec<_> = found.secrets.iter().map(|s| s.display_name()).collect();
+        assert_eq!(names, ["team/second", "team/first"]);
+        assert_eq!(found.missing, ["gone"]);
+        assert!(found.warnings.is_empty(), "{:?}", found.warnings);
+
+        let solo = source.lookup(&pod("default", "solo")).unwrap();
+        assert!(solo.pod_found && solo.secrets.is_empty());
+        assert!(!source.lookup(&pod("team", "other")).unwrap().pod_found);
+    }
+
+    #[test]
+    fn a_broken_file_is_a_warning_that_never_quotes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a-not-a-secret.yaml"),
+            "kind: Secret\nmetadata: {name: s}\ndata: CANARY-dir-secret\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b-not-yaml.yaml"),
+            "kind: Pod\nmetadata: {name: CANARY-dir-secret\n  bad: [indent\n",
+        )
+        .unwrap();
+        let found = DirSource::new(dir.path())
+            .lookup(&pod("default", "x"))
+            .unwrap();
+        assert_eq!(found.warnings.len(), 2, "{:?}", found.warnings);
+        for warning in &found.warnings {
+            assert!(!warning.contains("CANARY"), "{warning}");
+        }
+        assert!(found.warnings[1].contains("line"), "{:?}", found.warnings);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_naming_it() {
+        let err = DirSource::new("/nonexistent/regcred-dir")
+            .lookup(&pod("a", "b"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/regcred-dir"),
+            "{err}"
+        );
+    }
+}
