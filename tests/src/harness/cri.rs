@@ -56,6 +56,19 @@ impl CriClient {
         Ok(client)
     }
 
+    /// Connects to `socket` without any call (the server's backend may be down).
+    pub async fn connect_unchecked(socket: &Path) -> Result<Self, ConnectError> {
+        let channel = Endpoint::from_shared(format!("unix://{}", socket.display()))
+            .map_err(ConnectError::Transport)?
+            .connect()
+            .await
+            .map_err(ConnectError::Transport)?;
+        Ok(Self {
+            client: ImageServiceClient::new(channel),
+            socket: socket.to_owned(),
+        })
+    }
+
     /// The socket this client talks to.
     pub fn socket(&self) -> &Path {
         &self.socket

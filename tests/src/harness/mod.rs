@@ -22,6 +22,9 @@
 //!   registry's HTTP API.
 //! - [`CriClient`]: a tonic client of a CRI ImageService over a unix socket, and
 //!   [`pod_sandbox`] for the `sandbox_config` kubelet sends.
+//! - [`Proxy`]: the regcred CRI proxy between them, in-process or the real `regcred
+//!   cri-proxy` binary; [`RecordingRuntime`], a runtime stand-in that records request
+//!   bytes; [`FakeKubeApi`], a stand-in for the Kubernetes API (pods and Secrets).
 //!
 //! ```no_run
 //! # async fn run() {
@@ -39,13 +42,17 @@
 
 mod containerd;
 mod cri;
+mod fake_kube;
 mod image;
 mod process;
+mod proxy;
+mod recording_runtime;
 mod registry;
 mod token_server;
 
 pub use containerd::Containerd;
 pub use cri::{ConnectError, CriClient, basic_auth, image_spec, pod_sandbox};
+pub use fake_kube::{FakeKubeApi, api_pod, api_regcred_secret};
 pub use image::{
     CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, PushError, TestImage,
     oci_architecture, parse_challenge, sha256_digest,
@@ -54,6 +61,10 @@ pub use process::{
     CapturedLogs, ChildProcess, KEEP_DIRS_ENV, assert_logs_exclude, fixture_dir,
     free_loopback_addr, free_port, print_logs_if_panicking, read_lossy, require_program,
     require_root,
+};
+pub use proxy::{Proxy, ProxyBuilder, REGCRED_BIN_ENV, regcred_binary};
+pub use recording_runtime::{
+    RawAnswer, RecordedCall, RecordingRuntime, Reply, ReplyBody, raw_call,
 };
 pub use registry::Registry;
 pub use token_server::{

@@ -2,8 +2,10 @@
 //! registry and a token server, all started by the harness on loopback in temporary
 //! directories (see `tests/README.md`).
 //!
-//! These tests call containerd's CRI ImageService directly (no proxy): they pin down what
-//! containerd does with each `AuthConfig` field, the behaviour the regcred proxy builds on.
+//! The `direct_*` and `image_service` tests call containerd's CRI ImageService directly:
+//! they pin down what containerd does with each `AuthConfig` field, the behaviour the
+//! regcred proxy builds on. The `proxy_*` tests put the regcred CRI proxy in between
+//! (in-process, or the real `regcred cri-proxy` binary) and send what kubelet sends.
 //! Every test starts its own registry and containerd, so tests are independent and run in
 //! parallel.
 
@@ -11,6 +13,12 @@ mod direct_htpasswd;
 mod direct_token;
 mod harness_lifecycle;
 mod image_service;
+mod proxy_faults;
+mod proxy_htpasswd;
+mod proxy_kube;
+mod proxy_support;
+mod proxy_token;
+mod proxy_wire;
 
 use std::time::{Duration, Instant};
 
