@@ -1,0 +1,156 @@
+//! The CRI proxy's cost: added latency of ImageStatus and ListImages through the proxy
+//! against calling containerd directly, in one run, and the resolution cost on PullImage.
+//!
+//! `cargo bench -p regcred-tests --bench cri_proxy` (root: it starts containerd and a
+//! registry like the end-to-end tests). Direct and proxied calls alternate, one each per
+//! round, on warm connections, so both see the same machine; medians and p90s are
+//! printed, and the ratio and the absolute difference at the median.
+#![allow(clippy::unwrap_used, reason = "a benchmark binary: a failure is a panic")]
+#![allow(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
+
+use std::time::{Duration, Instant};
+
+use regcred_host::PolicyRunner;
+use regcred_host::cri_proxy::{DirSource, PodRef};
+use regcred_tests::harness::{Containerd, Proxy, Registry, TestImage, basic_auth};
+use regcred_types::{PolicyConfig, RuntimeProfile};
+
+const ROUNDS: usize = 3000;
+const WARMUP: usize = 200;
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() - 1) as f64 * p).round() as usize;
+    samples[index]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn report(name: &str, direct: &mut [Duration], proxied: &mut [Duration]) {
+    let (d50, p50) = (percentile(direct, 0.5), percentile(proxied, 0.5));
+    let (d90, p90) = (percentile(direct, 0.9), percentile(proxied, 0.9));
+    println!(
+        "{name:<12} direct median {:>7.1} µs p90 {:>7.1} µs | proxy median {:>7.1} µs p90 {:>7.1} µs | \
+         ratio {:.2}x, added {:>6.1} µs at the median",
+        micros(d50),
+        micros(d90),
+        micros(p50),
+        micros(p90),
+        p50.as_secs_f64() / d50.as_secs_f64(),
+        micros(p50) - micros(d50),
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let registry = Registry::start_htpasswd(&[("bench", "bench-password")]).await;
+    let image = TestImage::new("regcred cri-proxy bench");
+    image
+        .push(&registry.url(), "bench/app", "v1", Some(("bench", "bench-password")))
+        .await
+        .unwrap();
+    let containerd = Containerd::start().await;
+    containerd.add_plain_http_registry(&registry.host());
+    let reference = registry.image("bench/app", "v1");
+    let mut direct = containerd.client().await;
+    direct
+        .pull(
+            &reference,
+            Some(basic_auth(&registry.url(), "bench", "bench-password")),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let manifests = tempfile::tempdir().unwrap();
+    let proxy = Proxy::builder(containerd.socket(), manifests.path())
+        .start()
+        .await;
+    let mut proxied = proxy.client().await;
+
+    for (name, is_list) in [("ImageStatus", false), ("ListImages", true)] {
+        let mut direct_times = Vec::with_capacity(ROUNDS);
+        let mut proxied_times = Vec::with_capacity(ROUNDS);
+        for round in 0..WARMUP + ROUNDS {
+            let started = Instant::now();
+            if is_list {
+                direct.list_images().await.unwrap();
+            } else {
+                direct.image_status(&reference).await.unwrap();
+            }
+            let d = started.elapsed();
+            let started = Instant::now();
+            if is_list {
+                proxied.list_images().await.unwrap();
+            } else {
+                proxied.image_status(&reference).await.unwrap();
+            }
+            let p = started.elapsed();
+            if round >= WARMUP {
+                direct_times.push(d);
+                proxied_times.push(p);
+            }
+        }
+        report(name, &mut direct_times, &mut proxied_times);
+    }
+
+    // Resolution on PullImage: the pod's Secrets from a `dir:` source (read again on
+    // every pull) and the candidates from the policy module (wasmtime).
+    std::fs::write(
+        manifests.path().join("pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: app, namespace: team}\n\
+         spec:\n  imagePullSecrets: [{name: a}, {name: b}]\n  containers: []\n",
+    )
+    .unwrap();
+    for name in ["a", "b"] {
+        std::fs::write(
+            manifests.path().join(format!("secret-{name}.yaml")),
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: team}}\n\
+                 type: kubernetes.io/regcredentials\n\
+                 stringData: {{serverAddress: '{}', username: bench-{name}, password: bench-password}}\n",
+                registry.host()
+            ),
+        )
+        .unwrap();
+    }
+    let source = DirSource::new(manifests.path());
+    let policy = PolicyRunner::wasm().unwrap();
+    let pod = PodRef {
+        namespace: "team".into(),
+        name: "app".into(),
+        uid: "u".into(),
+    };
+    let config = PolicyConfig::default();
+    let mut lookups = Vec::with_capacity(ROUNDS);
+    let mut resolves = Vec::with_capacity(ROUNDS);
+    for round in 0..WARMUP + ROUNDS {
+        let started = Instant::now();
+        let secrets = source.lookup(&pod).unwrap();
+        let looked_up = started.elapsed();
+        let started = Instant::now();
+        let resolution = policy
+            .resolve(&reference, &secrets.secrets, RuntimeProfile::Containerd, &config)
+            .unwrap();
+        let resolved = started.elapsed();
+        assert_eq!(resolution.candidates.len(), 2);
+        if round >= WARMUP {
+            lookups.push(looked_up);
+            resolves.push(resolved);
+        }
+    }
+    let mut totals: Vec<Duration> = lookups.iter().zip(&resolves).map(|(a, b)| *a + *b).collect();
+    println!(
+        "PullImage resolution (2 secrets): dir: lookup median {:.1} µs p90 {:.1} µs, policy resolve \
+         (wasm) median {:.1} µs p90 {:.1} µs, total median {:.1} µs",
+        micros(percentile(&mut lookups, 0.5)),
+        micros(percentile(&mut lookups, 0.9)),
+        micros(percentile(&mut resolves, 0.5)),
+        micros(percentile(&mut resolves, 0.9)),
+        micros(percentile(&mut totals, 0.5)),
+    );
+    drop(proxied);
+    drop(proxy);
+}
