@@ -5,7 +5,10 @@
 //! registry like the end-to-end tests). Direct and proxied calls alternate, one each per
 //! round, on warm connections, so both see the same machine; medians and p90s are
 //! printed, and the ratio and the absolute difference at the median.
-#![allow(clippy::unwrap_used, reason = "a benchmark binary: a failure is a panic")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a benchmark binary: a failure is a panic"
+)]
 #![allow(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
 
 use std::time::{Duration, Instant};
@@ -48,7 +51,12 @@ async fn main() {
     let registry = Registry::start_htpasswd(&[("bench", "bench-password")]).await;
     let image = TestImage::new("regcred cri-proxy bench");
     image
-        .push(&registry.url(), "bench/app", "v1", Some(("bench", "bench-password")))
+        .push(
+            &registry.url(),
+            "bench/app",
+            "v1",
+            Some(("bench", "bench-password")),
+        )
         .await
         .unwrap();
     let containerd = Containerd::start().await;
@@ -132,7 +140,12 @@ async fn main() {
         let looked_up = started.elapsed();
         let started = Instant::now();
         let resolution = policy
-            .resolve(&reference, &secrets.secrets, RuntimeProfile::Containerd, &config)
+            .resolve(
+                &reference,
+                &secrets.secrets,
+                RuntimeProfile::Containerd,
+                &config,
+            )
             .unwrap();
         let resolved = started.elapsed();
         assert_eq!(resolution.candidates.len(), 2);
@@ -141,7 +154,11 @@ async fn main() {
             resolves.push(resolved);
         }
     }
-    let mut totals: Vec<Duration> = lookups.iter().zip(&resolves).map(|(a, b)| *a + *b).collect();
+    let mut totals: Vec<Duration> = lookups
+        .iter()
+        .zip(&resolves)
+        .map(|(a, b)| *a + *b)
+        .collect();
     println!(
         "PullImage resolution (2 secrets): dir: lookup median {:.1} µs p90 {:.1} µs, policy resolve \
          (wasm) median {:.1} µs p90 {:.1} µs, total median {:.1} µs",
