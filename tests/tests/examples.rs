@@ -7,40 +7,8 @@
     reason = "tests: a failed unwrap is a failed test, with its message"
 )]
 
-use std::path::{Path, PathBuf};
-
+use regcred_tests::examples::{header, repo_root as root, yaml_documents, yaml_files};
 use regcred_types::{PolicyConfig, SecretManifest};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &serde_json::Value| !v.is_null())
-        .collect()
-}
-
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-/// The `# key: value` header lines of an example.
-fn header(path: &Path, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let prefix = format!("# {key}: ");
-    text.lines()
-        .take_while(|l| l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
-}
 
 fn secret_schema() -> jsonschema::Validator {
     let text =

@@ -11,32 +11,11 @@
 )]
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use regcred_tests::examples::{header, repo_root as root, yaml_files};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn header(path: &Path, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let prefix = format!("# {key}: ");
-    text.lines()
-        .take_while(|l| l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
-}
 
 /// Python's verdicts on `documents` against `schema`.
 fn python_verdicts(schema: &Path, documents: &[Value]) -> Vec<bool> {
