@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use super::serve::{LogFormat, init_logging, shutdown_signal};
 use regcred_host::PolicyRunner;
 use regcred_host::cri_proxy::{
     CriProxy, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource, KubeSource,
@@ -58,14 +60,6 @@ pub(crate) struct CriProxyArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines (journald, kubectl logs).
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then removes its socket.
@@ -127,7 +121,7 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             metrics_addr = ?args.metrics_addr,
             "regcred cri-proxy serving"
         );
-        let served = proxy.serve(listener, shutdown_signal()).await;
+        let served = proxy.serve(listener, shutdown_signal("proxy")).await;
         let _ = stop.send(());
         drop(stopped);
         if let Err(err) = std::fs::remove_file(&listen) {
@@ -137,42 +131,4 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         served.context("serving failed")
     })?;
     Ok(0)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            }
-        }
-        _ => {
-            tracing::warn!("cannot watch for signals: stop the proxy with SIGKILL");
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-fn init_logging(level: tracing::Level, format: LogFormat) {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-
-    // regcred at the level asked for; the libraries (h2, hyper, kube) at most at info, so
-    // `debug` does not mean one line per HTTP/2 frame.
-    let filter = tracing_subscriber::filter::Targets::new()
-        .with_target("regcred", level)
-        .with_default(std::cmp::min(level, tracing::Level::INFO));
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
-        LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
-        LogFormat::Text => registry.with(layer.with_ansi(false)).try_init(),
-    };
 }

@@ -4,6 +4,8 @@
 mod cri_proxy;
 mod input;
 mod policy;
+#[cfg(any(feature = "webhook", feature = "cri-proxy"))]
+mod serve;
 #[cfg(feature = "webhook")]
 mod webhook;
 

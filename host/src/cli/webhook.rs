@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use super::serve::{LogFormat, init_logging, shutdown_signal};
 use regcred_host::webhook::{DEFAULT_BODY_LIMIT, SecretAdmission, Webhook};
 
 use super::policy::PolicyArgs;
@@ -46,14 +48,6 @@ pub(crate) struct WebhookArgs {
     log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable lines.
-    Text,
-}
-
 /// Runs the webhook until SIGTERM or SIGINT.
 pub(crate) fn run(policy: &PolicyArgs, args: WebhookArgs) -> Result<u8> {
     init_logging(args.log_level, args.log_format);
@@ -82,38 +76,8 @@ pub(crate) fn run(policy: &PolicyArgs, args: WebhookArgs) -> Result<u8> {
             builder = builder.metrics_addr(addr);
         }
         let webhook = builder.bind().await?;
-        webhook.serve(shutdown_signal()).await?;
+        webhook.serve(shutdown_signal("webhook")).await?;
         anyhow::Ok(())
     })?;
     Ok(0)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            tracing::warn!("cannot watch for signals: stop the webhook with SIGKILL");
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-fn init_logging(level: tracing::Level, format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
 }
