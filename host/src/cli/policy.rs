@@ -23,21 +23,10 @@ pub(crate) struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    /// The runner these flags ask for.
+    /// The runner these flags ask for, for a command that evaluates one request at a time
+    /// (no pool to set up).
     pub(crate) fn runner(&self) -> Result<PolicyRunner> {
-        if self.native {
-            return Ok(PolicyRunner::Native);
-        }
-        let module = match &self.policy {
-            None => PolicyModule::embedded(),
-            Some(path) => load_module(path, self.policy_sha256.as_deref())?,
-        };
-        let policy = PolicyPre::builder()
-            .module(module)
-            .on_demand()
-            .build()
-            .context("cannot load the policy module")?;
-        Ok(PolicyRunner::Wasm(std::sync::Arc::new(policy)))
+        self.build(|builder| builder.on_demand())
     }
 
     /// The runner for a server that evaluates up to `concurrency` requests at once:
@@ -45,6 +34,14 @@ impl PolicyArgs {
     /// reaches the next), taken from a pooling allocator with a slot for each.
     #[cfg(feature = "webhook")]
     pub(crate) fn server_runner(&self, concurrency: u32) -> Result<PolicyRunner> {
+        let slots = concurrency.max(regcred_host::PolicyBuilder::DEFAULT_POOL_SIZE);
+        self.build(|builder| builder.pooling(slots))
+    }
+
+    fn build(
+        &self,
+        allocation: impl FnOnce(regcred_host::PolicyBuilder) -> regcred_host::PolicyBuilder,
+    ) -> Result<PolicyRunner> {
         if self.native {
             return Ok(PolicyRunner::Native);
         }
@@ -52,9 +49,7 @@ impl PolicyArgs {
             None => PolicyModule::embedded(),
             Some(path) => load_module(path, self.policy_sha256.as_deref())?,
         };
-        let policy = PolicyPre::builder()
-            .module(module)
-            .pooling(concurrency.max(regcred_host::PolicyBuilder::DEFAULT_POOL_SIZE))
+        let policy = allocation(PolicyPre::builder().module(module))
             .build()
             .context("cannot load the policy module")?;
         Ok(PolicyRunner::Wasm(std::sync::Arc::new(policy)))
