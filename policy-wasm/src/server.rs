@@ -156,33 +156,27 @@ impl ServerAddress {
     /// Does this address cover `image`? Ports equal, the same number of host labels with
     /// each label glob-matching, and the path prefix matching whole segments.
     pub fn matches(&self, image: &ImageRef) -> bool {
-        if self.port != image.port {
-            return false;
-        }
-        let host_matches = match (&self.host, &image.host) {
-            (Host::Dns(pattern), Host::Dns(name)) => labels_match(pattern, name),
-            (a, b) => a == b,
-        };
-        host_matches
-            && self.path.len() <= image.path.len()
-            && self.path.iter().zip(&image.path).all(|(a, b)| a == b)
+        self.covers(&image.host, image.port, &image.path)
     }
 
-    /// Is this address inside `allowed` (a pattern from `allowedRegistries`)? Each of
-    /// this address's host labels must match the pattern's glob (a glob here is matched
-    /// as literal text, so `*.corp` is only inside patterns that allow any label), the
-    /// ports must be equal and the pattern's path must be a segment prefix of this one's.
+    /// Is this address inside `allowed` (a pattern from `allowedRegistries`)? The same
+    /// test as [`ServerAddress::matches`], with this address in the image's place: a glob
+    /// here is matched as literal text, so `*.corp` is only inside patterns that allow
+    /// any label.
     pub fn is_within(&self, allowed: &ServerAddress) -> bool {
-        if self.port != allowed.port {
-            return false;
-        }
-        let host_ok = match (&allowed.host, &self.host) {
+        allowed.covers(&self.host, self.port, &self.path)
+    }
+
+    /// Does this address, as a pattern, cover `host`, `port` and `path`?
+    fn covers(&self, host: &Host, port: Option<u16>, path: &[String]) -> bool {
+        let host_matches = match (&self.host, host) {
             (Host::Dns(pattern), Host::Dns(name)) => labels_match(pattern, name),
             (a, b) => a == b,
         };
-        host_ok
-            && allowed.path.len() <= self.path.len()
-            && allowed.path.iter().zip(&self.path).all(|(a, b)| a == b)
+        self.port == port
+            && host_matches
+            && self.path.len() <= path.len()
+            && self.path.iter().zip(path).all(|(a, b)| a == b)
     }
 
     /// `https://HOST[:PORT]` of the registry containerd contacts for `image`, the only
