@@ -1,21 +1,19 @@
-//! The wasmtime side: one engine, one compiled module and one `InstancePre` per loaded
-//! policy, a store per evaluation, limits on every store.
+//! The wasmtime side: one compiled module and one `InstancePre` per loaded policy, on an
+//! engine of its own or a shared [`PolicyEngine`], a store per evaluation, limits on
+//! every store.
 
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, TryLockError};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use regcred_types::{PolicyConfig, Resolution, RuntimeProfile, SecretManifest, ValidationReport};
 use wasmtime::{
-    Config, Engine, Extern, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Memory,
-    Module, ModuleExport, PoolConcurrencyLimitError, PoolingAllocationConfig, ResourceLimiter,
-    Store, Trap, TypedFunc,
+    Engine, Extern, ExternType, InstancePre, Linker, Memory, Module, ModuleExport,
+    PoolConcurrencyLimitError, ResourceLimiter, Store, Trap, TypedFunc,
 };
 
 use crate::error::{EvalError, LoadError};
 use crate::limits::Limits;
 use crate::module::{ABI_MAJOR, AbiVersion, PolicyModule};
+use crate::policy_engine::PolicyEngine;
 use crate::typed::{self, RequestRef};
 
 /// How evaluations get their instance.
@@ -52,6 +50,7 @@ pub struct PolicyBuilder {
     limits: Limits,
     strategy: InstanceStrategy,
     pool_size: Option<u32>,
+    engine: Option<PolicyEngine>,
 }
 
 impl Default for PolicyBuilder {
@@ -61,6 +60,7 @@ impl Default for PolicyBuilder {
             limits: Limits::default(),
             strategy: InstanceStrategy::default(),
             pool_size: Some(PolicyBuilder::DEFAULT_POOL_SIZE),
+            engine: None,
         }
     }
 }
@@ -107,8 +107,17 @@ impl PolicyBuilder {
         self
     }
 
+    /// Runs on `engine`, shared with other policies (one engine, one ticker thread),
+    /// instead of an engine of the policy's own. The engine's allocator and tick apply:
+    /// [`Self::pooling`], [`Self::on_demand`] and [`Limits::epoch_tick`] are then not used.
+    #[must_use]
+    pub fn engine(mut self, engine: PolicyEngine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
     /// Compiles the module, checks its imports, exports and ABI version, and starts the
-    /// epoch ticker.
+    /// epoch ticker (unless a shared [`PolicyEngine`] was given).
     ///
     /// # Errors
     ///
@@ -183,42 +192,6 @@ struct Live {
     exports: Exports,
 }
 
-/// Advances the engine's epoch until dropped.
-struct Ticker {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(engine: &Engine, tick: Duration) -> Result<Self, LoadError> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let engine = engine.clone();
-        let thread = std::thread::Builder::new()
-            .name("regcred-epoch".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                    engine.increment_epoch();
-                }
-            })
-            .map_err(|err| LoadError::Engine {
-                reason: format!("cannot start the epoch ticker thread: {err}"),
-            })?;
-        Ok(Self {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A loaded policy: compiled once, ready to instantiate; `Send + Sync`, share it in an
 /// `Arc`.
 ///
@@ -237,7 +210,6 @@ impl Drop for Ticker {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct PolicyPre {
-    engine: Engine,
     module: PolicyModule,
     pre: InstancePre<StoreState>,
     exports: ExportIndex,
@@ -247,7 +219,7 @@ pub struct PolicyPre {
     abi_version: AbiVersion,
     warm: Mutex<Option<Live>>,
     // Declared last: dropped after everything that uses the engine.
-    _ticker: Ticker,
+    engine: PolicyEngine,
 }
 
 impl std::fmt::Debug for PolicyPre {
@@ -258,6 +230,7 @@ impl std::fmt::Debug for PolicyPre {
             .field("limits", &self.limits)
             .field("strategy", &self.strategy)
             .field("pool_size", &self.pool_size)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
@@ -288,46 +261,32 @@ impl PolicyPre {
     fn load(builder: PolicyBuilder) -> Result<Self, LoadError> {
         let PolicyBuilder {
             module,
-            limits,
+            mut limits,
             strategy,
             pool_size,
+            engine,
         } = builder;
         let module = module.unwrap_or_else(PolicyModule::embedded);
-
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        if let Some(slots) = pool_size {
-            let mut pool = PoolingAllocationConfig::new();
-            pool.total_core_instances(slots)
-                .total_memories(slots)
-                .total_tables(slots)
-                .max_memories_per_module(1)
-                .max_tables_per_module(1)
-                .max_memory_size(limits.memory_limit())
-                .table_elements(limits.table_elements())
-                // Keep a small memory's pages mapped between instances: resetting them
-                // is cheaper than faulting them in again.
-                .linear_memory_keep_resident(1 << 20)
-                .table_keep_resident(64 << 10);
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        }
-        let engine = Engine::new(&config).map_err(|err| LoadError::Engine {
-            reason: err.to_string(),
-        })?;
+        let engine = match engine {
+            Some(engine) => engine,
+            None => PolicyEngine::with_limits(&limits, pool_size)?,
+        };
+        // Deadlines are counted in the ticks of the engine's ticker.
+        limits.set_epoch_tick(engine.epoch_tick());
+        let pool_size = engine.pool_slots();
         check_initial_memory(module.bytes(), &limits)?;
-        let compiled = Module::new(&engine, module.bytes()).map_err(|err| LoadError::Compile {
-            reason: format!("{err:#}"),
-        })?;
+        let compiled =
+            Module::new(engine.engine(), module.bytes()).map_err(|err| LoadError::Compile {
+                reason: format!("{err:#}"),
+            })?;
         let exports = check_shape(&compiled)?;
-        let pre = Linker::new(&engine)
+        let pre = Linker::new(engine.engine())
             .instantiate_pre(&compiled)
             .map_err(|err| LoadError::Compile {
                 reason: format!("{err:#}"),
             })?;
-        let ticker = Ticker::start(&engine, limits.epoch_tick())?;
 
         let mut policy = Self {
-            engine,
             module,
             pre,
             exports,
@@ -336,7 +295,7 @@ impl PolicyPre {
             pool_size,
             abi_version: AbiVersion { major: 0, minor: 0 },
             warm: Mutex::new(None),
-            _ticker: ticker,
+            engine,
         };
         let found = policy
             .probe_abi_version()
@@ -373,6 +332,11 @@ impl PolicyPre {
 
     /// The wasmtime engine (to precompile or inspect; the ticker advances its epoch).
     pub fn engine(&self) -> &Engine {
+        self.engine.engine()
+    }
+
+    /// The engine with its ticker, to share with other policies.
+    pub fn policy_engine(&self) -> &PolicyEngine {
         &self.engine
     }
 
@@ -496,7 +460,7 @@ impl PolicyPre {
 
     fn new_store(&self) -> Store<StoreState> {
         let mut store = Store::new(
-            &self.engine,
+            self.engine.engine(),
             StoreState {
                 limiter: Limiter {
                     memory_limit: self.limits.memory_limit(),

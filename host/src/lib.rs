@@ -45,32 +45,30 @@
 //! # Ok::<(), regcred_host::LoadError>(())
 //! ```
 //!
+//! Run many policies on one wasmtime engine and one epoch ticker thread, an embedder's
+//! own engine if it has one, with [`PolicyEngine`] and [`PolicyBuilder::engine`].
+//!
 //! Choose between the module and the native rules at run time with [`PolicyRunner`].
 //!
-//! # Features
+//! # Dependencies
 //!
-//! - `cli` (default): the `regcred` binary and what only it needs (clap, YAML).
-//! - `webhook` (default): the validating admission webhook (`regcred webhook`).
-//! - `cri-proxy` (default): the CRI image-service proxy (`regcred cri-proxy`).
-//!
-//! Embedders use `default-features = false` and compile wasmtime (Cranelift and the
-//! runtime only: no WASI, no component model), serde and the rules, nothing else.
+//! wasmtime (Cranelift and the runtime only: no WASI, no component model), serde and the
+//! rules, nothing else: no async runtime, no HTTP, no Kubernetes client. The `regcred`
+//! crate builds the CLI, the CRI proxy and the webhook on top of this one.
 
 #![warn(missing_docs)]
 
-#[cfg(feature = "cri-proxy")]
-pub mod cri_proxy;
 mod engine;
 mod error;
 mod limits;
 mod module;
+mod policy_engine;
 mod runner;
 mod typed;
-#[cfg(feature = "webhook")]
-pub mod webhook;
 
 pub use engine::{InstanceStrategy, PolicyBuilder, PolicyPre};
 pub use error::{EvalError, LoadError};
 pub use limits::{Limits, LimitsBuilder};
 pub use module::{ABI_MAJOR, AbiVersion, DEFAULT_MODULE, ModuleSource, PolicyModule};
+pub use policy_engine::PolicyEngine;
 pub use runner::PolicyRunner;

@@ -54,6 +54,11 @@ impl Limits {
         self.epoch_tick
     }
 
+    /// Counts the deadline in ticks of `tick` (the ticker of a shared engine).
+    pub(crate) fn set_epoch_tick(&mut self, tick: Duration) {
+        self.epoch_tick = tick;
+    }
+
     /// The deadline in ticks: rounded up, plus one because the first tick may come at
     /// once, so the module always gets at least [`Limits::epoch_deadline`].
     pub(crate) fn deadline_ticks(&self) -> u64 {

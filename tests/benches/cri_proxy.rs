@@ -13,8 +13,8 @@
 
 use std::time::{Duration, Instant};
 
+use regcred::cri_proxy::{DirSource, PodRef};
 use regcred_host::PolicyRunner;
-use regcred_host::cri_proxy::{DirSource, PodRef};
 use regcred_tests::harness::{Containerd, Proxy, Registry, TestImage, basic_auth};
 use regcred_types::{PolicyConfig, RuntimeProfile};
 

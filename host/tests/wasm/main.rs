@@ -7,6 +7,7 @@
 mod hostile;
 mod module_shape;
 mod node;
+mod shared_engine;
 mod vectors;
 
 use std::path::PathBuf;

@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use regcred::cri_proxy::{CriProxy, DirSource, KubeSource, ProxyMetrics, PullSecretSource};
+use regcred::serve::bind_unix;
 use regcred_host::PolicyRunner;
-use regcred_host::cri_proxy::{
-    CriProxy, DirSource, KubeSource, ProxyMetrics, PullSecretSource, bind_unix,
-};
 use regcred_types::RuntimeProfile;
 use tempfile::TempDir;
 
@@ -201,10 +200,8 @@ impl ProxyBuilder {
                     // A hard stop: the test's clients live on the test's runtime, which is
                     // blocked in `drop` and could not answer a graceful shutdown.
                     tokio::select! {
-                        served = proxy.serve(listener, std::future::pending()) => {
-                            if let Err(e) = served {
-                                tracing::error!("proxy stopped: {e}");
-                            }
+                        () = proxy.serve(listener, std::future::pending()) => {
+                            tracing::error!("proxy stopped");
                         }
                         _ = stopped => {}
                     }
@@ -238,7 +235,7 @@ fn kubeconfig_yaml(server: &str) -> String {
 
 /// The `regcred` binary: `$REGCRED_BIN`, else `regcred` in the target directory this
 /// test binary was built into (`cargo test --workspace` builds it; with `-p regcred-tests`
-/// alone, run `cargo build -p regcred-host` first).
+/// alone, run `cargo build -p regcred` first).
 pub fn regcred_binary() -> PathBuf {
     if let Some(path) = std::env::var_os(REGCRED_BIN_ENV) {
         return PathBuf::from(path);
@@ -252,7 +249,7 @@ pub fn regcred_binary() -> PathBuf {
         .expect("the target directory");
     assert!(
         candidate.is_file(),
-        "{} is missing: build it with `cargo build -p regcred-host` (cargo test --workspace \
+        "{} is missing: build it with `cargo build -p regcred` (cargo test --workspace \
          does), or set {REGCRED_BIN_ENV}",
         candidate.display()
     );

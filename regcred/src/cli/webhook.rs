@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use super::serve::{LogFormat, init_logging, shutdown_signal};
-use regcred_host::webhook::{DEFAULT_BODY_LIMIT, SecretAdmission, Webhook};
+use regcred::serve::{LogFormat, init_logging, shutdown_signal};
+use regcred::webhook::{DEFAULT_BODY_LIMIT, SecretAdmission, Webhook};
 
 use super::policy::PolicyArgs;
 use super::{PolicyConfigArg, load_config};
@@ -76,7 +76,7 @@ pub(crate) fn run(policy: &PolicyArgs, args: WebhookArgs) -> Result<u8> {
             builder = builder.metrics_addr(addr);
         }
         let webhook = builder.bind().await?;
-        webhook.serve(shutdown_signal("webhook")).await?;
+        webhook.serve(shutdown_signal("webhook")).await;
         anyhow::Ok(())
     })?;
     Ok(0)

@@ -21,7 +21,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// call the runtime answered is a response, whatever its gRPC status.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum RuntimeError {
+pub(crate) enum RuntimeError {
     /// The runtime socket could not be dialled (missing, refused: the runtime is down).
     #[error("cannot connect to the runtime at {socket}: {source}")]
     Connect {

@@ -32,7 +32,6 @@ impl PolicyArgs {
     /// The runner for a server that evaluates up to `concurrency` requests at once:
     /// a fresh instance per evaluation (nothing one request leaves in the module's memory
     /// reaches the next), taken from a pooling allocator with a slot for each.
-    #[cfg(feature = "webhook")]
     pub(crate) fn server_runner(&self, concurrency: u32) -> Result<PolicyRunner> {
         let slots = concurrency.max(regcred_host::PolicyBuilder::DEFAULT_POOL_SIZE);
         self.build(|builder| builder.pooling(slots))

@@ -20,8 +20,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use regcred::webhook::{SecretAdmission, Webhook};
 use regcred_host::PolicyRunner;
-use regcred_host::webhook::{SecretAdmission, Webhook};
 use regcred_types::PolicyConfig;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
@@ -76,9 +76,7 @@ impl TestServer {
 
     pub(crate) async fn start_with(
         admission: SecretAdmission,
-        configure: impl FnOnce(
-            regcred_host::webhook::WebhookBuilder,
-        ) -> regcred_host::webhook::WebhookBuilder,
+        configure: impl FnOnce(regcred::webhook::WebhookBuilder) -> regcred::webhook::WebhookBuilder,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cert = TestCert::new("regcred webhook test");

@@ -1,11 +1,11 @@
-//! What the long-running commands (`webhook`, `cri-proxy`) share: their logging set-up
-//! and their shutdown signal.
+//! The logging set-up and the shutdown signal of the long-running commands (`webhook`,
+//! `cri-proxy`).
 
 use clap::ValueEnum;
 
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// One JSON object per line.
     Json,
     /// Human-readable lines (journald, kubectl logs).
@@ -14,7 +14,7 @@ pub(crate) enum LogFormat {
 
 /// Logs to standard error: regcred at `level`; the libraries (h2, hyper, kube) at most
 /// at info, so `debug` does not mean one line per HTTP/2 frame.
-pub(crate) fn init_logging(level: tracing::Level, format: LogFormat) {
+pub fn init_logging(level: tracing::Level, format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -32,7 +32,7 @@ pub(crate) fn init_logging(level: tracing::Level, format: LogFormat) {
 }
 
 /// Resolves on SIGTERM or SIGINT; never, with a warning, when signals cannot be watched.
-pub(crate) async fn shutdown_signal(server: &str) {
+pub async fn shutdown_signal(server: &str) {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),

@@ -15,13 +15,14 @@
 //! - `GET /metrics` on a separate plain-HTTP address, when one is given.
 //!
 //! The certificate and key are read again on the first handshake after either file
-//! changes. The policy runs on the blocking thread pool, at most
-//! [`WebhookBuilder::max_concurrent_reviews`] at a time. Nothing the webhook answers, logs
+//! changes. The policy runs on the serving layer's [`BlockingExecutor`], at most
+//! [`WebhookBuilder::max_concurrent_reviews`] at a time. On shutdown the webhook drains
+//! like the proxy ([`crate::serve::HttpServer`]). Nothing the webhook answers, logs
 //! or counts contains a value from a Secret.
 //!
 //! ```no_run
 //! use regcred_host::PolicyRunner;
-//! use regcred_host::webhook::{SecretAdmission, Webhook};
+//! use regcred::webhook::{SecretAdmission, Webhook};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let admission = SecretAdmission::new(PolicyRunner::wasm()?);
@@ -31,7 +32,7 @@
 //!     .bind()
 //!     .await?;
 //! println!("serving on {}", webhook.local_addr());
-//! webhook.serve(std::future::pending()).await?;
+//! webhook.serve(std::future::pending()).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -54,12 +55,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+
+use crate::serve::{BlockingError, BlockingExecutor, HttpServer, serve_metrics};
 
 pub use admission::{Decision, Outcome, ReviewError, SecretAdmission, error_review};
 
@@ -75,9 +75,6 @@ pub const DEFAULT_ADDR: SocketAddr =
 
 /// How much of an oversized body is read (and dropped) so that the client reads the 413.
 const DRAIN_LIMIT: usize = 8 << 20;
-
-/// How long a client may take to finish the TLS handshake or send a request's headers.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the webhook could not start.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +192,7 @@ impl WebhookBuilder {
             admission: Arc::new(self.admission),
             metrics,
             body_limit: self.body_limit,
-            permits: Arc::new(Semaphore::new(self.concurrency)),
+            executor: BlockingExecutor::new(self.concurrency),
             ready: AtomicBool::new(true),
         });
         Ok(Webhook {
@@ -236,7 +233,7 @@ struct AppState {
     admission: Arc<SecretAdmission>,
     metrics: WebhookMetrics,
     body_limit: usize,
-    permits: Arc<Semaphore>,
+    executor: BlockingExecutor,
     ready: AtomicBool,
 }
 
@@ -283,15 +280,10 @@ impl Webhook {
     }
 
     /// Serves until `shutdown` completes; then `/readyz` fails for the shutdown delay,
-    /// and the server stops accepting connections.
-    ///
-    /// # Errors
-    ///
-    /// None today: accept errors (out of file descriptors, say) are logged and retried.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), WebhookError> {
+    /// and the server drains: no new connection, open ones finish what they are doing
+    /// (at most [`crate::serve::DEFAULT_DRAIN_TIMEOUT`]). Accept errors (out of file
+    /// descriptors, say) are logged and retried.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let Self {
             listener,
             metrics_listener,
@@ -306,28 +298,16 @@ impl Webhook {
             .fallback(not_found)
             .with_state(state.clone());
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_task = metrics_listener.map(|listener| {
             let metrics = state.metrics.clone();
-            let app = Router::new().route(
-                "/metrics",
-                get(move || {
-                    let metrics = metrics.clone();
-                    async move {
-                        (
-                            [(
-                                header::CONTENT_TYPE,
-                                HeaderValue::from_static("text/plain; version=0.0.4"),
-                            )],
-                            metrics.render(),
-                        )
-                    }
-                }),
-            );
-            tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, app).await {
-                    tracing::error!(error = %err, "the metrics server stopped");
-                }
-            })
+            tokio::spawn(serve_metrics(
+                listener,
+                Arc::new(move || metrics.render()),
+                async move {
+                    let _ = metrics_stopped.await;
+                },
+            ))
         });
         tracing::info!(
             addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -335,60 +315,22 @@ impl Webhook {
             "serving admission reviews on POST /validate"
         );
 
-        let mut shutdown = std::pin::pin!(shutdown);
         let draining = async {
-            shutdown.as_mut().await;
+            shutdown.await;
             state.ready.store(false, Ordering::SeqCst);
             tracing::info!(delay = ?shutdown_delay, "shutting down: /readyz fails from now on");
             tokio::time::sleep(shutdown_delay).await;
         };
-        let mut draining = std::pin::pin!(draining);
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = draining.as_mut() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let tls = tls.clone();
-            let app = app.clone();
-            tokio::spawn(async move {
-                let stream = match tokio::time::timeout(CLIENT_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(err)) => {
-                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(CLIENT_TIMEOUT);
-                let service = TowerToHyperService::new(app);
-                if let Err(err) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
-                }
-            });
-        }
+        HttpServer::new("webhook")
+            .tls(tls)
+            .serve(listener, TowerToHyperService::new(app), draining)
+            .await;
+        state.executor.close();
+        let _ = stop_metrics.send(());
         if let Some(task) = metrics_task {
-            task.abort();
+            let _ = task.await;
         }
         tracing::info!("stopped");
-        Ok(())
     }
 }
 
@@ -481,19 +423,8 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
         return too_large(&state);
     }
     let body = buffer;
-    // The semaphore is never closed.
-    let Ok(permit) = state.permits.clone().acquire_owned().await else {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            error_review(None, 503, "shutting down"),
-        );
-    };
     let admission = state.admission.clone();
-    let reviewed = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        admission.review(&body)
-    })
-    .await;
+    let reviewed = state.executor.run(move || admission.review(&body)).await;
     match reviewed {
         Ok(Ok(decision)) => {
             let outcome = decision.outcome();
@@ -543,6 +474,13 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
                 tracing::error!(uid = err.uid().unwrap_or_default(), error = %message, "review failed");
             }
             json(status, error_review(err.uid(), status.as_u16(), &message))
+        }
+        Err(BlockingError::Closed) => {
+            state.metrics.review("unknown", "error", started.elapsed());
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_review(None, 503, "shutting down"),
+            )
         }
         Err(_) => {
             state.metrics.review("unknown", "error", started.elapsed());

@@ -7,12 +7,14 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use super::serve::{LogFormat, init_logging, shutdown_signal};
-use regcred_host::PolicyRunner;
-use regcred_host::cri_proxy::{
+use regcred::cri_proxy::{
     CriProxy, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource, KubeSource,
-    PullSecretSource, SecretsFrom, bind_unix, serve_metrics, unix_socket_path,
+    PullSecretSource, SecretsFrom, unix_socket_path,
 };
+use regcred::serve::{
+    BlockingExecutor, LogFormat, bind_unix, init_logging, serve_metrics, shutdown_signal,
+};
+use regcred_host::PolicyRunner;
 
 use super::{PolicyConfigArg, ProfileArg, load_config};
 
@@ -74,9 +76,12 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Policy calls and directory reads share one bound: a thread each per CPU.
+    let executor =
+        BlockingExecutor::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
     runtime.block_on(async move {
         let secrets: Arc<dyn PullSecretSource> = match &args.secrets_from {
-            SecretsFrom::Dir(dir) => Arc::new(DirSource::new(dir)),
+            SecretsFrom::Dir(dir) => Arc::new(DirSource::new(dir).executor(executor.clone())),
             SecretsFrom::Kube => {
                 let client = KubeSource::infer_client()
                     .await
@@ -93,6 +98,7 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         let proxy = CriProxy::builder(&runtime_socket, secrets, policy)
             .runtime_profile(args.runtime_profile.into())
             .policy_config(config)
+            .executor(executor)
             .build();
         let listener = bind_unix(&listen)
             .await
@@ -104,14 +110,13 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
                 .with_context(|| format!("cannot serve metrics on {addr}"))?;
             let metrics = Arc::clone(proxy.metrics());
             let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                let shutdown = async move {
+            tokio::spawn(serve_metrics(
+                metrics_listener,
+                Arc::new(move || metrics.encode()),
+                async move {
                     let _ = stopped.changed().await;
-                };
-                if let Err(err) = serve_metrics(metrics_listener, metrics, shutdown).await {
-                    tracing::error!(error = %err, "the metrics server stopped");
-                }
-            });
+                },
+            ));
         }
         tracing::info!(
             listen = %listen.display(),
@@ -121,14 +126,14 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             metrics_addr = ?args.metrics_addr,
             "regcred cri-proxy serving"
         );
-        let served = proxy.serve(listener, shutdown_signal("proxy")).await;
+        proxy.serve(listener, shutdown_signal("proxy")).await;
         let _ = stop.send(());
         drop(stopped);
         if let Err(err) = std::fs::remove_file(&listen) {
             tracing::warn!(error = %err, "cannot remove {}", listen.display());
         }
         tracing::info!("regcred cri-proxy stopped");
-        served.context("serving failed")
+        anyhow::Ok(())
     })?;
     Ok(0)
 }

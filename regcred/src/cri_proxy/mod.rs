@@ -25,7 +25,8 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use regcred_host::PolicyRunner;
-//! use regcred_host::cri_proxy::{CriProxy, DirSource, bind_unix};
+//! use regcred::cri_proxy::{CriProxy, DirSource};
+//! use regcred::serve::bind_unix;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let proxy = CriProxy::builder(
@@ -35,7 +36,7 @@
 //! )
 //! .build();
 //! let listener = bind_unix("/run/regcred/cri-proxy.sock".as_ref()).await?;
-//! proxy.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! proxy.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -50,31 +51,27 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use regcred_host::PolicyRunner;
 use regcred_types::{PolicyConfig, RuntimeProfile};
 use tokio::net::UnixListener;
 use tonic::Code;
 
-use crate::PolicyRunner;
+use crate::serve::{BlockingExecutor, HttpServer, Protocols};
 use grpc::ProxyBody;
 use runtime::{RequestHead, RuntimeConnection};
 
-pub use metrics::{ProxyMetrics, PullOutcome, serve_metrics};
-pub use runtime::RuntimeError;
+pub use metrics::{ProxyMetrics, PullOutcome};
 pub use source::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource, KubeSource,
     KubeSourceBuilder, PodPullSecrets, PodRef, PullSecretSource, SecretsFrom, SourceError,
     SourceFuture,
 };
-
-/// How long in-flight calls (pulls) may go on after shutdown was asked for.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The proxy: what it forwards to, where it finds pull Secrets, and how it resolves
 /// them. Cheap to clone; clones share the runtime connection and the metrics.
@@ -91,6 +88,7 @@ pub(crate) struct Inner {
     profile: RuntimeProfile,
     config: PolicyConfig,
     metrics: Arc<ProxyMetrics>,
+    executor: BlockingExecutor,
 }
 
 /// Builds a [`CriProxy`].
@@ -103,6 +101,7 @@ pub struct CriProxyBuilder {
     profile: RuntimeProfile,
     config: PolicyConfig,
     metrics: Option<Arc<ProxyMetrics>>,
+    executor: Option<BlockingExecutor>,
 }
 
 impl CriProxyBuilder {
@@ -124,6 +123,13 @@ impl CriProxyBuilder {
         self
     }
 
+    /// The executor the policy runs on (default: one with a slot per CPU). Share it
+    /// with [`DirSource::executor`] for one bound on all blocking work.
+    pub fn executor(mut self, executor: BlockingExecutor) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
     /// The proxy. Nothing is dialled until the first call.
     pub fn build(self) -> CriProxy {
         CriProxy {
@@ -134,6 +140,11 @@ impl CriProxyBuilder {
                 profile: self.profile,
                 config: self.config,
                 metrics: self.metrics.unwrap_or_default(),
+                executor: self.executor.unwrap_or_else(|| {
+                    BlockingExecutor::new(
+                        std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    )
+                }),
             }),
         }
     }
@@ -154,6 +165,7 @@ impl CriProxy {
             profile: RuntimeProfile::default(),
             config: PolicyConfig::default(),
             metrics: None,
+            executor: None,
         }
     }
 
@@ -167,74 +179,22 @@ impl CriProxy {
         self.inner.runtime.socket()
     }
 
-    /// Serves gRPC over HTTP/2 on `listener` until `shutdown` completes; then stops
-    /// accepting, tells clients to go away, and waits for calls under way (at most 30 s).
-    ///
-    /// # Errors
-    ///
-    /// None today: accept errors (too many open files) are logged and retried.
-    pub async fn serve(
-        &self,
-        listener: UnixListener,
-        shutdown: impl Future<Output = ()>,
-    ) -> std::io::Result<()> {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut connections = tokio::task::JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    connections.spawn(serve_connection(
-                        Arc::clone(&self.inner),
-                        stream,
-                        stopped.clone(),
-                    ));
-                }
-            }
-        }
-        let _ = stop.send(true);
-        let drain = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-            tracing::warn!("calls still under way after {DRAIN_TIMEOUT:?}; cancelled");
-            connections.abort_all();
-        }
-        Ok(())
-    }
-}
-
-/// One client connection (kubelet keeps one open), until it closes or shutdown.
-async fn serve_connection(
-    inner: Arc<Inner>,
-    stream: tokio::net::UnixStream,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let inner = Arc::clone(&inner);
-        async move { Ok::<_, Infallible>(inner.handle(request).await) }
-    });
-    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "client connection ended");
-            }
-        }
-        _ = stopped.changed() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
+    /// Serves gRPC over HTTP/2 on `listener` until `shutdown` completes; then drains as
+    /// every regcred server does ([`HttpServer::serve`]): stops accepting, tells clients
+    /// to go away, and waits for calls under way (at most
+    /// [`crate::serve::DEFAULT_DRAIN_TIMEOUT`]). Accept errors (too many open files) are
+    /// logged and retried.
+    pub async fn serve(&self, listener: UnixListener, shutdown: impl Future<Output = ()> + Send) {
+        let inner = Arc::clone(&self.inner);
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let inner = Arc::clone(&inner);
+            async move { Ok::<_, Infallible>(inner.handle(request).await) }
+        });
+        HttpServer::new("cri-proxy")
+            .protocols(Protocols::Http2Only)
+            .serve(listener, service, shutdown)
+            .await;
+        self.inner.executor.close();
     }
 }
 
@@ -309,32 +269,6 @@ pub fn unix_socket_path(endpoint: &str) -> Result<PathBuf, EndpointError> {
     }
 }
 
-/// Binds a unix socket at `path` (mode 0660), creating its directory; a socket file left
-/// by an earlier run is removed first, unless a process still answers on it.
-///
-/// # Errors
-///
-/// `AddrInUse` when another process serves on `path`; other I/O errors as they come.
-pub async fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("another process serves on {}", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,18 +286,5 @@ mod tests {
         for bad in ["tcp://127.0.0.1:1", "unix://relative.sock", "x.sock"] {
             assert!(unix_socket_path(bad).is_err(), "{bad}");
         }
-    }
-
-    #[tokio::test]
-    async fn bind_replaces_a_stale_socket_but_not_a_live_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/proxy.sock");
-        let live = bind_unix(&path).await.unwrap();
-        let err = bind_unix(&path).await.unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
-        drop(live);
-        // The file is still there, nobody answers: it is replaced.
-        assert!(path.exists());
-        bind_unix(&path).await.unwrap();
     }
 }

@@ -171,21 +171,28 @@ impl Inner {
                 .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
                 .await;
         }
-        let resolution =
-            match self
-                .policy
-                .resolve(image, &secrets.secrets, self.profile, &self.config)
-            {
-                Ok(resolution) => resolution,
-                Err(err) => {
-                    tracing::error!(pod = %pod, image, error = %err, "the policy failed");
-                    self.metrics.pull(PullOutcome::PolicyError);
-                    return grpc::error_response(
-                        Code::Internal,
-                        &format!("regcred: the policy failed for pod {pod}, image {image}: {err}"),
-                    );
-                }
-            };
+        let resolution = {
+            let (policy, config, profile) =
+                (self.policy.clone(), self.config.clone(), self.profile);
+            let (image, secrets) = (image.to_owned(), secrets.secrets.clone());
+            self.executor
+                .run(move || policy.resolve(&image, &secrets, profile, &config))
+                .await
+        };
+        let resolution = resolution
+            .map_err(|err| err.to_string())
+            .and_then(|resolved| resolved.map_err(|err| err.to_string()));
+        let resolution = match resolution {
+            Ok(resolution) => resolution,
+            Err(err) => {
+                tracing::error!(pod = %pod, image, error = %err, "the policy failed");
+                self.metrics.pull(PullOutcome::PolicyError);
+                return grpc::error_response(
+                    Code::Internal,
+                    &format!("regcred: the policy failed for pod {pod}, image {image}: {err}"),
+                );
+            }
+        };
         self.metrics.resolution(started.elapsed());
         for warning in &resolution.warnings {
             tracing::warn!(pod = %pod, image, "{warning}");

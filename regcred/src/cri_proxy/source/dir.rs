@@ -12,6 +12,7 @@ use regcred_types::{DEFAULT_NAMESPACE, SecretManifest};
 use serde::Deserialize as _;
 
 use super::{PodPullSecrets, PodRef, PullSecretSource, SourceError, SourceFuture};
+use crate::serve::{BlockingError, BlockingExecutor};
 
 /// Files larger than this are skipped with a warning.
 const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -21,6 +22,9 @@ const MAX_FILES: usize = 1000;
 /// Pod and Secret manifests (`.yaml`, `.yml`, `.json`; multi-document YAML and
 /// `kind: List` too) in one directory, for nodes without an API server and for tests.
 ///
+/// The directory is read on a [`BlockingExecutor`] (its own, of [`Self::DEFAULT_READERS`]
+/// slots, unless [`Self::executor`] shares one), never on the async runtime's threads.
+///
 /// A pod is found by `metadata.namespace` (default `default`) and `metadata.name`; its
 /// `spec.imagePullSecrets` name Secrets in the same namespace. A file that does not
 /// parse is skipped with a warning (a file being rewritten must not break every pull);
@@ -28,12 +32,27 @@ const MAX_FILES: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct DirSource {
     dir: PathBuf,
+    executor: BlockingExecutor,
 }
 
 impl DirSource {
+    /// How many reads of the directory run at once on a source's own executor.
+    pub const DEFAULT_READERS: usize = 4;
+
     /// A source reading `dir`. Nothing is read until the first pull.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            executor: BlockingExecutor::new(Self::DEFAULT_READERS),
+        }
+    }
+
+    /// Reads on `executor` instead of the source's own (to share one bound with the
+    /// policy calls).
+    #[must_use]
+    pub fn executor(mut self, executor: BlockingExecutor) -> Self {
+        self.executor = executor;
+        self
     }
 
     /// The directory.
@@ -41,7 +60,8 @@ impl DirSource {
         &self.dir
     }
 
-    /// Reads the directory and looks up `pod` (what each pull does).
+    /// Reads the directory and looks up `pod` (what each pull does, on the executor),
+    /// blocking the calling thread.
     ///
     /// # Errors
     ///
@@ -74,7 +94,20 @@ impl DirSource {
 
 impl PullSecretSource for DirSource {
     fn pull_secrets<'a>(&'a self, pod: &'a PodRef) -> SourceFuture<'a> {
-        Box::pin(async move { self.lookup(pod) })
+        Box::pin(async move {
+            let source = self.clone();
+            let pod = pod.clone();
+            match self.executor.run(move || source.lookup(&pod)).await {
+                Ok(found) => found,
+                Err(err) => Err(SourceError::Dir {
+                    path: self.dir.clone(),
+                    source: std::io::Error::other(match err {
+                        BlockingError::Closed => "the proxy is shutting down",
+                        _ => "reading the directory failed unexpectedly",
+                    }),
+                }),
+            }
+        })
     }
 }
 

@@ -1,12 +1,7 @@
 //! The `regcred` command line.
-
-#[cfg(feature = "cri-proxy")]
 mod cri_proxy;
 mod input;
 mod policy;
-#[cfg(any(feature = "webhook", feature = "cri-proxy"))]
-mod serve;
-#[cfg(feature = "webhook")]
 mod webhook;
 
 use std::io::Write as _;
@@ -72,7 +67,6 @@ enum Command {
     Policy(PolicyCommand),
     /// Serve the validating admission webhook (HTTPS) that checks Secrets as they are
     /// created and updated.
-    #[cfg(feature = "webhook")]
     #[command(
         after_help = "Example:\n  regcred webhook --tls-cert tls.crt --tls-key tls.key \
                             --addr 127.0.0.1:8443 --metrics-addr 127.0.0.1:9090"
@@ -80,7 +74,6 @@ enum Command {
     Webhook(webhook::WebhookArgs),
     /// Serve the CRI image-service proxy: kubelet's imageServiceEndpoint, forwarding to the
     /// runtime and supplying pods' regcredentials on PullImage.
-    #[cfg(feature = "cri-proxy")]
     #[command(
         after_help = "Example:\n  regcred cri-proxy --listen unix:///run/regcred/cri-proxy.sock \
                             --runtime unix:///run/containerd/containerd.sock --secrets-from kube \
@@ -257,9 +250,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Convert(args) => convert(&cli.policy.runner()?, args),
         Command::Schema(args) => schema(&args),
         Command::Policy(command) => policy::run(&command),
-        #[cfg(feature = "webhook")]
         Command::Webhook(args) => webhook::run(&cli.policy, args),
-        #[cfg(feature = "cri-proxy")]
         Command::CriProxy(args) => cri_proxy::run(cli.policy.runner()?, args),
     }
 }

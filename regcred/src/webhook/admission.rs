@@ -14,7 +14,7 @@ use regcred_types::{
 };
 use serde::Deserialize;
 
-use crate::{EvalError, PolicyRunner};
+use regcred_host::{EvalError, PolicyRunner};
 
 /// The longest piece of request text (an apiVersion, say) an error message quotes.
 const MAX_QUOTED: usize = 64;
@@ -30,7 +30,7 @@ const MAX_QUOTED: usize = 64;
 ///
 /// ```
 /// use regcred_host::PolicyRunner;
-/// use regcred_host::webhook::{Outcome, SecretAdmission};
+/// use regcred::webhook::{Outcome, SecretAdmission};
 ///
 /// let admission = SecretAdmission::new(PolicyRunner::Native);
 /// let body = br#"{

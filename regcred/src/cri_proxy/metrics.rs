@@ -1,17 +1,10 @@
-//! The proxy's Prometheus metrics and the `/metrics` endpoint.
+//! The proxy's Prometheus metrics (served by [`crate::serve::serve_metrics`]).
 //!
 //! Labels carry outcomes and method names only: never a pod, image or Secret name (their
 //! number is unbounded) and never a value.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus::{
     Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
     Registry, TextEncoder,
@@ -172,53 +165,6 @@ fn method_label(path: &str) -> &'static str {
         IMAGE_FS_INFO => "ImageFsInfo",
         _ => "other",
     }
-}
-
-/// Serves `GET /metrics` (HTTP/1.1) on `listener` until `shutdown` completes.
-///
-/// # Errors
-///
-/// Accept errors other than transient ones end the server.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<ProxyMetrics>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => accepted?,
-        };
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let metrics = Arc::clone(&metrics);
-                    async move { Ok::<_, Infallible>(metrics_response(&request, &metrics)) }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-fn metrics_response<B>(request: &Request<B>, metrics: &ProxyMetrics) -> Response<Full<Bytes>> {
-    let mut response = if request.uri().path() == "/metrics" {
-        Response::new(Full::new(Bytes::from(metrics.encode())))
-    } else {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        response
-    };
-    if response.status() == StatusCode::OK {
-        response.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-    }
-    response
 }
 
 #[cfg(test)]

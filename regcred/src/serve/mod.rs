@@ -1,0 +1,26 @@
+//! The serving layer under both servers (the CRI proxy and the webhook): one of each of
+//! the things a long-running regcred process needs.
+//!
+//! - [`Listener`]: TCP and unix listeners behind one accept call; [`bind_unix`] for the
+//!   proxy's socket.
+//! - [`HttpServer`]: the accept loop, TLS where the server has it, HTTP/1.1 and HTTP/2 (or
+//!   HTTP/2 only) with hyper, and the graceful drain: when the shutdown future completes,
+//!   no new connection is accepted, every open one is told to finish (HTTP/2 GOAWAY,
+//!   HTTP/1.1 `Connection: close` after the response under way), and the server waits for
+//!   them up to its drain timeout ([`DEFAULT_DRAIN_TIMEOUT`]), then cancels the rest.
+//! - [`serve_metrics`]: the one `GET /metrics` endpoint (Prometheus text format).
+//! - [`BlockingExecutor`]: a bounded pool for the policy calls and file reads that must
+//!   not run on the async runtime's threads.
+//! - [`init_logging`] and [`shutdown_signal`]: logging to standard error, SIGTERM/SIGINT.
+
+mod blocking;
+mod http;
+mod listener;
+mod logging;
+mod metrics;
+
+pub use blocking::{BlockingError, BlockingExecutor};
+pub use http::{DEFAULT_DRAIN_TIMEOUT, HttpServer, Protocols};
+pub use listener::{Listener, bind_unix};
+pub use logging::{LogFormat, init_logging, shutdown_signal};
+pub use metrics::{METRICS_CONTENT_TYPE, serve_metrics};
