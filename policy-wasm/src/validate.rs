@@ -182,11 +182,20 @@ fn check_metadata(secret: &SecretManifest, findings: &mut Findings) {
     }
 }
 
-/// A decoded value and the field path it came from.
-#[derive(Debug, Clone)]
+/// A decoded value and the field path it came from. `Debug` shows the path only.
+#[derive(Clone)]
 pub(crate) struct Field {
     pub(crate) path: String,
     pub(crate) value: String,
+}
+
+impl std::fmt::Debug for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Field")
+            .field("path", &self.path)
+            .field("value", &regcred_types::REDACTED)
+            .finish()
+    }
 }
 
 /// The six keys as found (effective values: `stringData` over `data`).
@@ -1141,5 +1150,33 @@ mod tests {
             fields(&validate(&s, &PolicyConfig::default())),
             vec![("type".to_string(), FieldErrorType::FieldValueNotSupported)]
         );
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn decoded_values_never_reach_debug_output() {
+        const CANARY: &str = "canary-Zq7xW3";
+        let field = |path: &str| {
+            Some(Field {
+                path: path.into(),
+                value: CANARY.into(),
+            })
+        };
+        let raw = RawCredentials {
+            server_address: field("data[serverAddress]"),
+            username: field("data[username]"),
+            password: field("data[password]"),
+            auth: field("data[auth]"),
+            identity_token: field("stringData[identityToken]"),
+            registry_token: field("stringData[registryToken]"),
+        };
+        for shown in [format!("{raw:?}"), format!("{raw:#?}")] {
+            assert!(!shown.contains(CANARY), "{shown}");
+            assert!(shown.contains("data[password]"), "{shown}");
+        }
     }
 }

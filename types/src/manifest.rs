@@ -1,6 +1,7 @@
 //! A lenient model of a Secret manifest, as a user writes it or the API server returns it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -9,11 +10,15 @@ use serde::{Deserialize, Serialize};
 
 /// A Secret manifest as it is written, before any rule is applied.
 ///
+/// `Debug` shows the keys of `data`, `stringData`, unknown fields and annotations, never
+/// their values (an annotation such as `kubectl.kubernetes.io/last-applied-configuration`
+/// holds the whole Secret).
+///
 /// Unlike `k8s_openapi`'s `Secret`, `data` keeps its values as the raw text, so that text
 /// which is not base64 (the proposal's own example puts plain text there) reaches the
 /// validator and gets a precise message instead of failing the whole parse. Values are
 /// kept as JSON values for the same reason: YAML turns `password: 1234` into a number.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretManifest {
     /// `v1` for a Secret.
@@ -44,7 +49,7 @@ pub struct SecretManifest {
 }
 
 /// The part of `metadata` that regcred reads.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretMetadata {
     /// `metadata.name`.
@@ -62,6 +67,53 @@ pub struct SecretMetadata {
     /// `metadata.annotations`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The keys of a map, each shown with [`crate::REDACTED`] for its value.
+struct KeysOnly<'a, V>(&'a BTreeMap<String, V>);
+
+impl<V> fmt::Debug for KeysOnly<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|key| (key, Redacted)))
+            .finish()
+    }
+}
+
+/// Prints [`crate::REDACTED`].
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(crate::REDACTED)
+    }
+}
+
+impl fmt::Debug for SecretManifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretManifest")
+            .field("api_version", &self.api_version)
+            .field("kind", &self.kind)
+            .field("metadata", &self.metadata)
+            .field("type_", &self.type_)
+            .field("data", &self.data.as_ref().map(KeysOnly))
+            .field("string_data", &self.string_data.as_ref().map(KeysOnly))
+            .field("immutable", &self.immutable)
+            .field("unknown_fields", &KeysOnly(&self.unknown_fields))
+            .finish()
+    }
+}
+
+impl fmt::Debug for SecretMetadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretMetadata")
+            .field("name", &self.name)
+            .field("generate_name", &self.generate_name)
+            .field("namespace", &self.namespace)
+            .field("labels", &self.labels)
+            .field("annotations", &self.annotations.as_ref().map(KeysOnly))
+            .finish()
+    }
 }
 
 /// The namespace kubectl assumes when a manifest names none.
@@ -229,6 +281,52 @@ mod k8s {
 
 #[cfg(feature = "k8s-openapi")]
 pub use k8s::ToK8sSecretError;
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    const CANARY: &str = "canary-Zq7xW3";
+
+    #[test]
+    fn debug_shows_keys_never_values() {
+        let manifest: SecretManifest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "quay", "namespace": "apps",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": CANARY}},
+            "type": "kubernetes.io/regcredentials",
+            "data": {"password": STANDARD.encode(CANARY), "auth": CANARY},
+            "stringData": {"identityToken": CANARY, "registryToken": {"nested": CANARY}},
+            "stringdata": {"password": CANARY},
+        }))
+        .unwrap();
+        let request = crate::wire::PolicyRequest::Resolve {
+            image: "quay.io/app".into(),
+            secrets: vec![manifest.clone()],
+            runtime: crate::RuntimeProfile::default(),
+            config: None,
+        };
+        let encoded = STANDARD.encode(CANARY);
+        for shown in [
+            format!("{manifest:?}"),
+            format!("{manifest:#?}"),
+            format!("{request:?}"),
+            format!("{request:#?}"),
+        ] {
+            assert!(!shown.contains(CANARY), "{shown}");
+            assert!(!shown.contains(&encoded), "{shown}");
+            for key in [
+                "password",
+                "auth",
+                "identityToken",
+                "registryToken",
+                "stringdata",
+            ] {
+                assert!(shown.contains(key), "{key} missing in {shown}");
+            }
+        }
+    }
+}
 
 #[cfg(all(test, feature = "k8s-openapi"))]
 mod tests {
