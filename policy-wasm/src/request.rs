@@ -135,32 +135,10 @@ fn checked_config(config: Option<PolicyConfig>) -> Result<PolicyConfig, String> 
     Ok(config)
 }
 
-/// serde's message without any quoted input string (which may be a password): serde
-/// writes `invalid type: string "VALUE", expected ...`.
+/// serde's message without any quoted input value
+/// ([`regcred_types::redact::serde_message`]).
 fn scrub(error: &serde_json::Error) -> String {
-    let message = error.to_string();
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message.as_str();
-    while let Some(at) = rest.find("string \"") {
-        out.push_str(&rest[..at + "string".len()]);
-        let after = &rest[at + "string \"".len()..];
-        // serde escapes quotes inside with Debug formatting, so the first unescaped quote ends it.
-        let mut end = after.len();
-        let mut escaped = false;
-        for (i, c) in after.char_indices() {
-            match c {
-                '\\' if !escaped => escaped = true,
-                '"' if !escaped => {
-                    end = i + 1;
-                    break;
-                }
-                _ => escaped = false,
-            }
-        }
-        rest = &after[end.min(after.len())..];
-    }
-    out.push_str(rest);
-    out
+    regcred_types::redact::serde_message(&error.to_string())
 }
 
 #[cfg(test)]

@@ -31,12 +31,17 @@
 //!
 //! - `k8s-openapi`: conversions between [`SecretManifest`] and
 //!   `k8s_openapi::api::core::v1::Secret`.
+//! - `yaml`: [`reader`], the one manifest reader (YAML and JSON, multi-document files,
+//!   `List`s). [`redact`], the one redactor of serde error text, needs no feature.
 
 mod auth_config;
 mod config;
 mod credentials;
 mod docker;
 mod manifest;
+#[cfg(feature = "yaml")]
+pub mod reader;
+pub mod redact;
 mod report;
 pub mod schema;
 mod secret_value;

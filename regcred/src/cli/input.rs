@@ -1,11 +1,12 @@
-//! Reading Kubernetes manifests (YAML or JSON, multi-document, `kind: List`) from files.
+//! Reading Kubernetes manifests (YAML or JSON, multi-document, `kind: List`) from files,
+//! with the one reader in `regcred_types::reader`.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use regcred_types::SecretManifest;
-use serde::Deserialize as _;
+use regcred_types::reader::{self, ManifestObject};
 
 /// One object read from an input file.
 #[derive(Debug)]
@@ -35,93 +36,17 @@ pub(crate) fn read_objects(path: &Path) -> Result<Vec<Object>> {
     parse_objects(&text).with_context(|| format!("cannot parse {}", path.display()))
 }
 
-/// Parses manifests from text. YAML is a superset of JSON, so one parser reads both.
+/// Parses manifests from text with the one reader ([`regcred_types::reader`]); the
+/// first document that cannot be read fails the file.
 pub(crate) fn parse_objects(text: &str) -> Result<Vec<Object>> {
-    let mut objects = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_json::Value::deserialize(document)
-            .map_err(|e| anyhow::anyhow!("document {}: {}", index + 1, describe_yaml_error(&e)))?;
-        collect(value, index + 1, &mut objects)?;
-    }
-    Ok(objects)
-}
-
-/// serde_yaml's message, minus any quoted value it may carry (which could be a password).
-fn describe_yaml_error(error: &serde_yaml::Error) -> String {
-    let location = error
-        .location()
-        .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-        .unwrap_or_default();
-    let message = error.to_string();
-    let first = message.split(" at line ").next().unwrap_or(&message);
-    let safe = if first.contains('"') || first.contains('`') {
-        "not valid YAML or JSON"
-    } else {
-        first
-    };
-    format!("{safe}{location}")
-}
-
-fn collect(value: serde_json::Value, document: usize, out: &mut Vec<Object>) -> Result<()> {
-    match &value {
-        serde_json::Value::Null => return Ok(()),
-        serde_json::Value::Object(_) => {}
-        _ => bail!("document {document} is not a Kubernetes object (a map with kind and metadata)"),
-    }
-    let kind = value
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or("")
-        .to_string();
-    if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
-        let items = value
-            .get("items")
-            .and_then(|i| i.as_array())
-            .cloned()
-            .unwrap_or_default();
-        for item in items {
-            collect(item, document, out)?;
-        }
-        return Ok(());
-    }
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(|n| n.as_str())
-        .unwrap_or("<unnamed>")
-        .to_string();
-    if kind == "Secret" || (kind.is_empty() && value.get("type").is_some()) {
-        let secret: SecretManifest = serde_json::from_value(value).map_err(|e| {
-            anyhow::anyhow!(
-                "document {document}: Secret {name:?} does not have the shape of a Secret: {}",
-                scrub(&e.to_string())
-            )
-        })?;
-        out.push(Object::Secret(Box::new(secret)));
-    } else {
-        out.push(Object::Other {
-            kind: if kind.is_empty() {
-                "<no kind>".into()
-            } else {
-                kind
-            },
-            name,
-        });
-    }
-    Ok(())
-}
-
-/// Drops quoted strings from serde messages: they may be secret values.
-fn scrub(message: &str) -> String {
-    match message.find(['"', '`']) {
-        Some(_) => message
-            .split(['"', '`'])
-            .enumerate()
-            .filter(|(i, _)| i % 2 == 0)
-            .map(|(_, part)| part)
-            .collect::<Vec<_>>()
-            .join("…"),
-        None => message.to_string(),
-    }
+    reader::read_manifests(text)
+        .into_iter()
+        .map(|object| match object? {
+            ManifestObject::Secret(secret) => Ok(Object::Secret(secret)),
+            ManifestObject::Other { kind, name, .. } => Ok(Object::Other { kind, name }),
+            _ => bail!("an object this version of regcred cannot read"),
+        })
+        .collect()
 }
 
 /// Only the Secrets of every file, in order, with the file each came from.
@@ -157,36 +82,6 @@ pub(crate) fn trim_newline(mut text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_multi_document_yaml_lists_and_json() {
-        let text = r#"
-apiVersion: v1
-kind: Secret
-metadata: {name: a}
-type: kubernetes.io/regcredentials
----
-apiVersion: v1
-kind: List
-items:
-  - {apiVersion: v1, kind: Secret, metadata: {name: b}}
-  - {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}
----
-{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "d"}}
-"#;
-        let objects = parse_objects(text).unwrap();
-        let names: Vec<String> = objects
-            .iter()
-            .map(|o| match o {
-                Object::Secret(s) => s.display_name(),
-                Object::Other { kind, name } => format!("{kind} {name}"),
-            })
-            .collect();
-        assert_eq!(
-            names,
-            ["default/a", "default/b", "ConfigMap c", "default/d"]
-        );
-    }
 
     #[test]
     fn shape_errors_name_the_document_and_hide_values() {

@@ -436,24 +436,10 @@ fn probe_uid(body: &[u8]) -> Option<String> {
     probe.request?.uid.map(|uid| shorten(&uid))
 }
 
-/// A JSON error as a message that cannot leak a value: serde quotes unexpected string
-/// values (`invalid type: string "hunter2", expected ...`); every double-quoted span is
-/// replaced. Field names (in backticks) and the position stay.
+/// A JSON error as a message that cannot leak a value
+/// ([`regcred_types::redact::serde_message`]).
 pub(crate) fn describe_json_error(err: &serde_json::Error) -> String {
-    let text = err.to_string();
-    let mut out = String::with_capacity(text.len());
-    let mut in_quotes = false;
-    for c in text.chars() {
-        if c == '"' {
-            if !in_quotes {
-                out.push_str("<value>");
-            }
-            in_quotes = !in_quotes;
-        } else if !in_quotes {
-            out.push(c);
-        }
-    }
-    out
+    regcred_types::redact::serde_message(&err.to_string())
 }
 
 fn shorten(text: &str) -> String {
@@ -475,7 +461,10 @@ mod tests {
 
     /// A review as kube-apiserver 1.33 sends it for `kubectl create secret generic`
     /// with `--type kubernetes.io/regcredentials` (stringData already merged into data).
-    const CAPTURED: &str = include_str!("../../tests/data/admission/create-regcredentials.json");
+    const CAPTURED: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/admission/create-regcredentials.json"
+    ));
 
     fn admission() -> SecretAdmission {
         SecretAdmission::new(PolicyRunner::Native)

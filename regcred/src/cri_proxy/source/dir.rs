@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use regcred_types::reader::{self, ManifestError, ManifestObject};
 use regcred_types::{DEFAULT_NAMESPACE, SecretManifest};
-use serde::Deserialize as _;
 
 use super::{PodPullSecrets, PodRef, PullSecretSource, SourceError, SourceFuture};
 use crate::serve::{BlockingError, BlockingExecutor};
@@ -172,62 +172,48 @@ impl Manifests {
                 .push(format!("{shown}: skipped, unreadable or not UTF-8"));
             return;
         };
-        for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            match serde_json::Value::deserialize(document) {
-                Ok(serde_json::Value::Null) => {}
-                Ok(value) => self.add(file, index, value),
+        for object in reader::read_manifests(&text) {
+            match object {
+                Ok(ManifestObject::Secret(secret)) => {
+                    let key = (
+                        secret
+                            .metadata
+                            .namespace
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+                        secret.metadata.name.clone().unwrap_or_default(),
+                    );
+                    self.secrets.insert(key, *secret);
+                }
+                Ok(ManifestObject::Other { kind, value, .. }) if kind == "Pod" => {
+                    self.add_pod(&value);
+                }
+                Ok(_) | Err(ManifestError::NotAnObject { .. }) => {}
+                Err(ManifestError::NotASecret { document, .. }) => self.warnings.push(format!(
+                    "{shown}: document {document}: not a valid Secret manifest; skipped"
+                )),
+                // The reader's reason carries the position only, never the text.
                 Err(err) => {
-                    // A syntax error's location only: serde_yaml's message can quote text.
-                    let at = err
-                        .location()
-                        .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-                        .unwrap_or_default();
-                    self.warnings.push(format!(
-                        "{shown}: document {}: not YAML or JSON{at}; skipped",
-                        index + 1
-                    ));
-                    return;
+                    self.warnings
+                        .push(format!("{shown}: {err}: not YAML or JSON; skipped"));
                 }
             }
         }
     }
 
-    fn add(&mut self, file: &Path, index: usize, value: serde_json::Value) {
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        match kind {
-            "List" => {
-                if let Some(items) = value.get("items").and_then(|i| i.as_array()) {
-                    for item in items {
-                        self.add(file, index, item.clone());
-                    }
-                }
-            }
-            "Pod" => {
-                let (namespace, name) = namespace_and_name(&value);
-                let secrets = value
-                    .pointer("/spec/imagePullSecrets")
-                    .and_then(|s| s.as_array())
-                    .map(|refs| {
-                        refs.iter()
-                            .filter_map(|r| r.get("name").and_then(|n| n.as_str()))
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                self.pods.insert((namespace, name), secrets);
-            }
-            "Secret" => match serde_json::from_value::<SecretManifest>(value.clone()) {
-                Ok(secret) => {
-                    self.secrets.insert(namespace_and_name(&value), secret);
-                }
-                Err(_) => self.warnings.push(format!(
-                    "{}: document {}: not a valid Secret manifest; skipped",
-                    file.display(),
-                    index + 1
-                )),
-            },
-            _ => {}
-        }
+    fn add_pod(&mut self, value: &serde_json::Value) {
+        let (namespace, name) = namespace_and_name(value);
+        let secrets = value
+            .pointer("/spec/imagePullSecrets")
+            .and_then(|s| s.as_array())
+            .map(|refs| {
+                refs.iter()
+                    .filter_map(|r| r.get("name").and_then(|n| n.as_str()))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.pods.insert((namespace, name), secrets);
     }
 }
 
