@@ -18,16 +18,19 @@ use crate::error::EvalError;
 ///
 /// ```
 /// use regcred_host::PolicyRunner;
-/// use regcred_types::SecretManifest;
+/// use regcred_types::{PolicyConfig, SecretManifest};
 ///
 /// let wasm = PolicyRunner::wasm()?;
 /// let native = PolicyRunner::Native;
 /// let secret = SecretManifest::new("s", None, "kubernetes.io/regcredentials");
 /// assert_eq!(
+///     wasm.validate(&secret, &PolicyConfig::default())?,
+///     native.validate(&secret, &PolicyConfig::default())?,
+/// );
+/// assert_eq!(
 ///     wasm.evaluate_raw(br#"{"op": "nope"}"#)?,
 ///     native.evaluate_raw(br#"{"op": "nope"}"#)?,
 /// );
-/// # let _ = secret;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]

@@ -23,8 +23,9 @@ pub(crate) struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    /// The runner these flags ask for, for a command that evaluates one request at a time
-    /// (no pool to set up).
+    /// The runner these flags ask for, with instances allocated on demand (no pool to set
+    /// up): for the one-shot commands and the CRI proxy, whose few concurrent pulls are
+    /// bounded by its blocking executor.
     pub(crate) fn runner(&self) -> Result<PolicyRunner> {
         self.build(|builder| builder.on_demand())
     }

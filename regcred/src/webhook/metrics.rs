@@ -22,8 +22,9 @@ pub(crate) struct WebhookMetrics {
 
 impl WebhookMetrics {
     pub(crate) fn new() -> Self {
-        let registry =
-            Registry::new_custom(Some("regcred_webhook".into()), None).unwrap_or_default();
+        // A constant, valid prefix: `new_custom` refuses only empty or invalid ones.
+        let registry = Registry::new_custom(Some("regcred_webhook".into()), None)
+            .unwrap_or_else(|e| unreachable!("static metric prefix: {e}"));
         let reviews = IntCounterVec::new(
             Opts::new(
                 "reviews_total",
