@@ -4,8 +4,8 @@
 //! requests and a bounded time. Prints throughput and latency percentiles.
 //!
 //! ```sh
-//! cargo bench -p regcred-host --bench webhook_load
-//! cargo bench -p regcred-host --bench webhook_load -- --requests=100000 --connections=16 --seconds=60
+//! cargo bench -p regcred --bench webhook_load
+//! cargo bench -p regcred --bench webhook_load -- --requests=100000 --connections=16 --seconds=60
 //! ```
 //!
 //! Flags: `--requests=N` (default 50,000), `--connections=N` (default 8),

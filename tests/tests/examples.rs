@@ -26,7 +26,7 @@ fn committed_schemas_are_what_the_generator_makes() {
         assert!(
             committed == file.to_pretty_json(),
             "schemas/{} differs from the generated schema; regenerate with \
-             `cargo run -p regcred-host -- schema --out schemas` and commit",
+             `cargo run -p regcred -- schema --out schemas` and commit",
             file.file_name
         );
     }
