@@ -1,5 +1,5 @@
-// The package's API: the wasm-bindgen exports of the policy module (policy-wasm/src/js.rs,
-// built with `--features js`), plus what the `regcred` CLI adds around them: reading
+// The package's API: the policy module's `evaluate` (policy-wasm/src/js.rs, built with
+// `--features js`) behind typed functions, plus what the `regcred` CLI adds around them: reading
 // manifests the way `regcred validate -o json` does and redacting candidates the way
 // `regcred resolve` does. Every rule runs in the module; nothing here decides validity.
 import * as wasm from "./wasm/regcred_policy.js";
@@ -33,25 +33,44 @@ function ready() {
   }
 }
 
+// Every typed function sends its ABI request through `evaluate` and parses the response
+// text here: the object keys then come in the module's order, the order the CLI prints
+// (the wasm-bindgen typed exports rebuild objects through serde_json::Value, which
+// sorts keys alphabetically).
+function call(request) {
+  ready();
+  const response = JSON.parse(wasm.evaluate(JSON.stringify(request)));
+  if (response.error) {
+    const error = new Error(response.error.message);
+    error.code = response.error.code;
+    throw error;
+  }
+  return response;
+}
+
 /** Validates a Secret object; returns the validation report. */
 export function validate(secret, config) {
-  ready();
-  return wasm.validate(secret, config ?? undefined);
+  return call({ op: "validate", secret, config: config ?? undefined }).ok;
 }
 
 /** The credentials to try for `image` from `secrets`, in imagePullSecrets order. */
 export function resolve(image, secrets, runtime, config) {
-  ready();
   if (typeof image !== "string") {
     throw new TypeError(`resolve: image must be a string, not ${typeof image}`);
   }
-  return wasm.resolve(image, secrets, runtime ?? undefined, config ?? undefined);
+  const response = call({
+    op: "resolve",
+    image,
+    secrets,
+    runtime: runtime ?? undefined,
+    config: config ?? undefined,
+  });
+  return { candidates: response.ok, warnings: response.warnings ?? [] };
 }
 
 /** Converts a dockerconfigjson or dockercfg Secret into regcredentials Secrets. */
 export function convert(secret) {
-  ready();
-  return wasm.convert(secret);
+  return call({ op: "convert", secret }).ok;
 }
 
 /** One ABI request as JSON text; the response as JSON text (errors are not thrown). */
