@@ -46,4 +46,5 @@ cp js/test/package.json js/test/package-lock.json js/test/tsconfig.json \
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium is missing: run scripts/setup"
 [ -d js/page/node_modules/playwright-core ] || die "playwright-core is missing: run scripts/setup"
 REGCRED_PAGE_DIR=$root/target/js/page REGCRED_ARTIFACTS=$root/target/js/screenshots \
+  REGCRED_BIN=$bin REGCRED_EXAMPLES=$root/examples \
   node --test js/page/test/
