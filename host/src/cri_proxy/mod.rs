@@ -40,6 +40,7 @@
 //! # }
 //! ```
 
+pub mod authority;
 mod grpc;
 mod metrics;
 mod pull;
@@ -222,7 +223,10 @@ async fn serve_connection(
         let inner = Arc::clone(&inner);
         async move { Ok::<_, Infallible>(inner.handle(request).await) }
     });
+    // Every client's `:authority` reaches the service (see `authority`).
+    let stream = authority::Normalized::new(stream);
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .max_frame_size(authority::MAX_FRAME_SIZE)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
