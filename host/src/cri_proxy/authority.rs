@@ -482,13 +482,13 @@ fn headers_fragment(head: FrameHead, payload: &[u8]) -> Result<OpenBlock, Normal
     let mut rest = payload;
     let mut padding = 0;
     if head.flags & PADDED != 0 {
-        let (&length, after) = rest.split_first().ok_or(bad.clone())?;
+        let (&length, after) = rest.split_first().ok_or_else(|| bad.clone())?;
         padding = usize::from(length);
         rest = after;
     }
     let mut priority = None;
     if head.flags & PRIORITY != 0 {
-        let (fields, after) = rest.split_first_chunk::<5>().ok_or(bad.clone())?;
+        let (fields, after) = rest.split_first_chunk::<5>().ok_or_else(|| bad.clone())?;
         priority = Some(*fields);
         rest = after;
     }

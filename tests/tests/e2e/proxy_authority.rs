@@ -161,14 +161,18 @@ async fn the_regcred_binary_answers_grpcio_too() {
 /// library sends every one of these), then reads the response's DATA and `grpc-status`.
 async fn raw_frames_call(socket: &Path, path: &str, authority: &[u8]) -> (Option<String>, Vec<u8>) {
     fn frame(frame_type: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let length = u32::try_from(payload.len())
+            .expect("a small frame")
+            .to_be_bytes();
         let mut out = length[1..].to_vec();
         out.extend([frame_type, flags]);
         out.extend(stream.to_be_bytes());
         out.extend(payload);
         out
     }
-    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connecting to the proxy");
     let mut encoder = Encoder::new();
     let headers: [(&[u8], &[u8]); 6] = [
         (b":method", b"POST"),
@@ -182,7 +186,10 @@ async fn raw_frames_call(socket: &Path, path: &str, authority: &[u8]) -> (Option
     request.extend(frame(0x4, 0, 0, &[]));
     request.extend(frame(0x1, 0x4, 1, &encoder.encode(headers)));
     request.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0]));
-    stream.write_all(&request).await.unwrap();
+    stream
+        .write_all(&request)
+        .await
+        .expect("sending the request");
 
     let mut decoder = Decoder::new();
     let mut data = Vec::new();
@@ -193,15 +200,21 @@ async fn raw_frames_call(socket: &Path, path: &str, authority: &[u8]) -> (Option
                 return None;
             }
             let length =
-                usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+                (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
             let (frame_type, flags) = (head[3], head[4]);
             let mut payload = vec![0; length];
-            stream.read_exact(&mut payload).await.unwrap();
+            stream
+                .read_exact(&mut payload)
+                .await
+                .expect("a whole frame");
             match frame_type {
-                0x4 if flags & 1 == 0 => stream.write_all(&frame(0x4, 1, 0, &[])).await.unwrap(),
+                0x4 if flags & 1 == 0 => stream
+                    .write_all(&frame(0x4, 1, 0, &[]))
+                    .await
+                    .expect("SETTINGS ack"),
                 0x0 => data.extend(payload),
                 0x1 => {
-                    let fields = decoder.decode(&payload).unwrap();
+                    let fields = decoder.decode(&payload).expect("the proxy's HPACK");
                     if let Some((_, status)) = fields.iter().find(|(n, _)| n == b"grpc-status") {
                         return Some(String::from_utf8_lossy(status).into_owned());
                     }
