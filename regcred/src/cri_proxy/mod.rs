@@ -41,6 +41,7 @@
 //! # }
 //! ```
 
+pub mod authority;
 mod grpc;
 mod metrics;
 mod pull;
@@ -192,7 +193,8 @@ impl CriProxy {
         });
         HttpServer::new("cri-proxy")
             .protocols(Protocols::Http2Only)
-            .serve(listener, service, shutdown)
+            // Every client's `:authority` reaches the service (see `authority`).
+            .serve(authority::Normalizing(listener), service, shutdown)
             .await;
         self.inner.executor.close();
     }

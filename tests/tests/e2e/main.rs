@@ -13,6 +13,7 @@ mod direct_htpasswd;
 mod direct_token;
 mod harness_lifecycle;
 mod image_service;
+mod proxy_authority;
 mod proxy_faults;
 mod proxy_htpasswd;
 mod proxy_kube;
