@@ -19,7 +19,8 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let embedded = out_dir.join(MODULE_FILE);
     println!("cargo::rerun-if-env-changed=REGCRED_POLICY_WASM");
-    println!("cargo::rerun-if-env-changed=REGCRED_WASM_OPT");
+    // The remapped prefixes (see `remap_config`).
+    println!("cargo::rerun-if-env-changed=CARGO_HOME");
 
     if let Some(prebuilt) = env::var_os("REGCRED_POLICY_WASM").filter(|p| !p.is_empty()) {
         let prebuilt = PathBuf::from(prebuilt);
@@ -56,87 +57,127 @@ fn main() {
 
     let target_dir = policy_target_dir(&out_dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built =
+        build_policy_module(&workspace, &target_dir, &cargo).unwrap_or_else(|err| fail(&err));
+    copy_module(&built, &embedded);
+}
+
+/// Builds the policy module from the workspace at `workspace` into `target_dir` and
+/// returns the module's path. The same sources give the same bytes wherever the checkout
+/// and the cargo home are and whatever else is installed: `tests/tests/module_digest.rs`
+/// runs this function on a copy of the sources at another path and compares the result
+/// with the digest recorded in `policy-wasm/module.sha256`.
+///
+/// What would otherwise vary: absolute paths compiled into panic locations (the
+/// registry's sources under the cargo home, the checkout for anything outside the
+/// workspace members), which `--remap-path-prefix` rewrites to fixed names; flags and
+/// profile overrides from the outer build's environment, which are removed. There is no
+/// post-processing (`wasm-opt` used to run when installed: two digests for one commit).
+pub(crate) fn build_policy_module(
+    workspace: &Path,
+    target_dir: &Path,
+    cargo: &std::ffi::OsStr,
+) -> Result<PathBuf, String> {
     let mut command = Command::new(cargo);
     command
-        .current_dir(&workspace)
-        .args(["build", "--package", "regcred-policy", "--lib"])
+        .current_dir(workspace)
+        .args(["build", "--package", "regcred-policy", "--lib", "--locked"])
         .args(["--target", TARGET, "--profile", PROFILE])
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(target_dir)
+        // Joined with the `rustflags` of `.cargo/config.toml` (the 64 KiB stack).
+        .arg("--config")
+        .arg(remap_config(workspace));
     // What the outer build passes to its own rustc must not leak into the wasm32 build:
-    // host RUSTFLAGS (coverage, target-cpu), clippy's driver, the outer target dir.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
-        command.env_remove(var);
+    // host RUSTFLAGS (coverage, target-cpu), clippy's driver, the outer target dir; nor
+    // profile or target overrides from the environment (`wasm-release` inherits
+    // `release`, so `CARGO_PROFILE_RELEASE_*` would change the module).
+    for (var, _) in env::vars_os() {
+        let Some(var) = var.to_str() else { continue };
+        let leaks = [
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "CARGO_BUILD_RUSTFLAGS",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_INCREMENTAL",
+            "CARGO_ENCODED_RUSTDOCFLAGS",
+        ]
+        .contains(&var)
+            || var.starts_with("CARGO_PROFILE_")
+            || var.starts_with("CARGO_TARGET_WASM32_");
+        if leaks {
+            command.env_remove(var);
+        }
     }
-    let output = command.output().unwrap_or_else(|err| {
-        fail(&format!(
-            "cannot run cargo to build the policy module: {err}"
-        ))
-    });
+    let output = command
+        .output()
+        .map_err(|err| format!("cannot run cargo to build the policy module: {err}"))?;
     if !output.status.success() {
-        fail(&format!(
+        return Err(format!(
             "building the policy module failed ({}):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let built = target_dir.join(TARGET).join(PROFILE).join(MODULE_FILE);
-    let optimized = out_dir.join("regcred_policy.opt.wasm");
-    if optimize(&built, &optimized) {
-        copy_module(&optimized, &embedded);
-    } else {
-        copy_module(&built, &embedded);
-    }
+    Ok(target_dir.join(TARGET).join(PROFILE).join(MODULE_FILE))
 }
 
-/// The wasm features rustc enables for wasm32-unknown-unknown, which wasm-opt must
-/// accept (and may use) in the output.
-const WASM_FEATURES: [&str; 6] = [
-    "--enable-bulk-memory",
-    "--enable-sign-ext",
-    "--enable-nontrapping-float-to-int",
-    "--enable-mutable-globals",
-    "--enable-multivalue",
-    "--enable-reference-types",
-];
+/// A `--config` value that adds `--remap-path-prefix` flags for the wasm32 target: the
+/// workspace becomes `/regcred`, each registry's sources `/cargo/registry/src/<registry>`
+/// (without the hash cargo puts in the directory name), git checkouts `/cargo/git`.
+/// rustc applies the last matching prefix, so the more specific ones come last.
+fn remap_config(workspace: &Path) -> String {
+    let mut remaps = vec![(workspace.to_path_buf(), "/regcred".to_string())];
+    if let Some(home) = cargo_home() {
+        remaps.push((home.join("git/checkouts"), "/cargo/git".into()));
+        let mut registries: Vec<PathBuf> = fs::read_dir(home.join("registry/src"))
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        registries.sort();
+        for registry in registries {
+            let name = registry
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // `index.crates.io-1949cf8c6b5b557f`: the hash depends on cargo's version.
+            let name = match name.rsplit_once('-') {
+                Some((base, hash)) if hash.bytes().all(|b| b.is_ascii_hexdigit()) => base.into(),
+                _ => name,
+            };
+            remaps.push((registry, format!("/cargo/registry/src/{name}")));
+        }
+    }
+    let flags: Vec<String> = remaps
+        .iter()
+        .map(|(from, to)| toml_string(&format!("--remap-path-prefix={}={to}", from.display())))
+        .collect();
+    format!("target.{TARGET}.rustflags=[{}]", flags.join(","))
+}
 
-/// Runs `wasm-opt -Os` (binaryen; `scripts/setup` installs it): 10% smaller, no slower.
-/// Skipped, with a warning, when it is not installed; `REGCRED_WASM_OPT=0` skips it, and
-/// `REGCRED_WASM_OPT=/path/to/wasm-opt` picks the binary.
-fn optimize(input: &Path, output: &Path) -> bool {
-    let wasm_opt = env::var("REGCRED_WASM_OPT").unwrap_or_else(|_| "wasm-opt".into());
-    if wasm_opt == "0" {
-        return false;
-    }
-    let status = Command::new(&wasm_opt)
-        .arg("-Os")
-        .args(WASM_FEATURES)
-        .arg(input)
-        .arg("-o")
-        .arg(output)
-        .status();
-    match status {
-        Ok(status) if status.success() => true,
-        Ok(status) => {
-            println!("cargo::warning={wasm_opt} failed ({status}); embedding the module as built");
-            false
-        }
-        Err(_) => {
-            println!(
-                "cargo::warning={wasm_opt} not found (Debian: binaryen); embedding the \
-                 module without wasm-opt, about 10% larger"
-            );
-            false
+/// `$CARGO_HOME`, else `~/.cargo`, as cargo finds it.
+fn cargo_home() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+}
+
+/// A TOML basic string.
+fn toml_string(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
     }
+    out.push('"');
+    out
 }
 
 /// Stops the build with a message cargo shows in full.
