@@ -11,7 +11,7 @@ use regcred_types::{
     RegistryCredentials, SecretManifest, SecretValue, ValidationReport, Violation, Warning, keys,
 };
 
-use crate::server::{Scheme, ServerAddress};
+use crate::server::{Containment, KubeletReading, Scheme, ServerAddress, without_user_info};
 
 /// A decoded, valid set of credentials and the registry they are for.
 #[derive(Debug, Clone)]
@@ -479,7 +479,7 @@ fn check_credentials(
                     FieldErrorType::FieldValueInvalid,
                     format!(
                         "{:?} is not a registry address ([https://|http://]HOST[:PORT][/PATH]): {error}",
-                        field.value
+                        without_user_info(&field.value)
                     ),
                 );
                 None
@@ -636,11 +636,25 @@ fn check_allowed(
     let Some(allowed) = &config.allowed_registries else {
         return;
     };
-    let inside = allowed
+    let answers: Vec<Containment> = allowed
         .iter()
         .filter_map(|pattern| ServerAddress::parse(pattern).ok())
-        .any(|pattern| server.is_within(&pattern));
-    if !inside {
+        .map(|pattern| server.containment(&pattern))
+        .collect();
+    if answers.contains(&Containment::Within) {
+        return;
+    }
+    if answers.contains(&Containment::Undecided) {
+        findings.violation(
+            path,
+            FieldErrorType::FieldValueForbidden,
+            format!(
+                "{written:?}: its host globs cannot be proven to stay within the allowed \
+                 registries ({}) of the policy configuration; write a narrower or simpler glob",
+                allowed.join(", ")
+            ),
+        );
+    } else {
         findings.violation(
             path,
             FieldErrorType::FieldValueForbidden,
@@ -649,6 +663,28 @@ fn check_allowed(
                 allowed.join(", ")
             ),
         );
+    }
+}
+
+/// A Docker config key kubelet reads otherwise than regcred: refused when kubelet would
+/// use the entry for another host, a warning when kubelet ignores it.
+fn check_kubelet_reading(registry: &str, container: &str, findings: &mut Findings) {
+    match crate::server::kubelet_reading(registry) {
+        Some(KubeletReading::OtherHost(host)) => findings.violation(
+            container,
+            FieldErrorType::FieldValueInvalid,
+            format!(
+                "kubelet reads this key as a URL, where '?' starts a query: it would use these \
+                 credentials for the host {host:?}; put a '?' glob in a \
+                 kubernetes.io/regcredentials Secret instead"
+            ),
+        ),
+        Some(KubeletReading::Ignored) => findings.warning(
+            container,
+            "kubelet reads this key as a URL and cannot parse a '[' outside an IPv6 address, \
+             so it ignores this entry; regcred matches it as a glob",
+        ),
+        None => {}
     }
 }
 
@@ -812,9 +848,10 @@ fn check_docker(
     };
     let mut valid = Vec::new();
     for (registry, entry) in entries {
-        let container = format!("{base}[{registry}]");
+        let container = format!("{base}[{}]", without_user_info(&registry));
         let raw = docker_entry_fields(&registry, &entry, &container);
         let before = findings.violations.len();
+        check_kubelet_reading(&registry, &container, findings);
         let checked = check_credentials(&raw, &container, config, findings);
         if findings.violations.len() == before {
             valid.extend(checked);
@@ -1073,6 +1110,108 @@ mod tests {
         assert!(!report.valid);
         let text = serde_json::to_string(&report).unwrap();
         assert!(!text.contains(canary), "{text}");
+    }
+
+    #[test]
+    fn user_info_is_refused_without_quoting_the_password() {
+        let canary = "CANARY-5e1d";
+        let s = secret(
+            json!({}),
+            json!({"serverAddress": format!("https://robot:{canary}@r.example.com/team"), "username": "u", "password": "p"}),
+        );
+        let report = validate(&s, &PolicyConfig::default());
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(!text.contains(canary), "{text}");
+        assert_eq!(
+            fields(&report),
+            vec![(
+                "stringData[serverAddress]".to_string(),
+                FieldErrorType::FieldValueInvalid
+            )]
+        );
+        let message = &report.violations[0].message;
+        assert!(message.contains("user info"), "{message}");
+        assert!(
+            message.contains("https://***@r.example.com/team"),
+            "{message}"
+        );
+
+        for (type_, key, document) in [
+            (
+                DOCKER_CONFIG_JSON_TYPE,
+                ".dockerconfigjson",
+                json!({"auths": {format!("https://robot:{canary}@r.example.com"): {"auth": b64("u:p")}}}),
+            ),
+            (
+                DOCKERCFG_TYPE,
+                ".dockercfg",
+                json!({format!("robot:{canary}@r.example.com"): {"auth": b64("u:p")}}),
+            ),
+        ] {
+            let s: SecretManifest = serde_json::from_value(json!({
+                "metadata": {"name": "d"}, "type": type_,
+                "data": {key: b64(&document.to_string())},
+            }))
+            .unwrap();
+            let report = validate(&s, &PolicyConfig::default());
+            let text = serde_json::to_string(&report).unwrap();
+            assert!(!report.valid);
+            assert!(!text.contains(canary), "{text}");
+            assert!(text.contains("***@r.example.com"), "{text}");
+        }
+    }
+
+    #[test]
+    fn globs_that_cannot_be_proven_within_the_allowed_registries_are_forbidden() {
+        let config = PolicyConfig {
+            allowed_registries: Some(vec!["y[!x].corp.example".into()]),
+            ..PolicyConfig::default()
+        };
+        let with = |server: &str| {
+            validate(
+                &secret(
+                    json!({}),
+                    json!({"serverAddress": server, "auth": b64("u:p")}),
+                ),
+                &config,
+            )
+        };
+        assert_eq!(
+            fields(&with("y*.corp.example")),
+            vec![(
+                "stringData[serverAddress]".to_string(),
+                FieldErrorType::FieldValueForbidden
+            )]
+        );
+        assert!(with("y[!x].corp.example").valid);
+        assert!(with("ya.corp.example").valid);
+        assert!(!with("yx.corp.example").valid);
+    }
+
+    #[test]
+    fn docker_keys_kubelet_reads_as_a_query_are_refused() {
+        let document = json!({"auths": {"r?.example.com": {"auth": b64("u:p")}, "[ab].example.com": {"auth": b64("u:p")}}});
+        let s: SecretManifest = serde_json::from_value(json!({
+            "metadata": {"name": "d"}, "type": DOCKER_CONFIG_JSON_TYPE,
+            "data": {".dockerconfigjson": b64(&document.to_string())},
+        }))
+        .unwrap();
+        let report = validate(&s, &PolicyConfig::default());
+        assert_eq!(
+            fields(&report),
+            vec![(
+                "data[.dockerconfigjson].auths[r?.example.com]".to_string(),
+                FieldErrorType::FieldValueInvalid
+            )]
+        );
+        assert!(report.violations[0].message.contains("kubelet"));
+        assert!(
+            report.warnings.iter().any(|w| w.field
+                == "data[.dockerconfigjson].auths[[ab].example.com]"
+                && w.message.contains("kubelet")),
+            "{:?}",
+            report.warnings
+        );
     }
 
     #[test]
