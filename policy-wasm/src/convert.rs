@@ -8,6 +8,7 @@ use regcred_types::{
     keys,
 };
 
+use crate::server::without_user_info;
 use crate::validate::{docker_entry_fields, read_docker_config};
 
 /// The annotation that records where a converted Secret came from.
@@ -63,10 +64,13 @@ pub fn convert(secret: &SecretManifest) -> Result<Vec<SecretManifest>, ConvertEr
     let mut converted = Vec::new();
     for (registry, entry) in entries {
         let raw = docker_entry_fields(&registry, &entry, "");
-        let mut new_name = secret_name(&base_name, &registry);
+        // Names and annotations are not secret: no user info (a password) in them.
+        let shown = without_user_info(&registry);
+        let host_and_path = registry.rsplit('@').next().unwrap_or_default();
+        let mut new_name = secret_name(&base_name, host_and_path);
         let mut n = 2;
         while used.contains(&new_name) {
-            new_name = format!("{}-{n}", secret_name(&base_name, &registry));
+            new_name = format!("{}-{n}", secret_name(&base_name, host_and_path));
             n += 1;
         }
         used.push(new_name.clone());
@@ -77,7 +81,7 @@ pub fn convert(secret: &SecretManifest) -> Result<Vec<SecretManifest>, ConvertEr
         );
         manifest.metadata.annotations = Some(BTreeMap::from([(
             CONVERTED_FROM_ANNOTATION.to_string(),
-            format!("{name} {registry}"),
+            format!("{name} {shown}"),
         )]));
         for (key, field) in [
             (keys::SERVER_ADDRESS, &raw.server_address),
@@ -160,6 +164,27 @@ mod tests {
             secret_name("pull", "https://R.Example:5000/v1/"),
             "pull-r.example-5000-v1"
         );
+    }
+
+    #[test]
+    fn user_info_never_reaches_names_or_annotations() {
+        let canary = "canary-3c9f";
+        let config = json!({"auths": {format!("https://robot:{canary}@r.example"): {"auth": STANDARD.encode("u:p")}}});
+        let secret: SecretManifest = serde_json::from_value(json!({
+            "metadata": {"name": "pull", "namespace": "apps"},
+            "type": DOCKER_CONFIG_JSON_TYPE,
+            "stringData": {".dockerconfigjson": config.to_string()},
+        }))
+        .unwrap();
+        let converted = convert(&secret).unwrap();
+        let manifest = &converted[0];
+        let metadata = serde_json::to_string(&manifest.metadata).unwrap();
+        assert!(!metadata.contains(canary), "{metadata}");
+        assert_eq!(manifest.display_name(), "apps/pull-r.example");
+        let report = validate(manifest, &PolicyConfig::default());
+        assert!(!report.valid);
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(!text.contains(canary), "{text}");
     }
 
     #[test]

@@ -102,6 +102,132 @@ pub(crate) fn matches(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// The characters a host label of an image reference can hold (lower-cased).
+const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-";
+
+/// How many (inner, outer) state pairs [`contains`] explores before giving up.
+const CONTAINMENT_BUDGET: usize = 4096;
+
+/// One step of a label glob: `*`, or one character out of a set (a bit per
+/// [`ALPHABET`] character).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Star,
+    One(u64),
+}
+
+/// The pattern as tokens; `None` when malformed or longer than a label can be.
+fn tokens(pattern: &str) -> Option<Vec<Token>> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mask = |accepts: &dyn Fn(char) -> bool| {
+        ALPHABET
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| accepts(char::from(**b)))
+            .fold(0u64, |m, (i, _)| m | 1 << i)
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let token = match chars[i] {
+            '*' => Token::Star,
+            '?' => Token::One(mask(&|_| true)),
+            '[' => {
+                let end = class_end(&chars, i)?;
+                let token = Token::One(mask(&|c| class_matches(&chars, i, end, c)));
+                i = end;
+                token
+            }
+            c => Token::One(mask(&|a| a == c)),
+        };
+        // `**` is `*`.
+        if !(token == Token::Star && out.last() == Some(&Token::Star)) {
+            out.push(token);
+        }
+        i += 1;
+    }
+    (out.len() < 128).then_some(out)
+}
+
+/// The states (positions in `tokens`) reachable from `states` without reading: a `*`
+/// may match nothing.
+fn closure(tokens: &[Token], mut states: u128) -> u128 {
+    for (i, token) in tokens.iter().enumerate() {
+        if *token == Token::Star && states & (1 << i) != 0 {
+            states |= 1 << (i + 1);
+        }
+    }
+    states
+}
+
+/// The states after reading the [`ALPHABET`] character with index `c`.
+fn step(tokens: &[Token], states: u128, c: usize) -> u128 {
+    let mut next = 0u128;
+    for (i, token) in tokens.iter().enumerate() {
+        if states & (1 << i) == 0 {
+            continue;
+        }
+        match token {
+            Token::Star => next |= 1 << i,
+            Token::One(set) if set & (1 << c) != 0 => next |= 1 << (i + 1),
+            Token::One(_) => {}
+        }
+    }
+    closure(tokens, next)
+}
+
+/// Does every label `inner` matches also match `outer`? Both are label globs; labels are
+/// made of [`ALPHABET`]. `Some(answer)` when decided, `None` when a pattern is
+/// malformed or the question is too costly to settle (a bounded search, so that no
+/// pattern pair can make validation slow).
+///
+/// Reads both patterns as automata and walks every pair of state sets the same text
+/// reaches in both: `inner` is within `outer` unless some text ends accepted by `inner`
+/// and not by `outer`.
+pub(crate) fn contains(outer: &str, inner: &str) -> Option<bool> {
+    let same = outer == inner;
+    let (outer, inner) = (tokens(outer)?, tokens(inner)?);
+    if same {
+        return Some(true);
+    }
+    let accepts = |tokens: &[Token], states: u128| states & (1 << tokens.len()) != 0;
+    // Characters no token tells apart behave alike: one of each kind is enough.
+    let mut kinds: Vec<usize> = Vec::new();
+    let mut seen: Vec<Vec<bool>> = Vec::new();
+    for c in 0..ALPHABET.len() {
+        let signature: Vec<bool> = outer
+            .iter()
+            .chain(&inner)
+            .map(|t| matches!(t, Token::One(set) if set & (1 << c) != 0))
+            .collect();
+        if !seen.contains(&signature) {
+            seen.push(signature);
+            kinds.push(c);
+        }
+    }
+    let start = (closure(&inner, 1), closure(&outer, 1));
+    let mut visited = std::collections::HashSet::from([start]);
+    let mut pending = vec![start];
+    while let Some((inner_states, outer_states)) = pending.pop() {
+        if accepts(&inner, inner_states) && !accepts(&outer, outer_states) {
+            return Some(false);
+        }
+        for &c in &kinds {
+            let next = (step(&inner, inner_states, c), step(&outer, outer_states, c));
+            // No text continues in `inner` from here: nothing to disprove.
+            if next.0 == 0 || visited.contains(&next) {
+                continue;
+            }
+            if visited.len() >= CONTAINMENT_BUDGET {
+                return None;
+            }
+            visited.insert(next);
+            pending.push(next);
+        }
+    }
+    Some(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +262,34 @@ mod tests {
     #[case::empty_class("[]", false)]
     fn checks_patterns(#[case] pattern: &str, #[case] ok: bool) {
         assert_eq!(check(pattern).is_ok(), ok);
+    }
+
+    #[rstest]
+    #[case::same("y[!x]", "y[!x]", Some(true))]
+    #[case::star_escapes_class("y[!x]", "y*", Some(false))]
+    #[case::literal_in_class("y[!x]", "ya", Some(true))]
+    #[case::excluded_literal("y[!x]", "yx", Some(false))]
+    #[case::question_is_any("?", "[a-z0-9-]", Some(true))]
+    #[case::class_is_not_any("[a-z]", "?", Some(false))]
+    #[case::stars("a*b*c", "a*bb*c", Some(true))]
+    #[case::stars_not("a*bb*c", "a*b*c", Some(false))]
+    #[case::empty_label_in_star("*", "", Some(true))]
+    #[case::malformed("[a", "a", None)]
+    fn containment(#[case] outer: &str, #[case] inner: &str, #[case] expected: Option<bool>) {
+        assert_eq!(contains(outer, inner), expected, "{inner} within {outer}");
+    }
+
+    #[test]
+    fn costly_containment_gives_up() {
+        // "the 14th character from the end is an a": 2^13 state sets in `outer`.
+        let outer = format!("*a{}", "?".repeat(13));
+        let inner = format!("*a{}[a-z]", "?".repeat(12));
+        assert_eq!(contains(&outer, &inner), None);
+        // The same shape, small enough, is decided.
+        let outer = format!("*a{}", "?".repeat(5));
+        let inner = format!("*a{}[a-z]", "?".repeat(4));
+        assert_eq!(contains(&outer, &inner), Some(true));
+        assert_eq!(contains(&inner, &outer), Some(false));
     }
 
     #[test]

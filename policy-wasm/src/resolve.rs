@@ -306,6 +306,31 @@ mod tests {
     }
 
     #[test]
+    fn user_info_never_reaches_warnings() {
+        let canary = "CANARY-77ab";
+        let secrets = [
+            regcred("inline", &format!("https://robot:{canary}@r.example"), "u"),
+            docker(
+                "dj",
+                json!({format!("https://robot:{canary}@r.example"): {"auth": STANDARD.encode("u:p")}}),
+            ),
+        ];
+        let resolution = resolve(
+            "r.example/app",
+            &secrets,
+            RuntimeProfile::Containerd,
+            &PolicyConfig::default(),
+        )
+        .unwrap();
+        assert!(resolution.candidates.is_empty());
+        assert_eq!(resolution.warnings.len(), 2, "{:?}", resolution.warnings);
+        for warning in &resolution.warnings {
+            assert!(!warning.contains(canary), "{warning}");
+            assert!(warning.contains("user info"), "{warning}");
+        }
+    }
+
+    #[test]
     fn malformed_images_are_errors() {
         assert!(
             resolve(

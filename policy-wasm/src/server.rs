@@ -83,6 +83,12 @@ impl ServerAddress {
         if text.is_empty() {
             return err("must not be empty");
         }
+        // First, so that no other message quotes a part of a password.
+        if text.contains('@') {
+            return err(
+                "must not contain user info ('USER:PASSWORD@'): put credentials in their own keys",
+            );
+        }
         if let Some(c) = text.chars().find(|c| c.is_whitespace()) {
             return err(format!("must not contain white space ({:?})", c));
         }
@@ -99,9 +105,6 @@ impl ServerAddress {
         } else {
             (None, text)
         };
-        if rest.contains('?') {
-            return err("must not contain a query ('?')");
-        }
         if rest.contains('#') {
             return err("must not contain a fragment ('#')");
         }
@@ -109,13 +112,20 @@ impl ServerAddress {
             Some(slash) => (&rest[..slash], &rest[slash + 1..]),
             None => (rest, ""),
         };
-        if authority.contains('@') {
-            return err("must not contain user info ('user@'): put credentials in their own keys");
-        }
         if authority.is_empty() {
             return err("has no host");
         }
-        let (host, port) = parse_authority(authority)?;
+        // `?` is a glob in the host; anywhere else it could only start a URL query.
+        let (host, port) =
+            parse_authority(authority).map_err(|e| match authority.contains('?') {
+                true => ServerAddressError(format!(
+                    "{e} ('?' in the host is a one-character glob; a query is not allowed)"
+                )),
+                false => e,
+            })?;
+        if path.contains('?') {
+            return err("must not contain a query ('?')");
+        }
         let path = parse_path(path)?;
         Ok(Self {
             scheme,
@@ -159,12 +169,47 @@ impl ServerAddress {
         self.covers(&image.host, image.port, &image.path)
     }
 
-    /// Is this address inside `allowed` (a pattern from `allowedRegistries`)? The same
-    /// test as [`ServerAddress::matches`], with this address in the image's place: a glob
-    /// here is matched as literal text, so `*.corp` is only inside patterns that allow
-    /// any label.
+    /// Is this address inside `allowed` (a pattern from `allowedRegistries`)? True when
+    /// [`ServerAddress::containment`] proves it.
     pub fn is_within(&self, allowed: &ServerAddress) -> bool {
-        allowed.covers(&self.host, self.port, &self.path)
+        self.containment(allowed) == Containment::Within
+    }
+
+    /// Is every image this address matches also matched by `allowed`? Ports equal,
+    /// `allowed`'s path a prefix of this one's (whole segments), the same number of host
+    /// labels, and each host label's glob contained in `allowed`'s: `y[a-w].corp` is
+    /// within `y[!x].corp`, `y*.corp` is not (it matches `yx.corp`).
+    pub(crate) fn containment(&self, allowed: &ServerAddress) -> Containment {
+        let outside = self.port != allowed.port
+            || allowed.path.len() > self.path.len()
+            || allowed.path.iter().zip(&self.path).any(|(a, b)| a != b);
+        if outside {
+            return Containment::Outside;
+        }
+        let (Host::Dns(pattern), Host::Dns(name)) = (&allowed.host, &self.host) else {
+            return match allowed.host == self.host {
+                true => Containment::Within,
+                false => Containment::Outside,
+            };
+        };
+        let (outer, inner): (Vec<&str>, Vec<&str>) =
+            (pattern.split('.').collect(), name.split('.').collect());
+        if outer.len() != inner.len() {
+            return Containment::Outside;
+        }
+        let mut answer = Containment::Within;
+        for (outer, inner) in outer.iter().zip(&inner) {
+            let label = match glob::has_glob(inner) {
+                false => Some(glob::matches(outer, inner)),
+                true => glob::contains(outer, inner),
+            };
+            match label {
+                Some(true) => {}
+                Some(false) => return Containment::Outside,
+                None => answer = Containment::Undecided,
+            }
+        }
+        answer
     }
 
     /// Does this address, as a pattern, cover `host`, `port` and `path`?
@@ -186,6 +231,60 @@ impl ServerAddress {
     }
 }
 
+/// `text` with anything that may be user info (`USER:PASSWORD@`) replaced by `***@`,
+/// for messages: everything after the scheme up to the last `@` goes, so a password
+/// holding `/`, `?`, `#` or `@` goes with it.
+pub(crate) fn without_user_info(text: &str) -> String {
+    let Some(at) = text.rfind('@') else {
+        return text.to_string();
+    };
+    let start = text.find("://").map_or(0, |i| i + "://".len());
+    let start = if start > at { 0 } else { start };
+    format!("{}***{}", &text[..start], &text[at..])
+}
+
+/// How kubelet's reading of a Docker config key (as a URL: `https://` is put in front
+/// and Go's `net/url` parses it) differs from regcred's, when it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KubeletReading {
+    /// kubelet takes a `?` for the start of a URL query and uses the entry for the host
+    /// before it: credentials meant for a glob would go to another registry.
+    OtherHost(String),
+    /// kubelet cannot parse the key (Go rejects `[` outside an IPv6 literal) and ignores
+    /// the entry, which regcred matches as a glob.
+    Ignored,
+}
+
+/// What kubelet makes of the Docker config key `key`, when not what regcred makes of it.
+pub(crate) fn kubelet_reading(key: &str) -> Option<KubeletReading> {
+    let lower = key.to_ascii_lowercase();
+    let rest = ["https://", "http://"]
+        .iter()
+        .find_map(|scheme| lower.strip_prefix(scheme))
+        .unwrap_or(&lower);
+    let authority = rest.split('/').next().unwrap_or_default();
+    if let Some(query) = authority.find('?') {
+        return Some(KubeletReading::OtherHost(authority[..query].to_string()));
+    }
+    let ipv6 = authority.starts_with('[')
+        && authority
+            .find(']')
+            .is_some_and(|close| authority[1..close].parse::<Ipv6Addr>().is_ok());
+    (authority.contains('[') && !ipv6).then_some(KubeletReading::Ignored)
+}
+
+/// Whether a Secret's address lies inside an `allowedRegistries` pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Containment {
+    /// Every image it matches, the pattern matches.
+    Within,
+    /// Some image it matches, the pattern does not (or the ports or paths differ).
+    Outside,
+    /// Its globs are too intricate to decide against the pattern's within the bounded
+    /// search: treated as outside.
+    Undecided,
+}
+
 fn labels_match(pattern: &str, name: &str) -> bool {
     let pattern_labels: Vec<&str> = pattern.split('.').collect();
     let name_labels: Vec<&str> = name.split('.').collect();
@@ -197,7 +296,15 @@ fn labels_match(pattern: &str, name: &str) -> bool {
 }
 
 fn parse_authority(authority: &str) -> Result<(Host, Option<u16>), ServerAddressError> {
-    let (host_text, port_text) = if let Some(inner) = authority.strip_prefix('[') {
+    // `[` opens an IPv6 literal, or a glob class when what it encloses has no ':' (an
+    // IPv6 address always has one, a host label never).
+    let ipv6 = authority
+        .strip_prefix('[')
+        .filter(|inner| match inner.find(']') {
+            Some(close) => inner[..close].contains(':'),
+            None => inner.contains(':'),
+        });
+    let (host_text, port_text) = if let Some(inner) = ipv6 {
         let Some(close) = inner.find(']') else {
             return err("has a '[' with no ']' around an IPv6 address");
         };
@@ -392,9 +499,101 @@ mod tests {
     #[case::path_scoped_wider("ghcr.io/my-org", "ghcr.io", false)]
     #[case::wider_glob_not_within("a*.corp.example", "*.corp.example", false)]
     #[case::port("r.example:5000", "r.example", false)]
+    #[case::star_not_within_negated_class("y[!x].corp.example", "y*.corp.example", false)]
+    #[case::negated_class_within_itself("y[!x].corp.example", "y[!x].corp.example", true)]
+    #[case::class_within_star("*.corp.example", "y[!x].corp.example", true)]
+    #[case::narrower_class_within("r[a-f].corp.example", "r[b-c].corp.example", true)]
+    #[case::wider_class_not_within("r[b-c].corp.example", "r[a-f].corp.example", false)]
+    #[case::star_within_star_prefix("eu-*.corp.example", "eu-west-*.corp.example", true)]
+    #[case::question_within_star("r*.corp.example", "r?.corp.example", true)]
+    #[case::star_not_within_question("r?.corp.example", "r*.corp.example", false)]
+    #[case::class_covers_alphabet("[!x]*", "[a-w]*", true)]
     fn allowed_registries(#[case] allowed: &str, #[case] server: &str, #[case] expected: bool) {
         let allowed = ServerAddress::parse(allowed).unwrap();
         let server = ServerAddress::parse(server).unwrap();
         assert_eq!(server.is_within(&allowed), expected);
+    }
+
+    /// Every host `server` (a Secret's address) covers is covered by `allowed` when
+    /// `is_within` says so, over every host of up to three characters per label.
+    #[test]
+    fn containment_is_sound_on_sampled_hosts() {
+        let labels = [
+            "*", "y*", "y[!x]", "[!x]y", "[a-y]", "[x-z]*", "?", "??", "y?", "*y", "y", "x",
+            "[xy]", "[!a-w]", "-*", "*-", "[0-9]*", "a[!-]b", "[a-z0-9]",
+        ];
+        let alphabet: Vec<char> = ('a'..='z').chain('0'..='9').chain(['-']).collect();
+        let mut hosts: Vec<String> = alphabet.iter().map(|c| c.to_string()).collect();
+        for a in ['x', 'y', 'a', '-', '5'] {
+            for b in ['x', 'y', 'b', '-', '0'] {
+                hosts.push(format!("{a}{b}"));
+                hosts.push(format!("{a}{b}y"));
+                hosts.push(format!("{a}-{b}"));
+            }
+        }
+        for outer in labels {
+            for inner in labels {
+                let allowed = ServerAddress::parse(&format!("{outer}.corp.example")).unwrap();
+                let server = ServerAddress::parse(&format!("{inner}.corp.example")).unwrap();
+                let within = server.is_within(&allowed);
+                let mut escapes = None;
+                for host in &hosts {
+                    // A label neither starts nor ends with '-'.
+                    let Ok(image) = ImageRef::parse(&format!("{host}.corp.example/app")) else {
+                        continue;
+                    };
+                    if server.matches(&image) && !allowed.matches(&image) {
+                        escapes = Some(host.clone());
+                        break;
+                    }
+                }
+                if within {
+                    assert_eq!(
+                        escapes, None,
+                        "{inner} within {outer}, but matches {escapes:?}"
+                    );
+                }
+                if escapes.is_some() {
+                    assert!(!within, "{inner} reported within {outer}");
+                }
+            }
+        }
+    }
+
+    #[rstest]
+    #[case::question("r?.example", "r1.example/app", true)]
+    #[case::question_one_character("r?.example", "r12.example/app", false)]
+    #[case::leading_class("[ab]x.corp.example", "bx.corp.example/app", true)]
+    #[case::leading_class_miss("[ab]x.corp.example", "cx.corp.example/app", false)]
+    #[case::leading_class_port("[ab]x.corp.example:5000", "ax.corp.example:5000/app", true)]
+    fn documented_globs_can_be_written(
+        #[case] server: &str,
+        #[case] image: &str,
+        #[case] expected: bool,
+    ) {
+        let server = ServerAddress::parse(server).unwrap();
+        assert!(server.has_glob());
+        assert_eq!(server.matches(&ImageRef::parse(image).unwrap()), expected);
+    }
+
+    #[test]
+    fn user_info_is_refused_before_anything_quotes_it() {
+        for text in [
+            "https://robot:CANARY-1@r.example.com",
+            "robot:CANARY-1@r.example.com:5000/team",
+            "https://robot:CANARY/1@r.example.com",
+            "ftp://robot:CANARY-1@r.example.com",
+            "robot:CANARY@1@r.example.com",
+        ] {
+            let error = ServerAddress::parse(text).unwrap_err();
+            assert!(error.0.contains("user info"), "{text}: {error}");
+            assert!(!error.0.contains("CANARY"), "{text}: {error}");
+            assert!(!without_user_info(text).contains("CANARY"), "{text}");
+        }
+        assert_eq!(
+            without_user_info("https://robot:pw@r.example.com/team"),
+            "https://***@r.example.com/team"
+        );
+        assert_eq!(without_user_info("r.example.com"), "r.example.com");
     }
 }

@@ -115,7 +115,7 @@ pub(super) fn check_credentials(
                     FieldErrorType::FieldValueInvalid,
                     format!(
                         "{:?} is not a registry address ([https://|http://]HOST[:PORT][/PATH]): {error}",
-                        field.value
+                        without_user_info(&field.value)
                     ),
                 );
                 None
@@ -272,11 +272,25 @@ pub(super) fn check_allowed(
     let Some(allowed) = &config.allowed_registries else {
         return;
     };
-    let inside = allowed
+    let answers: Vec<Containment> = allowed
         .iter()
         .filter_map(|pattern| ServerAddress::parse(pattern).ok())
-        .any(|pattern| server.is_within(&pattern));
-    if !inside {
+        .map(|pattern| server.containment(&pattern))
+        .collect();
+    if answers.contains(&Containment::Within) {
+        return;
+    }
+    if answers.contains(&Containment::Undecided) {
+        findings.violation(
+            path,
+            FieldErrorType::FieldValueForbidden,
+            format!(
+                "{written:?}: its host globs cannot be proven to stay within the allowed \
+                 registries ({}) of the policy configuration; write a narrower or simpler glob",
+                allowed.join(", ")
+            ),
+        );
+    } else {
         findings.violation(
             path,
             FieldErrorType::FieldValueForbidden,

@@ -3,6 +3,28 @@
 
 use super::*;
 
+/// A Docker config key kubelet reads otherwise than regcred: refused when kubelet would
+/// use the entry for another host, a warning when kubelet ignores it.
+fn check_kubelet_reading(registry: &str, container: &str, findings: &mut Findings) {
+    match crate::server::kubelet_reading(registry) {
+        Some(KubeletReading::OtherHost(host)) => findings.violation(
+            container,
+            FieldErrorType::FieldValueInvalid,
+            format!(
+                "kubelet reads this key as a URL, where '?' starts a query: it would use these \
+                 credentials for the host {host:?}; put a '?' glob in a \
+                 kubernetes.io/regcredentials Secret instead"
+            ),
+        ),
+        Some(KubeletReading::Ignored) => findings.warning(
+            container,
+            "kubelet reads this key as a URL and cannot parse a '[' outside an IPv6 address, \
+             so it ignores this entry; regcred matches it as a glob",
+        ),
+        None => {}
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(super) enum DockerFormat {
     Json,
@@ -163,9 +185,10 @@ pub(super) fn check_docker(
     };
     let mut valid = Vec::new();
     for (registry, entry) in entries {
-        let container = format!("{base}[{registry}]");
+        let container = format!("{base}[{}]", without_user_info(&registry));
         let raw = docker_entry_fields(&registry, &entry, &container);
         let before = findings.violations.len();
+        check_kubelet_reading(&registry, &container, findings);
         let checked = check_credentials(&raw, &container, config, findings);
         if findings.violations.len() == before {
             valid.extend(checked);

@@ -13,7 +13,7 @@ use regcred_types::{
     RegistryCredentials, SecretManifest, SecretValue, ValidationReport, Violation, Warning, keys,
 };
 
-use crate::server::{Scheme, ServerAddress};
+use crate::server::{Containment, KubeletReading, Scheme, ServerAddress, without_user_info};
 
 mod credentials;
 mod docker;
@@ -319,6 +319,108 @@ mod tests {
         assert!(!report.valid);
         let text = serde_json::to_string(&report).unwrap();
         assert!(!text.contains(canary), "{text}");
+    }
+
+    #[test]
+    fn user_info_is_refused_without_quoting_the_password() {
+        let canary = "CANARY-5e1d";
+        let s = secret(
+            json!({}),
+            json!({"serverAddress": format!("https://robot:{canary}@r.example.com/team"), "username": "u", "password": "p"}),
+        );
+        let report = validate(&s, &PolicyConfig::default());
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(!text.contains(canary), "{text}");
+        assert_eq!(
+            fields(&report),
+            vec![(
+                "stringData[serverAddress]".to_string(),
+                FieldErrorType::FieldValueInvalid
+            )]
+        );
+        let message = &report.violations[0].message;
+        assert!(message.contains("user info"), "{message}");
+        assert!(
+            message.contains("https://***@r.example.com/team"),
+            "{message}"
+        );
+
+        for (type_, key, document) in [
+            (
+                DOCKER_CONFIG_JSON_TYPE,
+                ".dockerconfigjson",
+                json!({"auths": {format!("https://robot:{canary}@r.example.com"): {"auth": b64("u:p")}}}),
+            ),
+            (
+                DOCKERCFG_TYPE,
+                ".dockercfg",
+                json!({format!("robot:{canary}@r.example.com"): {"auth": b64("u:p")}}),
+            ),
+        ] {
+            let s: SecretManifest = serde_json::from_value(json!({
+                "metadata": {"name": "d"}, "type": type_,
+                "data": {key: b64(&document.to_string())},
+            }))
+            .unwrap();
+            let report = validate(&s, &PolicyConfig::default());
+            let text = serde_json::to_string(&report).unwrap();
+            assert!(!report.valid);
+            assert!(!text.contains(canary), "{text}");
+            assert!(text.contains("***@r.example.com"), "{text}");
+        }
+    }
+
+    #[test]
+    fn globs_that_cannot_be_proven_within_the_allowed_registries_are_forbidden() {
+        let config = PolicyConfig {
+            allowed_registries: Some(vec!["y[!x].corp.example".into()]),
+            ..PolicyConfig::default()
+        };
+        let with = |server: &str| {
+            validate(
+                &secret(
+                    json!({}),
+                    json!({"serverAddress": server, "auth": b64("u:p")}),
+                ),
+                &config,
+            )
+        };
+        assert_eq!(
+            fields(&with("y*.corp.example")),
+            vec![(
+                "stringData[serverAddress]".to_string(),
+                FieldErrorType::FieldValueForbidden
+            )]
+        );
+        assert!(with("y[!x].corp.example").valid);
+        assert!(with("ya.corp.example").valid);
+        assert!(!with("yx.corp.example").valid);
+    }
+
+    #[test]
+    fn docker_keys_kubelet_reads_as_a_query_are_refused() {
+        let document = json!({"auths": {"r?.example.com": {"auth": b64("u:p")}, "[ab].example.com": {"auth": b64("u:p")}}});
+        let s: SecretManifest = serde_json::from_value(json!({
+            "metadata": {"name": "d"}, "type": DOCKER_CONFIG_JSON_TYPE,
+            "data": {".dockerconfigjson": b64(&document.to_string())},
+        }))
+        .unwrap();
+        let report = validate(&s, &PolicyConfig::default());
+        assert_eq!(
+            fields(&report),
+            vec![(
+                "data[.dockerconfigjson].auths[r?.example.com]".to_string(),
+                FieldErrorType::FieldValueInvalid
+            )]
+        );
+        assert!(report.violations[0].message.contains("kubelet"));
+        assert!(
+            report.warnings.iter().any(|w| w.field
+                == "data[.dockerconfigjson].auths[[ab].example.com]"
+                && w.message.contains("kubelet")),
+            "{:?}",
+            report.warnings
+        );
     }
 
     #[test]

@@ -281,8 +281,9 @@ impl SecretAdmission {
                 operation,
             });
         };
-        // The old object holds the previous values: not needed, dropped at once.
-        request.old_object = None;
+        // The old object holds the previous values: kept only to see what an update of a
+        // terminating Secret changes.
+        let old_object = request.old_object.take();
         if !(request.kind.group.is_empty() && request.kind.kind == "Secret") {
             return Ok(skipped(&request));
         }
@@ -291,8 +292,10 @@ impl SecretAdmission {
             uid: Some(request.uid.clone()),
             reason,
         })?;
-        // A Secret on its way out (finalizers being removed) is not blocked.
-        if deleting || !self.checks(secret.secret_type()) {
+        // A Secret on its way out is not blocked while only what the rules do not read
+        // changes (finalizers being removed); new values or a new type are judged.
+        let leaving = deleting && old_object.is_some_and(|old| same_for_rules(old, &secret));
+        if leaving || !self.checks(secret.secret_type()) {
             return Ok(skipped(&request));
         }
         let report = self
@@ -422,6 +425,17 @@ fn to_manifest(object: DynamicObject) -> Result<SecretManifest, String> {
     Ok(secret)
 }
 
+/// Does `old` read the same as `new` to the rules? Everything but labels, annotations and
+/// the metadata the manifest model leaves out (finalizers, owners, timestamps) counts.
+fn same_for_rules(old: DynamicObject, new: &SecretManifest) -> bool {
+    let unread = |mut secret: SecretManifest| {
+        secret.metadata.labels = None;
+        secret.metadata.annotations = None;
+        secret
+    };
+    to_manifest(old).is_ok_and(|old| unread(old) == unread(new.clone()))
+}
+
 /// The uid of a body that did not parse as a whole, if it has one where it belongs.
 fn probe_uid(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
@@ -487,6 +501,76 @@ mod tests {
         );
         assert_eq!(answer["response"]["allowed"], true);
         assert!(answer.get("request").is_none());
+    }
+
+    /// An UPDATE of the captured Secret after `kubectl delete` with a finalizer in place:
+    /// `old` as stored, `new` as sent (with the deletion timestamp on both).
+    fn terminating_update(old: serde_json::Value, new: serde_json::Value) -> Vec<u8> {
+        let mut review: serde_json::Value = serde_json::from_str(CAPTURED).unwrap();
+        let request = &mut review["request"];
+        request["operation"] = "UPDATE".into();
+        let object = request["object"].take();
+        for (slot, changes) in [("oldObject", old), ("object", new)] {
+            let mut version = object.clone();
+            version["metadata"]["deletionTimestamp"] = "2025-06-02T10:00:00Z".into();
+            for (key, value) in changes.as_object().unwrap() {
+                if key == "finalizers" {
+                    version["metadata"]["finalizers"] = value.clone();
+                } else {
+                    version[key] = value.clone();
+                }
+            }
+            request[slot] = version;
+        }
+        serde_json::to_vec(&review).unwrap()
+    }
+
+    #[test]
+    fn finalizer_removal_from_a_terminating_secret_is_not_judged() {
+        // Invalid by the rules (a ':' in the user name), but only a finalizer goes.
+        let bad = serde_json::json!({"username": "YTpi", "password": "cHc=", "serverAddress": "cXVheS5pbw=="});
+        let body = terminating_update(
+            serde_json::json!({"data": bad, "finalizers": ["example.com/keep"]}),
+            serde_json::json!({"data": bad, "finalizers": []}),
+        );
+        let decision = admission().review(&body).unwrap();
+        assert_eq!(decision.outcome(), Outcome::Skipped);
+        assert_eq!(answer(&decision)["response"]["allowed"], true);
+    }
+
+    #[test]
+    fn data_changes_of_a_terminating_secret_are_judged() {
+        let good = serde_json::json!({"username": "cm9ib3Q=", "password": "cHc=", "serverAddress": "cXVheS5pbw=="});
+        let bad = serde_json::json!({"username": "YTpi", "password": "cHc=", "serverAddress": "cXVheS5pbw=="});
+        let finalizers = serde_json::json!(["example.com/keep"]);
+        let body = terminating_update(
+            serde_json::json!({"data": good, "finalizers": finalizers}),
+            serde_json::json!({"data": bad, "finalizers": finalizers}),
+        );
+        let decision = admission().review(&body).unwrap();
+        assert_eq!(decision.outcome(), Outcome::Denied);
+        assert_eq!(decision.causes(), ["data[username] FieldValueInvalid"]);
+        // A type change is judged too (here into a checked type from an unchecked one).
+        let body = terminating_update(
+            serde_json::json!({"data": bad, "type": "Opaque"}),
+            serde_json::json!({"data": bad}),
+        );
+        assert_eq!(
+            admission().review(&body).unwrap().outcome(),
+            Outcome::Denied
+        );
+        // Without an old object to compare with, the update is judged.
+        let mut review: serde_json::Value = serde_json::from_slice(&terminating_update(
+            serde_json::json!({"data": bad}),
+            serde_json::json!({"data": bad}),
+        ))
+        .unwrap();
+        review["request"]["oldObject"] = serde_json::Value::Null;
+        let body = serde_json::to_vec(&review).unwrap();
+        assert_eq!(
+            admission().review(&body).unwrap().outcome(),
+            Outcome::Denied
+        );
     }
 
     #[test]
