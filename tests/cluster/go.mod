@@ -3,9 +3,17 @@ module regcred.dev/tests/cluster
 // One pinned Kubernetes release, built from the Go module proxy by scripts/cluster
 // (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl, etcd), and
 // client-go for the kit's tests. Regenerate the replace block with ./gen-gomod.sh vX.Y.Z.
-// VERSION NOTE: see below.
+// Pinned: v1.37.2, the newest served release (of v1.37.2, v1.36.3, v1.35.4). Its kubelet
+// runs on the project's cgroup-v1 hybrid machines with `failCgroupV1: false` (seen: healthz
+// ok, only the deprecation warning), and 1.35+ has KEP-2535's pulled-image checks on.
 
 go 1.26.0
+
+require (
+	k8s.io/api v0.37.2
+	k8s.io/apimachinery v0.37.2
+	k8s.io/client-go v0.37.2
+)
 
 require (
 	cel.dev/expr v0.25.1 // indirect
@@ -149,12 +157,9 @@ require (
 	gopkg.in/go-jose/go-jose.v2 v2.6.3 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
-	k8s.io/api v0.37.2 // indirect
 	k8s.io/apiextensions-apiserver v0.0.0 // indirect
-	k8s.io/apimachinery v0.37.2 // indirect
 	k8s.io/apiserver v0.37.2 // indirect
 	k8s.io/cli-runtime v0.37.2 // indirect
-	k8s.io/client-go v0.37.2 // indirect
 	k8s.io/cloud-provider v0.37.2 // indirect
 	k8s.io/cluster-bootstrap v0.0.0 // indirect
 	k8s.io/component-base v0.37.2 // indirect
