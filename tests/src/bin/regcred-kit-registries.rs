@@ -104,6 +104,7 @@ fn run() -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the async runtime: {e}"))?;
+    let args = &args;
     runtime.block_on(async move {
         let tokens = TokenServer::builder()
             .user(&username, &password)
