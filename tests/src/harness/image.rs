@@ -32,7 +32,17 @@ impl TestImage {
     /// An image whose only file, `/regcred-e2e.txt`, holds `content`. Different contents
     /// give different digests, so tests do not share blobs.
     pub fn new(content: &str) -> Self {
-        let tar = layer_tar(content.as_bytes());
+        Self::assemble(layer_tar(content.as_bytes()), &["/regcred-e2e.txt"])
+    }
+
+    /// An image that really runs: its layer holds `files` (path inside the image, content,
+    /// mode; parent directories are added) and `symlinks` (path, target), and its config
+    /// starts `cmd`. The kit builds its images from busybox-static with this.
+    pub fn runnable(files: &[(&str, &[u8], u32)], symlinks: &[(&str, &str)], cmd: &[&str]) -> Self {
+        Self::assemble(layer_tar_with(files, symlinks), cmd)
+    }
+
+    fn assemble(tar: Vec<u8>, cmd: &[&str]) -> Self {
         let diff_id = sha256_digest(&tar);
         let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gzip.write_all(&tar).expect("gzip in memory");
@@ -42,7 +52,7 @@ impl TestImage {
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": oci_architecture(),
             "os": "linux",
-            "config": {"Cmd": ["/regcred-e2e.txt"]},
+            "config": {"Cmd": cmd},
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         }))
         .expect("config JSON");
@@ -78,6 +88,52 @@ impl TestImage {
     /// `sha256:…` of the compressed layer.
     pub fn layer_digest(&self) -> &str {
         &self.layer_digest
+    }
+
+    /// Writes the image as an OCI image layout archive (`oci-layout`, `index.json`,
+    /// `blobs/sha256/…`) whose index names it `name` (annotations
+    /// `io.containerd.image.name` and `org.opencontainers.image.ref.name`), for
+    /// `ctr images import`.
+    pub fn oci_archive(&self, name: &str) -> Vec<u8> {
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "digest": self.manifest_digest,
+                "size": self.manifest.len(),
+                "annotations": {
+                    "io.containerd.image.name": name,
+                    "org.opencontainers.image.ref.name": name.rsplit_once(':').map_or(name, |(_, tag)| tag),
+                },
+            }],
+        }))
+        .expect("index JSON");
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut entries: Vec<(String, &[u8])> = vec![
+            (
+                "oci-layout".to_owned(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            ),
+            ("index.json".to_owned(), &index),
+        ];
+        for (digest, blob) in [
+            (&self.layer_digest, &self.layer),
+            (&self.config_digest, &self.config),
+            (&self.manifest_digest, &self.manifest),
+        ] {
+            let hex = digest.trim_start_matches("sha256:");
+            entries.push((format!("blobs/sha256/{hex}"), blob));
+        }
+        for (path, content) in entries {
+            let mut header = tar::Header::new_ustar();
+            header.set_path(&path).expect("tar path");
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_cksum();
+            builder.append(&header, content).expect("tar in memory");
+        }
+        builder.into_inner().expect("tar in memory")
     }
 
     /// Pushes the layer, the config and the manifest as `REPO:TAG` to the registry at
@@ -375,6 +431,52 @@ fn layer_tar(content: &[u8]) -> Vec<u8> {
     header.set_gid(0);
     header.set_cksum();
     builder.append(&header, content).expect("tar in memory");
+    builder.into_inner().expect("tar in memory")
+}
+
+/// A layer with these files and symlinks, and every parent directory they need.
+fn layer_tar_with(files: &[(&str, &[u8], u32)], symlinks: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in files
+        .iter()
+        .map(|f| f.0)
+        .chain(symlinks.iter().map(|l| l.0))
+    {
+        let mut parent = std::path::Path::new(path.trim_start_matches('/')).parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(dir.to_owned());
+            parent = dir.parent();
+        }
+    }
+    let header = |kind: tar::EntryType, mode: u32, size: usize| {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_size(size as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header
+    };
+    for dir in dirs {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        builder
+            .append_data(&mut h, &dir, std::io::empty())
+            .expect("tar in memory");
+    }
+    for (path, content, mode) in files {
+        let mut h = header(tar::EntryType::Regular, *mode, content.len());
+        builder
+            .append_data(&mut h, path.trim_start_matches('/'), *content)
+            .expect("tar in memory");
+    }
+    for (path, target) in symlinks {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        builder
+            .append_link(&mut h, path.trim_start_matches('/'), target)
+            .expect("tar in memory");
+    }
     builder.into_inner().expect("tar in memory")
 }
 

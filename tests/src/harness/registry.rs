@@ -26,6 +26,8 @@ enum AuthMode<'a> {
     Htpasswd(&'a [(&'a str, &'a str)]),
     /// `auth.token` trusting this token server.
     Token(&'a TokenServer),
+    /// No `auth` section: anyone may pull and push.
+    Anonymous,
 }
 
 /// A running `docker-registry serve`, listening on `127.0.0.1:PORT`.
@@ -54,6 +56,11 @@ impl Registry {
         Self::start(AuthMode::Token(tokens)).await
     }
 
+    /// Starts a registry without authentication (anyone pulls and pushes).
+    pub async fn start_anonymous() -> Self {
+        Self::start(AuthMode::Anonymous).await
+    }
+
     async fn start(auth: AuthMode<'_>) -> Self {
         let program = require_program("docker-registry", "docker-registry");
         let dir = fixture_dir("registry");
@@ -62,7 +69,7 @@ impl Registry {
                 let path = dir.path().join("htpasswd");
                 write_htpasswd(&path, users);
                 format!(
-                    "  htpasswd:\n    realm: regcred-e2e\n    path: {}\n",
+                    "auth:\n  htpasswd:\n    realm: regcred-e2e\n    path: {}\n",
                     path.display()
                 )
             }
@@ -70,13 +77,14 @@ impl Registry {
                 let cert = dir.path().join("token-cert.pem");
                 std::fs::write(&cert, tokens.certificate_pem()).expect("writing the token cert");
                 format!(
-                    "  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
                     tokens.realm(),
                     tokens.service(),
                     tokens.issuer(),
                     cert.display()
                 )
             }
+            AuthMode::Anonymous => String::new(),
         };
 
         let mut last_log = String::new();
@@ -87,7 +95,7 @@ impl Registry {
                 &config,
                 format!(
                     "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {data}\n  \
-                     delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: regcred-e2e-not-a-secret\nauth:\n{auth_yaml}",
+                     delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: regcred-e2e-not-a-secret\n{auth_yaml}",
                     data = dir.path().join("data").display(),
                 ),
             )
