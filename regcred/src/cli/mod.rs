@@ -2,6 +2,7 @@
 mod cri_proxy;
 mod input;
 mod policy;
+mod schema;
 mod webhook;
 
 use std::io::Write as _;
@@ -61,7 +62,7 @@ enum Command {
     /// Turn dockerconfigjson/dockercfg Secrets into regcredentials Secrets, one per registry.
     Convert(ConvertArgs),
     /// Write the JSON schemas (Secret manifest, AuthConfig, policy configuration).
-    Schema(SchemaArgs),
+    Schema(schema::SchemaArgs),
     /// Export or inspect the WebAssembly policy module.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -207,13 +208,6 @@ struct ConvertArgs {
     output: ManifestFormat,
 }
 
-#[derive(Debug, Args)]
-struct SchemaArgs {
-    /// The directory to write the schema files into (created if missing).
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
-}
-
 /// Parses the arguments (naming itself `kubectl regcred` when run as a kubectl plugin),
 /// runs the command and maps the outcome onto the exit status.
 pub(crate) fn main() -> ExitCode {
@@ -248,7 +242,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Validate(args) => validate(&cli.policy.runner()?, args),
         Command::Create(args) => create(&cli.policy.runner()?, args),
         Command::Convert(args) => convert(&cli.policy.runner()?, args),
-        Command::Schema(args) => schema(&args),
+        Command::Schema(args) => schema::run(&args),
         Command::Policy(command) => policy::run(&command),
         Command::Webhook(args) => webhook::run(&cli.policy, args),
         Command::CriProxy(args) => cri_proxy::run(cli.policy.runner()?, args),
@@ -502,17 +496,5 @@ fn convert(policy: &PolicyRunner, args: ConvertArgs) -> Result<u8> {
         bail!("no dockerconfigjson or dockercfg Secret in the input");
     }
     print_manifests(&converted, args.output)?;
-    Ok(EXIT_OK)
-}
-
-fn schema(args: &SchemaArgs) -> Result<u8> {
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    for file in regcred_types::schema::all() {
-        let path = args.out.join(file.file_name);
-        std::fs::write(&path, file.to_pretty_json())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
     Ok(EXIT_OK)
 }
