@@ -12,9 +12,6 @@
 //! `--seconds=N` (default 30: the run stops there even if requests remain), `--native`
 //! (the webhook runs the rules natively instead of the wasm module), `--json`.
 
-#[path = "../tests/webhook/client.rs"]
-mod client;
-
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -22,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use client::{Client, client_config};
+use regcred_tests::harness::{WebhookClient as Client, webhook_client_config as client_config};
 use serde_json::{Value, json};
 
 struct Options {

@@ -9,8 +9,6 @@
     reason = "tests: a failed unwrap is a failed test, with its message"
 )]
 
-mod client;
-
 mod bad_input;
 mod binary;
 mod examples;
@@ -26,7 +24,9 @@ use regcred_types::PolicyConfig;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
-pub(crate) use client::{Client, client_config};
+pub(crate) use regcred_tests::harness::{
+    WebhookClient as Client, webhook_client_config as client_config,
+};
 
 /// A self-signed serving certificate for `localhost` and `127.0.0.1`.
 pub(crate) struct TestCert {

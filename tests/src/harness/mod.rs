@@ -49,6 +49,7 @@ mod proxy;
 mod recording_runtime;
 mod registry;
 mod token_server;
+mod webhook_client;
 
 pub use containerd::Containerd;
 pub use cri::{ConnectError, CriClient, basic_auth, image_spec, pod_sandbox};
@@ -70,3 +71,4 @@ pub use registry::Registry;
 pub use token_server::{
     Grant, GrantRecord, KeyReference, TokenServer, TokenServerBuilder, libtrust_key_id,
 };
+pub use webhook_client::{WebhookClient, webhook_client_config};

@@ -1,4 +1,5 @@
-//! A TLS client for the webhook's tests and load benchmark: rustls (ring) trusting one
+//! A TLS client for the webhook's tests and its load benchmark (both in the `regcred`
+//! crate): rustls (ring) trusting one
 //! certificate, HTTP/1.1 with keep-alive over one connection.
 
 use std::net::SocketAddr;
@@ -14,14 +15,18 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 /// One kept-alive HTTPS connection to the webhook.
-pub(crate) struct Client {
+#[allow(
+    missing_debug_implementations,
+    reason = "hyper's SendRequest has no Debug; a test client"
+)]
+pub struct WebhookClient {
     sender: SendRequest<Full<Bytes>>,
     /// The end-entity certificate the server presented in the handshake.
-    pub(crate) peer_certificate: CertificateDer<'static>,
+    pub peer_certificate: CertificateDer<'static>,
 }
 
 /// A rustls client configuration that trusts exactly `root` (DER).
-pub(crate) fn client_config(root: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+pub fn webhook_client_config(root: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).expect("a usable root certificate");
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -35,10 +40,10 @@ pub(crate) fn client_config(root: &CertificateDer<'static>) -> Arc<rustls::Clien
     Arc::new(config)
 }
 
-impl Client {
+impl WebhookClient {
     /// Connects to `addr`, checking the certificate against `config`'s root for the name
     /// `localhost`.
-    pub(crate) async fn connect(
+    pub async fn connect(
         addr: SocketAddr,
         config: Arc<rustls::ClientConfig>,
     ) -> std::io::Result<Self> {
@@ -65,7 +70,7 @@ impl Client {
     }
 
     /// Sends one request and reads the whole answer.
-    pub(crate) async fn send(
+    pub async fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -86,7 +91,7 @@ impl Client {
     }
 
     /// `POST /validate` with `body`.
-    pub(crate) async fn review(&mut self, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+    pub async fn review(&mut self, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
         self.send("POST", "/validate", body)
             .await
             .expect("the webhook answers")
