@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -216,18 +217,29 @@ func proxyLines(log, ns, pod string) []map[string]any {
 
 // ---- serial: the proxy's credentials (these restart the proxy, so nothing else runs) ----
 
-// The RBAC that deploy/ ships is exactly enough: `get` on pods and Secrets, nothing more.
+// The opt-in ServiceAccount mode that deploy/ ships (deploy/cri-proxy/namespaced) is
+// exactly enough: `get` on any pod, `get` on Secrets only in a namespace that applied
+// its secrets-rolebinding.yaml, nothing more. (By default the proxy uses the kubelet's
+// credentials instead: TestProxyWithNodeCredentials.)
 func TestProxyRBACFromDeployIsExactlyEnough(t *testing.T) {
 	ctx := context2(t, time.Minute)
+	bound := namespace(t, ctx)
+	unbound := namespace(t, ctx)
+	binding := filepath.Join("..", "..", "deploy", "cri-proxy", "namespaced", "secrets-rolebinding.yaml")
+	if out, err := exec.CommandContext(ctx, kit.Env["REGCRED_CLUSTER_KUBECTL"], "--kubeconfig", kit.Env["REGCRED_CLUSTER_KUBECONFIG"],
+		"apply", "-n", bound, "-f", binding).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply -n %s -f %s: %v\n%s", bound, binding, err, out)
+	}
 	sa := "system:serviceaccount:regcred-system:regcred-cri-proxy"
 	cases := []struct {
-		verb, resource string
-		allowed        bool
+		namespace, verb, resource string
+		allowed                   bool
 	}{
-		{"get", "pods", true}, {"get", "secrets", true},
-		{"list", "secrets", false}, {"watch", "secrets", false}, {"list", "pods", false},
-		{"create", "secrets", false}, {"update", "secrets", false}, {"delete", "pods", false},
-		{"get", "configmaps", false}, {"get", "nodes", false},
+		{unbound, "get", "pods", true}, {bound, "get", "pods", true},
+		{bound, "get", "secrets", true}, {unbound, "get", "secrets", false},
+		{bound, "list", "secrets", false}, {bound, "watch", "secrets", false}, {unbound, "list", "pods", false},
+		{bound, "create", "secrets", false}, {bound, "update", "secrets", false}, {unbound, "delete", "pods", false},
+		{bound, "get", "configmaps", false}, {"", "get", "nodes", false},
 	}
 	for _, c := range cases {
 		review, err := kit.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
@@ -235,7 +247,7 @@ func TestProxyRBACFromDeployIsExactlyEnough(t *testing.T) {
 				User:   sa,
 				Groups: []string{"system:serviceaccounts", "system:serviceaccounts:regcred-system", "system:authenticated"},
 				ResourceAttributes: &authorizationv1.ResourceAttributes{
-					Namespace: "default", Verb: c.verb, Resource: c.resource,
+					Namespace: c.namespace, Verb: c.verb, Resource: c.resource,
 				},
 			},
 		}, metav1.CreateOptions{})
@@ -243,12 +255,12 @@ func TestProxyRBACFromDeployIsExactlyEnough(t *testing.T) {
 			t.Fatal(err)
 		}
 		if review.Status.Allowed != c.allowed {
-			t.Errorf("%s %s %s: allowed=%v, want %v (%s)", sa, c.verb, c.resource, review.Status.Allowed, c.allowed, review.Status.Reason)
+			t.Errorf("%s %s %s in %q: allowed=%v, want %v (%s)", sa, c.verb, c.resource, c.namespace, review.Status.Allowed, c.allowed, review.Status.Reason)
 		}
 	}
 }
 
-// With the ClusterRole of deploy/ bound in one namespace only, a pod there runs, and a pod
+// With deploy/'s Secret role bound in one namespace only, a pod there runs, and a pod
 // whose Secret is in a namespace the proxy may not read fails with a message saying so.
 func TestProxySecretInNamespaceItMayNotRead(t *testing.T) {
 	ctx := context2(t, 5*time.Minute)
@@ -262,28 +274,22 @@ func TestProxySecretInNamespaceItMayNotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: allowed}}
-	// Pods everywhere (so the failure is about the Secret), Secrets only in `allowed`.
-	podsRole := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: saName + "-pods"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}}},
-	}
-	if _, err := kit.Client.RbacV1().ClusterRoles().Create(ctx, podsRole, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// deploy/'s roles (deploy/cri-proxy/namespaced): pods everywhere (so the failure is
+	// about the Secret), Secrets only in `allowed`.
+	podsBinding := saName + "-pods"
 	t.Cleanup(func() {
-		_ = kit.Client.RbacV1().ClusterRoles().Delete(context.Background(), podsRole.Name, metav1.DeleteOptions{})
-		_ = kit.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), podsRole.Name, metav1.DeleteOptions{})
+		_ = kit.Client.RbacV1().ClusterRoleBindings().Delete(context.Background(), podsBinding, metav1.DeleteOptions{})
 	})
 	if _, err := kit.Client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: podsRole.Name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: podsRole.Name},
+		ObjectMeta: metav1.ObjectMeta{Name: podsBinding},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "regcred-cri-proxy-pods"},
 		Subjects:   subject,
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kit.Client.RbacV1().RoleBindings(allowed).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "regcred-cri-proxy"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "regcred-cri-proxy"},
+		ObjectMeta: metav1.ObjectMeta{Name: "regcred-cri-proxy-secrets"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "regcred-cri-proxy-secrets"},
 		Subjects:   subject,
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -364,11 +370,21 @@ func anyMessage(lines []map[string]any, message string) bool {
 // ServiceAccount when the test ends.
 func restartProxy(t *testing.T, ctx context.Context, args ...string) {
 	t.Helper()
+	// The mode the kit runs the proxy in now, restored after the test.
+	before := []string{"node"}
+	if mode, err := os.ReadFile(filepath.Join(kit.Dir, "proxy-mode")); err == nil {
+		switch m := strings.TrimSpace(string(mode)); m {
+		case "sa", "node":
+			before = []string{m}
+		default:
+			before = []string{"--kubeconfig", m}
+		}
+	}
 	if _, err := kit.Cluster(ctx, append([]string{"proxy"}, args...)...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if _, err := kit.Cluster(context.Background(), "proxy", "sa"); err != nil {
+		if _, err := kit.Cluster(context.Background(), append([]string{"proxy"}, before...)...); err != nil {
 			t.Errorf("restoring the proxy: %v", err)
 		}
 	})

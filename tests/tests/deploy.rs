@@ -38,14 +38,20 @@ fn kubectl() -> PathBuf {
 
 /// `kubectl kustomize deploy/`, one JSON value per object.
 fn render() -> Vec<Value> {
+    render_dir(&root().join("deploy"))
+}
+
+/// `kubectl kustomize DIR`, one JSON value per object.
+fn render_dir(dir: &Path) -> Vec<Value> {
     let output = Command::new(kubectl())
         .arg("kustomize")
-        .arg(root().join("deploy"))
+        .arg(dir)
         .output()
         .expect("kubectl runs");
     assert!(
         output.status.success(),
-        "kubectl kustomize deploy/ failed: {}",
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8(output.stdout).unwrap();
@@ -548,4 +554,133 @@ fn the_webhook_pods_run_locked_down() {
     for (key, value) in budget_selector.match_labels.as_ref().unwrap() {
         assert_eq!(labels.get(key), Some(value));
     }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The objects of `kind` named `name` in `objects`.
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+/// Every rule of every ClusterRole and Role in `objects` that grants something on Secrets.
+fn secret_grants(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+        .flat_map(|o| {
+            o["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| {
+                    r["resources"]
+                        .as_array()
+                        .is_some_and(|res| res.iter().any(|x| x == "secrets" || x == "*"))
+                })
+                .map(move |r| format!("{} {}: {r}", o["kind"], o["metadata"]["name"]))
+        })
+        .collect()
+}
+
+// Issue 14, finding 1: the shipped default reads no more than the Node authorizer lets
+// the node read. The proxy authenticates with the kubelet's kubeconfig, mounted
+// read-only; no role in deploy/ grants anything on Secrets, and the proxy's pods carry
+// no ServiceAccount token.
+#[test]
+fn the_cri_proxy_reads_the_api_as_its_node_by_default() {
+    let objects = render();
+    assert_eq!(secret_grants(&objects), Vec::<String>::new());
+    let daemonset = find(&objects, "DaemonSet", "regcred-cri-proxy").expect("the DaemonSet");
+    let pod = &daemonset["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let container = &pod["containers"][0];
+    let kubeconfig = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "KUBECONFIG")
+        .expect("KUBECONFIG is set")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    for path in [kubeconfig.as_str(), "/var/lib/kubelet/pki"] {
+        let mount = mounts
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap_or_else(|| panic!("{path} is not mounted"));
+        assert_eq!(mount["readOnly"], true, "{path} must be read-only");
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        assert_eq!(
+            volume["hostPath"]["path"], path,
+            "{path} comes from the node"
+        );
+    }
+    let account = find(&objects, "ServiceAccount", "regcred-cri-proxy").unwrap();
+    assert_eq!(account["automountServiceAccountToken"], false);
+}
+
+// The opt-in alternative (the component deploy/cri-proxy/namespaced): the proxy runs as
+// its ServiceAccount, may get any pod, and gets Secrets only where a namespace binds the
+// Secret role (no ClusterRoleBinding of it ships); the kubelet's files are not mounted.
+#[test]
+fn the_namespaced_component_grants_secrets_only_per_namespace() {
+    // Kustomize takes relative paths only: an overlay beside a copy of deploy/.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("deploy"), &dir.path().join("deploy"));
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources: [deploy]\ncomponents: [deploy/cri-proxy/namespaced]\n",
+    )
+    .unwrap();
+    let objects = render_dir(dir.path());
+    let grants = secret_grants(&objects);
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert!(
+        grants[0].contains("regcred-cri-proxy-secrets"),
+        "{grants:?}"
+    );
+    assert!(
+        objects.iter().all(|o| o["kind"] != "ClusterRoleBinding"
+            || o["roleRef"]["name"] != "regcred-cri-proxy-secrets"),
+        "the Secret role must not be bound cluster-wide"
+    );
+    let pods = find(&objects, "ClusterRole", "regcred-cri-proxy-pods").unwrap();
+    assert_eq!(pods["rules"][0]["verbs"], serde_json::json!(["get"]));
+    let daemonset = find(&objects, "DaemonSet", "regcred-cri-proxy").unwrap();
+    let pod = &daemonset["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert!(pod["containers"][0]["env"].is_null(), "no KUBECONFIG");
+    let volumes = pod["volumes"].to_string();
+    assert!(!volumes.contains("kubelet"), "{volumes}");
+    // The per-namespace binding it documents names that role and the proxy's account.
+    let binding: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            root().join("deploy/cri-proxy/namespaced/secrets-rolebinding.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(binding["kind"], "RoleBinding");
+    assert_eq!(binding["roleRef"]["name"], "regcred-cri-proxy-secrets");
+    assert_eq!(binding["subjects"][0]["name"], "regcred-cri-proxy");
 }
