@@ -13,6 +13,7 @@ mod client;
 
 mod bad_input;
 mod binary;
+mod bounds;
 mod examples;
 mod rotation;
 
