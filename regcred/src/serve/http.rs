@@ -276,3 +276,54 @@ impl HttpServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    async fn get(stream: &mut TcpStream) -> std::io::Result<String> {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_client_past_the_connection_limit_waits_until_one_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = hyper::service::service_fn(|_| async {
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"ok"),
+            )))
+        });
+        let server = HttpServer::new("test").max_connections(1);
+        tokio::spawn(async move {
+            server
+                .serve(listener, service, std::future::pending())
+                .await;
+        });
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut first).await.unwrap().starts_with("HTTP/1.1 200"));
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(300), get(&mut second)).await;
+        assert!(waiting.is_err(), "served past the limit: {waiting:?}");
+        drop(first);
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buf = [0u8; 512];
+            let n = second.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .await
+        .expect("served once the first closed");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
