@@ -16,6 +16,7 @@ use std::process::Command;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -105,6 +106,7 @@ struct Rendered {
     services: Vec<Service>,
     deployments: Vec<Deployment>,
     budgets: Vec<PodDisruptionBudget>,
+    network_policies: Vec<NetworkPolicy>,
     webhooks: Vec<ValidatingWebhookConfiguration>,
     /// cert-manager objects by `kind/namespace/name`, as JSON.
     cert_manager: BTreeMap<String, Value>,
@@ -118,6 +120,7 @@ fn parse_all() -> Rendered {
         services: Vec::new(),
         deployments: Vec::new(),
         budgets: Vec::new(),
+        network_policies: Vec::new(),
         webhooks: Vec::new(),
         cert_manager: BTreeMap::new(),
     };
@@ -131,6 +134,9 @@ fn parse_all() -> Rendered {
             ("v1", "Service") => rendered.services.push(typed(&object)),
             ("apps/v1", "Deployment") => rendered.deployments.push(typed(&object)),
             ("policy/v1", "PodDisruptionBudget") => rendered.budgets.push(typed(&object)),
+            ("networking.k8s.io/v1", "NetworkPolicy") => {
+                rendered.network_policies.push(typed(&object));
+            }
             ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
                 rendered.webhooks.push(typed(&object));
             }
@@ -683,4 +689,49 @@ fn the_namespaced_component_grants_secrets_only_per_namespace() {
     assert_eq!(binding["kind"], "RoleBinding");
     assert_eq!(binding["roleRef"]["name"], "regcred-cri-proxy-secrets");
     assert_eq!(binding["subjects"][0]["name"], "regcred-cri-proxy");
+}
+
+/// Issue 14, finding 3: the webhook pods admit ingress to their HTTPS port only.
+#[test]
+fn the_network_policy_admits_only_the_webhook_port() {
+    let rendered = parse_all();
+    let deployment = webhook_deployment(&rendered);
+    let pod_labels = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let policy = rendered
+        .network_policies
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("regcred-webhook"))
+        .expect("the regcred-webhook NetworkPolicy");
+    let spec = policy.spec.as_ref().unwrap();
+    let selector = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone());
+    let selector = selector.expect("the policy selects by labels");
+    assert!(!selector.is_empty());
+    for (key, value) in &selector {
+        assert_eq!(pod_labels.get(key), Some(value), "{key}");
+    }
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_owned()][..])
+    );
+    let rules = spec.ingress.as_ref().unwrap();
+    assert_eq!(rules.len(), 1);
+    let ports = rules[0].ports.as_ref().unwrap();
+    let https = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers[0].ports.as_ref())
+        .and_then(|p| p.iter().find(|p| p.name.as_deref() == Some("https")))
+        .map(|p| p.container_port)
+        .expect("the https container port");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].port, Some(IntOrString::Int(https)));
 }

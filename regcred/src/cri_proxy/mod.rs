@@ -61,6 +61,7 @@ use hyper::{Request, Response};
 use regcred_host::PolicyRunner;
 use regcred_types::{PolicyConfig, RuntimeProfile};
 use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
 use tonic::Code;
 
 use crate::serve::{BlockingExecutor, HttpServer, Protocols};
@@ -73,6 +74,17 @@ pub use source::{
     KubeSourceBuilder, PodPullSecrets, PodRef, PullSecretSource, SecretsFrom, SourceError,
     SourceFuture,
 };
+
+/// The largest request body the proxy reads (one gRPC message with its frame header).
+/// CRI image requests are small (an image name, credentials, a sandbox config): a few KiB;
+/// kubelet's own gRPC client sends at most 16 MiB, which no ImageService request nears.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// How many requests have their body read at once (default); the rest wait, holding no
+/// more than HTTP/2's flow-control window.
+pub const DEFAULT_MAX_BUFFERED_REQUESTS: usize = 16;
+/// How many PullImage resolutions (the pull secret lookup and the policy) run at once
+/// (default); further pulls wait their turn.
+pub const DEFAULT_MAX_CONCURRENT_RESOLUTIONS: usize = 32;
 
 /// The proxy: what it forwards to, where it finds pull Secrets, and how it resolves
 /// them. Cheap to clone; clones share the runtime connection and the metrics.
@@ -90,6 +102,10 @@ pub(crate) struct Inner {
     config: PolicyConfig,
     metrics: Arc<ProxyMetrics>,
     executor: BlockingExecutor,
+    /// Permits to read a request body.
+    reading: Arc<Semaphore>,
+    /// Permits to resolve a PullImage's candidates.
+    resolving: Arc<Semaphore>,
 }
 
 /// Builds a [`CriProxy`].
@@ -103,6 +119,8 @@ pub struct CriProxyBuilder {
     config: PolicyConfig,
     metrics: Option<Arc<ProxyMetrics>>,
     executor: Option<BlockingExecutor>,
+    max_buffered_requests: usize,
+    max_concurrent_resolutions: usize,
 }
 
 impl CriProxyBuilder {
@@ -131,6 +149,20 @@ impl CriProxyBuilder {
         self
     }
 
+    /// How many requests have their body read at once
+    /// ([`DEFAULT_MAX_BUFFERED_REQUESTS`]); each body is at most [`MAX_REQUEST_BYTES`].
+    pub fn max_buffered_requests(mut self, requests: usize) -> Self {
+        self.max_buffered_requests = requests.max(1);
+        self
+    }
+
+    /// How many PullImage resolutions run at once
+    /// ([`DEFAULT_MAX_CONCURRENT_RESOLUTIONS`]).
+    pub fn max_concurrent_resolutions(mut self, resolutions: usize) -> Self {
+        self.max_concurrent_resolutions = resolutions.max(1);
+        self
+    }
+
     /// The proxy. Nothing is dialled until the first call.
     pub fn build(self) -> CriProxy {
         CriProxy {
@@ -146,6 +178,8 @@ impl CriProxyBuilder {
                         std::thread::available_parallelism().map_or(2, |n| n.get()),
                     )
                 }),
+                reading: Arc::new(Semaphore::new(self.max_buffered_requests)),
+                resolving: Arc::new(Semaphore::new(self.max_concurrent_resolutions)),
             }),
         }
     }
@@ -167,6 +201,8 @@ impl CriProxy {
             config: PolicyConfig::default(),
             metrics: None,
             executor: None,
+            max_buffered_requests: DEFAULT_MAX_BUFFERED_REQUESTS,
+            max_concurrent_resolutions: DEFAULT_MAX_CONCURRENT_RESOLUTIONS,
         }
     }
 
@@ -203,14 +239,37 @@ impl CriProxy {
 impl Inner {
     async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let (parts, body) = request.into_parts();
-        // ImageService calls are unary: the request is one small message.
-        let body = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) => {
-                return grpc::error_response(
-                    Code::Cancelled,
-                    &format!("regcred cri-proxy: reading the request failed: {err}"),
-                );
+        // ImageService calls are unary: the request is one small message, read whole
+        // with a limit, at most `max_buffered_requests` at a time.
+        let body = {
+            let Ok(_reading) = Arc::clone(&self.reading).acquire_owned().await else {
+                return grpc::error_response(Code::Unavailable, "regcred cri-proxy: stopping");
+            };
+            match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                    tracing::warn!(
+                        method = parts.uri.path(),
+                        limit = MAX_REQUEST_BYTES,
+                        "refused a request body over the limit"
+                    );
+                    return grpc::error_response(
+                        Code::ResourceExhausted,
+                        &format!(
+                            "regcred cri-proxy: the request is larger than {MAX_REQUEST_BYTES} \
+                             bytes; CRI image requests are a few KiB"
+                        ),
+                    );
+                }
+                Err(err) => {
+                    return grpc::error_response(
+                        Code::Cancelled,
+                        &format!("regcred cri-proxy: reading the request failed: {err}"),
+                    );
+                }
             }
         };
         let head = RequestHead::from_parts(parts);

@@ -1,5 +1,6 @@
 //! PullImage: the one call the proxy looks into.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -146,6 +147,8 @@ impl Inner {
                 .await;
         };
 
+        // The lookup and the policy hold a resolution slot; the pull attempts do not.
+        let resolving = Arc::clone(&self.resolving).acquire_owned().await;
         let started = Instant::now();
         let secrets = match self.secrets.pull_secrets(&pod).await {
             Ok(secrets) => secrets,
@@ -194,6 +197,7 @@ impl Inner {
             }
         };
         self.metrics.resolution(started.elapsed());
+        drop(resolving);
         for warning in &resolution.warnings {
             tracing::warn!(pod = %pod, image, "{warning}");
         }

@@ -1,6 +1,7 @@
 //! The accept loop and the graceful drain, the same for every server.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -8,7 +9,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -20,6 +21,24 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to finish the TLS handshake or send a request's headers
 /// (HTTP/1.1).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default cap on open connections ([`HttpServer::max_connections`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// What an HTTP/2 client may send before the service reads it: the flow-control windows
+/// of one stream and of the whole connection. hyper's defaults (1 MiB each) let every
+/// connection pin a MiB the service never asked for; these keep it to a quarter, at no
+/// cost on loopback or a cluster network.
+const H2_STREAM_WINDOW: u32 = 64 << 10;
+const H2_CONNECTION_WINDOW: u32 = 256 << 10;
+/// Streams open at once on one HTTP/2 connection.
+const H2_MAX_STREAMS: u32 = 100;
+/// The largest HTTP/1.1 read buffer (headers must fit; hyper's default is ~400 KiB).
+const H1_MAX_BUF: usize = 64 << 10;
+/// HTTP/2 pings on a quiet connection, and how long an answer may take before the
+/// connection is closed (a peer that went away without a FIN).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The pause after a failed accept (out of file descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -46,6 +65,7 @@ pub struct HttpServer {
     protocols: Protocols,
     tls: Option<TlsAcceptor>,
     drain_timeout: Duration,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -55,6 +75,7 @@ impl std::fmt::Debug for HttpServer {
             .field("protocols", &self.protocols)
             .field("tls", &self.tls.is_some())
             .field("drain_timeout", &self.drain_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -67,7 +88,16 @@ impl HttpServer {
             protocols: Protocols::Auto,
             tls: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
+    }
+
+    /// At most this many connections are open at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], at least one); further clients wait in the listen
+    /// backlog until one closes.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
     }
 
     /// The HTTP versions spoken (default [`Protocols::Auto`]).
@@ -110,18 +140,36 @@ impl HttpServer {
         let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let mut warned_full = false;
         loop {
+            // A slot first, then the accept: at the cap, clients wait in the backlog.
+            let slot = tokio::select! {
+                () = shutdown.as_mut() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                slot = Arc::clone(&slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            if slots.available_permits() == 0 && !warned_full {
+                tracing::warn!(
+                    server = self.name,
+                    limit = self.max_connections,
+                    "at the connection limit; new clients wait until one closes"
+                );
+            }
+            warned_full = slots.available_permits() == 0;
             tokio::select! {
                 () = shutdown.as_mut() => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(self.clone().connection(
-                            stream,
-                            peer,
-                            service.clone(),
-                            stopped.clone(),
-                        ));
+                        let connection =
+                            self.clone().connection(stream, peer, service.clone(), stopped.clone());
+                        connections.spawn(async move {
+                            let _slot = slot;
+                            connection.await;
+                        });
                     }
                     Err(err) => {
                         tracing::warn!(server = self.name, error = %err, "cannot accept a connection");
@@ -203,7 +251,16 @@ impl HttpServer {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(CLIENT_TIMEOUT);
+            .header_read_timeout(CLIENT_TIMEOUT)
+            .max_buf_size(H1_MAX_BUF);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let mut connection = std::pin::pin!(connection);
         let result = tokio::select! {
@@ -217,5 +274,56 @@ impl HttpServer {
         if let Err(err) = result {
             tracing::debug!(server = self.name, %peer, error = %err, "connection ended with an error");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    async fn get(stream: &mut TcpStream) -> std::io::Result<String> {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_client_past_the_connection_limit_waits_until_one_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = hyper::service::service_fn(|_| async {
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"ok"),
+            )))
+        });
+        let server = HttpServer::new("test").max_connections(1);
+        tokio::spawn(async move {
+            server
+                .serve(listener, service, std::future::pending())
+                .await;
+        });
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut first).await.unwrap().starts_with("HTTP/1.1 200"));
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(300), get(&mut second)).await;
+        assert!(waiting.is_err(), "served past the limit: {waiting:?}");
+        drop(first);
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buf = [0u8; 512];
+            let n = second.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .await
+        .expect("served once the first closed");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }

@@ -14,6 +14,16 @@
 //! - `GET /healthz`, `GET /readyz` (503 while shutting down).
 //! - `GET /metrics` on a separate plain-HTTP address, when one is given.
 //!
+//! What clients can make it hold is bounded: at most [`DEFAULT_MAX_CONNECTIONS`]
+//! connections ([`WebhookBuilder::max_connections`]); a review's body is read only once
+//! the review is admitted (at most [`WebhookBuilder::max_concurrent_reviews`] at a time,
+//! so at most that many bodies of at most the body limit are in memory; reviews declaring
+//! a body of at most 256 KiB, every ordinary Secret's, have twice as many slots of their
+//! own, so large unfinished bodies cannot starve them), within [`DEFAULT_BODY_TIMEOUT`]
+//! from the headers (408 after it); TLS handshakes and HTTP/1.1 headers within
+//! 10 s; HTTP/2 flow-control windows of 64 KiB a stream and 256 KiB a connection.
+//! `/healthz` and `/readyz` need no admission, so they answer while reviews queue.
+//!
 //! The certificate and key are read again on the first handshake after either file
 //! changes. The policy runs on the serving layer's [`BlockingExecutor`], at most
 //! [`WebhookBuilder::max_concurrent_reviews`] at a time. On shutdown the webhook drains
@@ -73,6 +83,14 @@ pub const DEFAULT_BODY_LIMIT: usize = 3 << 20;
 pub const DEFAULT_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8443);
 
+/// The default deadline for reading a request's body, once the request was admitted.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default cap on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = crate::serve::DEFAULT_MAX_CONNECTIONS;
+/// Bodies declared at most this long (every ordinary Secret's review) are admitted from
+/// their own slots, so that clients holding large unfinished bodies cannot starve them.
+const SMALL_BODY: u64 = 256 << 10;
+
 /// How much of an oversized body is read (and dropped) so that the client reads the 413.
 const DRAIN_LIMIT: usize = 8 << 20;
 
@@ -122,11 +140,28 @@ pub struct WebhookBuilder {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     body_limit: usize,
+    body_timeout: Duration,
     concurrency: usize,
+    max_connections: usize,
     shutdown_delay: Duration,
 }
 
 impl WebhookBuilder {
+    /// At most this many client connections at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`]); further clients wait in the listen backlog.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// How long a review may take from its headers to the end of its body, waiting for
+    /// admission included (default [`DEFAULT_BODY_TIMEOUT`]); a slower client gets 408
+    /// (503 when it was never admitted) and, on HTTP/1.1, its connection is closed.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
     /// Where to serve HTTPS (default [`DEFAULT_ADDR`]; port 0 picks a free one).
     pub fn addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
@@ -145,8 +180,11 @@ impl WebhookBuilder {
         self
     }
 
-    /// How many reviews run the policy at once (default: twice the CPUs); the rest wait
-    /// their turn without holding a thread. Keep it at most the policy's instance pool.
+    /// How many reviews are admitted at once (default: twice the CPUs): only admitted
+    /// requests have their body read and run the policy; the rest wait their turn
+    /// (within the body timeout, then 503) holding no body and no thread. At most this
+    /// many bodies of the body limit are buffered, and twice as many of at most 256 KiB
+    /// (which have their own slots). Keep it at most the policy's instance pool.
     pub fn max_concurrent_reviews(mut self, reviews: usize) -> Self {
         self.concurrency = reviews.max(1);
         self
@@ -192,6 +230,9 @@ impl WebhookBuilder {
             admission: Arc::new(self.admission),
             metrics,
             body_limit: self.body_limit,
+            body_timeout: self.body_timeout,
+            admitted_small: Arc::new(tokio::sync::Semaphore::new(self.concurrency * 2)),
+            admitted_large: Arc::new(tokio::sync::Semaphore::new(self.concurrency)),
             executor: BlockingExecutor::new(self.concurrency),
             ready: AtomicBool::new(true),
         });
@@ -201,6 +242,7 @@ impl WebhookBuilder {
             tls: TlsAcceptor::from(Arc::new(config)),
             state,
             shutdown_delay: self.shutdown_delay,
+            max_connections: self.max_connections,
         })
     }
 }
@@ -218,6 +260,7 @@ pub struct Webhook {
     tls: TlsAcceptor,
     state: Arc<AppState>,
     shutdown_delay: Duration,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -233,6 +276,11 @@ struct AppState {
     admission: Arc<SecretAdmission>,
     metrics: WebhookMetrics,
     body_limit: usize,
+    body_timeout: Duration,
+    /// Permits to read a body and review it, taken before the body is read: for bodies
+    /// declared at most [`SMALL_BODY`] long, and for the others.
+    admitted_small: Arc<tokio::sync::Semaphore>,
+    admitted_large: Arc<tokio::sync::Semaphore>,
     executor: BlockingExecutor,
     ready: AtomicBool,
 }
@@ -260,6 +308,8 @@ impl Webhook {
             addr: DEFAULT_ADDR,
             metrics_addr: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             shutdown_delay: Duration::ZERO,
         }
@@ -290,6 +340,7 @@ impl Webhook {
             tls,
             state,
             shutdown_delay,
+            max_connections,
         } = self;
         let app = Router::new()
             .route("/validate", post(validate))
@@ -323,6 +374,7 @@ impl Webhook {
         };
         HttpServer::new("webhook")
             .tls(tls)
+            .max_connections(max_connections)
             .serve(listener, TowerToHyperService::new(app), draining)
             .await;
         state.executor.close();
@@ -386,18 +438,32 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
     if declared.is_some_and(|len| len > drain_limit as u64) {
         return too_large(&state);
     }
-    // Read up to the limit; past it, read on and discard (up to the drain limit) so that
-    // the client, still sending, gets to read the 413 instead of a reset connection.
-    let mut over = declared.is_some_and(|len| len > limit as u64);
-    let mut received = 0usize;
-    let mut buffer = Vec::with_capacity(if over {
-        0
+    // Admission first: a request waiting for its turn holds no body (HTTP/2 flow control
+    // and TCP stop the client), so at most `concurrency` large bodies (and twice as many
+    // small ones) are ever buffered. One deadline covers the wait and the body.
+    let deadline = tokio::time::Instant::now() + state.body_timeout;
+    let slots = if declared.is_some_and(|len| len <= SMALL_BODY) {
+        &state.admitted_small
     } else {
-        declared.map_or(8192, |len| len as usize)
-    });
-    let mut body = request.into_body();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
+        &state.admitted_large
+    };
+    let admitted = tokio::time::timeout_at(deadline, Arc::clone(slots).acquire_owned());
+    let _permit = match admitted.await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) | Err(_) => {
+            state.metrics.review("unknown", "busy", started.elapsed());
+            tracing::warn!(timeout = ?state.body_timeout, "no review slot in time; answered 503");
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_review(None, 503, "the webhook is busy; try again"),
+            );
+        }
+    };
+    let read = tokio::time::timeout_at(deadline, read_body(request, limit, drain_limit));
+    let body = match read.await {
+        Ok(BodyRead::Complete(body)) => body,
+        Ok(BodyRead::TooLarge) => return too_large(&state),
+        Ok(BodyRead::Broken) => {
             state
                 .metrics
                 .review("unknown", "bad_request", started.elapsed());
@@ -405,24 +471,30 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
                 StatusCode::BAD_REQUEST,
                 error_review(None, 400, "cannot read the request body"),
             );
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        received = received.saturating_add(data.len());
-        over |= received > limit;
-        if over {
-            if received > drain_limit {
-                break;
-            }
-        } else {
-            buffer.extend_from_slice(&data);
         }
-    }
-    if over {
-        return too_large(&state);
-    }
-    let body = buffer;
+        Err(_) => {
+            state
+                .metrics
+                .review("unknown", "timeout", started.elapsed());
+            tracing::warn!(timeout = ?state.body_timeout, "request body not received in time");
+            let mut response = json(
+                StatusCode::REQUEST_TIMEOUT,
+                error_review(
+                    None,
+                    408,
+                    &format!(
+                        "the request body did not arrive within {:?}",
+                        state.body_timeout
+                    ),
+                ),
+            );
+            // HTTP/1.1: the rest of the body will not be read; the connection ends.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
     let admission = state.admission.clone();
     let reviewed = state.executor.run(move || admission.review(&body)).await;
     match reviewed {
@@ -490,5 +562,52 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
                 error_review(None, 500, "the review failed unexpectedly"),
             )
         }
+    }
+}
+
+/// How reading a request body ended.
+enum BodyRead {
+    Complete(Vec<u8>),
+    TooLarge,
+    Broken,
+}
+
+/// Reads up to `limit` bytes; past it, reads on and discards (up to `drain_limit`) so
+/// that the client, still sending, gets to read the 413 instead of a reset connection.
+async fn read_body(request: Request, limit: usize, drain_limit: usize) -> BodyRead {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut over = declared.is_some_and(|len| len > limit as u64);
+    let mut received = 0usize;
+    let mut buffer = Vec::with_capacity(if over {
+        0
+    } else {
+        declared.map_or(8192, |len| len as usize)
+    });
+    let mut body = request.into_body();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return BodyRead::Broken;
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received = received.saturating_add(data.len());
+        over |= received > limit;
+        if over {
+            if received > drain_limit {
+                break;
+            }
+        } else {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    if over {
+        BodyRead::TooLarge
+    } else {
+        BodyRead::Complete(buffer)
     }
 }

@@ -11,6 +11,7 @@
 
 mod bad_input;
 mod binary;
+mod bounds;
 mod examples;
 mod rotation;
 

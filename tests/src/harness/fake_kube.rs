@@ -5,7 +5,7 @@
 //! `GET /api/v1/namespaces/NS/secrets/NAME`, with the JSON the real API server sends:
 //! k8s-openapi `Pod` and `Secret` objects (`data` base64, as the API returns it), and
 //! k8s-openapi `Status` objects for 404 (`NotFound`), 403 (`Forbidden`, as RBAC or the
-//! Node authorizer refuse) and 503 (an outage).
+//! Node authorizer refuse, for Secrets and pods) and 503 (an outage).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -25,7 +25,8 @@ type Key = (String, String);
 struct ApiState {
     pods: Mutex<HashMap<Key, Pod>>,
     secrets: Mutex<HashMap<Key, Secret>>,
-    forbidden: Mutex<HashSet<Key>>,
+    /// (kind, namespace, name) answered with 403.
+    forbidden: Mutex<HashSet<(String, String, String)>>,
     outage: AtomicBool,
     requests: Mutex<Vec<String>>,
 }
@@ -112,7 +113,18 @@ impl FakeKubeApi {
 
     /// Answers GETs of this Secret with 403 Forbidden, as RBAC would.
     pub fn forbid_secret(&self, namespace: &str, name: &str) {
-        lock(&self.state.forbidden).insert((namespace.to_owned(), name.to_owned()));
+        lock(&self.state.forbidden).insert(("secrets".into(), namespace.into(), name.into()));
+    }
+
+    /// Answers GETs of this pod with 403 Forbidden, as the Node authorizer does for a
+    /// pod not bound to the node.
+    pub fn forbid_pod(&self, namespace: &str, name: &str) {
+        lock(&self.state.forbidden).insert(("pods".into(), namespace.into(), name.into()));
+    }
+
+    /// Removes a pod (its GETs answer 404 from now on).
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        lock(&self.state.pods).remove(&(namespace.to_owned(), name.to_owned()));
     }
 
     /// While on, answers every request with 503 (an API server outage).
@@ -200,6 +212,9 @@ async fn get_pod(
     if let Some(refused) = record(&state, "pods", &namespace, &name) {
         return refused;
     }
+    if let Some(refused) = forbidden(&state, "pods", &namespace, &name) {
+        return refused;
+    }
     match lock(&state.pods).get(&(namespace, name.clone())) {
         Some(pod) => axum::Json(pod.clone()).into_response(),
         None => status(
@@ -219,18 +234,8 @@ async fn get_secret(
     if let Some(refused) = record(&state, "secrets", &namespace, &name) {
         return refused;
     }
-    if lock(&state.forbidden).contains(&(namespace.clone(), name.clone())) {
-        return status(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "secrets",
-            &name,
-            &format!(
-                "secrets \"{name}\" is forbidden: User \"system:serviceaccount:regcred-system:\
-                 regcred-cri-proxy\" cannot get resource \"secrets\" in API group \"\" in the \
-                 namespace \"{namespace}\""
-            ),
-        );
+    if let Some(refused) = forbidden(&state, "secrets", &namespace, &name) {
+        return refused;
     }
     match lock(&state.secrets).get(&(namespace, name.clone())) {
         Some(secret) => axum::Json(secret.clone()).into_response(),
@@ -242,6 +247,24 @@ async fn get_secret(
             &format!("secrets \"{name}\" not found"),
         ),
     }
+}
+
+/// The 403 to answer when this object is forbidden.
+fn forbidden(state: &ApiState, kind: &str, namespace: &str, name: &str) -> Option<Response> {
+    let key = (kind.to_owned(), namespace.to_owned(), name.to_owned());
+    lock(&state.forbidden).contains(&key).then(|| {
+        status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            kind,
+            name,
+            &format!(
+                "{kind} \"{name}\" is forbidden: User \"system:serviceaccount:regcred-system:\
+                 regcred-cri-proxy\" cannot get resource \"{kind}\" in API group \"\" in the \
+                 namespace \"{namespace}\""
+            ),
+        )
+    })
 }
 
 /// Records the request; during an outage, the 503 to answer.

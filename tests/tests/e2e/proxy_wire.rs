@@ -28,7 +28,8 @@ fn pull_request_bytes(pod: &str, auth: Option<AuthConfig>) -> Vec<u8> {
     let rest = PullImageRequest {
         image: None,
         auth,
-        sandbox_config: Some(pod_sandbox("team", pod, &format!("{pod}-uid"))),
+        // The uid `Manifests::pod` writes: the dir source checks it (issue 14, finding 2).
+        sandbox_config: Some(pod_sandbox("team", pod, &format!("{pod}-5f0c-4d7e-9b1a"))),
     }
     .encode_to_vec();
     let mut bytes = vec![0x0a];
@@ -241,4 +242,106 @@ async fn when_every_candidate_fails_the_last_error_names_the_secrets_tried() {
     assert_eq!(answer.code, Code::Ok);
     assert_eq!(w.runtime.calls().len(), 3, "stops at the first success");
     assert!(!w.proxy.log_text().contains("CANARY"));
+}
+
+/// Issue 14, finding 8: a request body over the proxy's limit is refused with
+/// RESOURCE_EXHAUSTED once the limit is passed, not after the proxy buffered all of it,
+/// and the proxy goes on answering other calls.
+#[tokio::test]
+async fn an_oversized_request_is_refused_before_it_is_all_read() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt as _;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let w = WireWorld::start().await;
+    let stream = tokio::net::UnixStream::connect(w.proxy.socket())
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // 64 MiB announced in the gRPC frame, sent 64 KiB at a time as the proxy takes it.
+    const TOTAL: usize = 64 << 20;
+    let produced = Arc::new(AtomicUsize::new(0));
+    let body = Flood {
+        header: Some(u32::try_from(TOTAL).unwrap()),
+        left: TOTAL,
+        produced: Arc::clone(&produced),
+    };
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{}", methods::PULL_IMAGE))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        sender.send_request(request),
+    )
+    .await
+    .expect("the proxy answers before the body ends")
+    .unwrap();
+    let (parts, body) = response.into_parts();
+    let trailers = body
+        .collect()
+        .await
+        .ok()
+        .and_then(|c| c.trailers().cloned());
+    let status = trailers
+        .as_ref()
+        .and_then(tonic::Status::from_header_map)
+        .or_else(|| tonic::Status::from_header_map(&parts.headers))
+        .expect("a grpc-status");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("larger than"), "{status:?}");
+    let sent = produced.load(Ordering::SeqCst);
+    assert!(sent < 16 << 20, "the client got to send {sent} bytes");
+    assert!(w.runtime.calls().is_empty(), "nothing reached the runtime");
+
+    w.runtime.reply(
+        methods::IMAGE_STATUS,
+        Reply::Message(ImageStatusResponse::default().encode_to_vec()),
+    );
+    let answer = raw_call(w.proxy.socket(), methods::IMAGE_STATUS, &[]).await;
+    assert_eq!(answer.code, Code::Ok, "{}", answer.message);
+}
+
+/// A request body of a gRPC frame header announcing `left` bytes, then `left` bytes,
+/// produced 64 KiB at a time as the connection takes them; counts what it produced.
+struct Flood {
+    header: Option<u32>,
+    left: usize,
+    produced: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl hyper::body::Body for Flood {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let chunk = if let Some(length) = self.header.take() {
+            let mut header = vec![0u8];
+            header.extend(length.to_be_bytes());
+            header
+        } else if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        } else {
+            let n = self.left.min(64 << 10);
+            self.left -= n;
+            vec![0x0a; n]
+        };
+        self.produced
+            .fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from(
+            chunk,
+        )))))
+    }
 }

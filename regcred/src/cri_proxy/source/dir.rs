@@ -26,7 +26,10 @@ const MAX_FILES: usize = 1000;
 /// slots, unless [`Self::executor`] shares one), never on the async runtime's threads.
 ///
 /// A pod is found by `metadata.namespace` (default `default`) and `metadata.name`; its
-/// `spec.imagePullSecrets` name Secrets in the same namespace. A file that does not
+/// `spec.imagePullSecrets` name Secrets in the same namespace. When the manifest has a
+/// `metadata.uid`, it must be the sandbox's uid: a manifest of another pod of that name
+/// (an older one, say) gives no credentials, with a warning. A manifest without a uid
+/// matches any sandbox of that namespace and name; write the uid to bind it to one pod. A file that does not
 /// parse is skipped with a warning (a file being rewritten must not break every pull);
 /// warnings never quote a file's contents.
 #[derive(Debug, Clone)]
@@ -72,13 +75,25 @@ impl DirSource {
             warnings: manifests.warnings,
             ..PodPullSecrets::default()
         };
-        let Some(names) = manifests
+        let Some(listed) = manifests
             .pods
             .get(&(pod.namespace.clone(), pod.name.clone()))
         else {
             return Ok(found);
         };
+        if let Some(uid) = &listed.uid
+            && *uid != pod.uid
+        {
+            found.warnings.push(format!(
+                "pod {pod} (uid {}) is not known as that pod: its manifest in {} has uid \
+                 {uid}; no credentials for its pulls",
+                pod.uid,
+                self.dir.display()
+            ));
+            return Ok(found);
+        }
         found.pod_found = true;
+        let names = &listed.pull_secrets;
         for name in names {
             match manifests
                 .secrets
@@ -111,11 +126,19 @@ impl PullSecretSource for DirSource {
     }
 }
 
+/// What the source reads of a Pod manifest.
+struct PodManifest {
+    /// `metadata.uid`, when the manifest has one.
+    uid: Option<String>,
+    /// `spec.imagePullSecrets` names.
+    pull_secrets: Vec<String>,
+}
+
 /// What one read of the directory found.
 #[derive(Default)]
 struct Manifests {
-    /// (namespace, name) -> imagePullSecrets names.
-    pods: HashMap<(String, String), Vec<String>>,
+    /// (namespace, name) -> the pod's manifest.
+    pods: HashMap<(String, String), PodManifest>,
     /// (namespace, name) -> Secret.
     secrets: HashMap<(String, String), SecretManifest>,
     warnings: Vec<String>,
@@ -213,7 +236,18 @@ impl Manifests {
                     .collect()
             })
             .unwrap_or_default();
-        self.pods.insert((namespace, name), secrets);
+        let uid = value
+            .pointer("/metadata/uid")
+            .and_then(|v| v.as_str())
+            .filter(|uid| !uid.is_empty())
+            .map(str::to_owned);
+        self.pods.insert(
+            (namespace, name),
+            PodManifest {
+                uid,
+                pull_secrets: secrets,
+            },
+        );
     }
 }
 
@@ -280,6 +314,41 @@ mod tests {
         let solo = source.lookup(&pod("default", "solo")).unwrap();
         assert!(solo.pod_found && solo.secrets.is_empty());
         assert!(!source.lookup(&pod("team", "other")).unwrap().pod_found);
+    }
+
+    #[test]
+    fn a_manifest_with_another_uid_is_not_the_sandboxs_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pod.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: app, namespace: team, uid: new-uid}\n\
+             spec:\n  imagePullSecrets: [{name: login}]\n  containers: []\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("secret.yaml"),
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: login, namespace: team}\n\
+             type: kubernetes.io/regcredentials\nstringData: {serverAddress: r.io, auth: dTpw}\n",
+        )
+        .unwrap();
+        let source = DirSource::new(dir.path());
+        let sandbox = |uid: &str| PodRef {
+            uid: uid.into(),
+            ..pod("team", "app")
+        };
+
+        let current = source.lookup(&sandbox("new-uid")).unwrap();
+        assert!(current.pod_found && current.secrets.len() == 1);
+        let stale = source.lookup(&sandbox("old-uid")).unwrap();
+        assert!(!stale.pod_found && stale.secrets.is_empty(), "{stale:?}");
+        assert!(
+            stale
+                .warnings
+                .iter()
+                .any(|w| w.contains("team/app") && w.contains("old-uid") && w.contains("new-uid")),
+            "{:?}",
+            stale.warnings
+        );
     }
 
     #[test]

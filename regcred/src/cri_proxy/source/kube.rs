@@ -1,7 +1,6 @@
 //! `kube`: the pod and its Secrets from the Kubernetes API, with a short cache.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,10 +20,18 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pod (`GET /api/v1/namespaces/NS/pods/NAME`) and each of its `imagePullSecrets`
 /// (`GET .../secrets/NAME`) from the Kubernetes API.
 ///
-/// Answers, a 404 included, are cached for a short TTL, so that a burst of pulls for one
-/// pod makes two or three requests and a rotated Secret is used at most one TTL later.
-/// When the API fails, the cached answer is served for a bounded time past its TTL
-/// (with a warning); after that the pull fails with [`SourceError::Api`].
+/// The pod is the one the sandbox names by uid: a pod of that name with another uid
+/// (deleted and recreated, or a stale sandbox) is not that pod, and its pulls get no
+/// credentials (with a warning naming the pod). Pods are cached by (namespace, name,
+/// uid), Secrets by (namespace, name).
+///
+/// Answers are cached for a short TTL, so that a burst of pulls for one pod makes two or
+/// three requests and a rotated Secret is used at most one TTL later. A 403 or 404 is an
+/// answer (no credentials from that pod or Secret, with a warning naming the pod and the
+/// status), never replaced by an older cached success. When the API is unreachable
+/// (transport error, timeout, 5xx, 429), the cached answer for the same key is served
+/// for a bounded time past its TTL (with a warning); after that, and for any other
+/// failure (a 401, say), the pull fails with [`SourceError::Api`].
 ///
 /// Least privilege: `get` on `pods` and `secrets`. With the kubelet's own credentials,
 /// the Node authorizer already limits reads to Secrets of pods bound to the node.
@@ -33,8 +40,8 @@ pub struct KubeSource {
     ttl: Duration,
     stale_for: Duration,
     request_timeout: Duration,
-    pods: Cache<Option<Vec<String>>>,
-    secrets: Cache<Option<SecretManifest>>,
+    pods: Cache<PodAnswer>,
+    secrets: Cache<SecretAnswer>,
 }
 
 impl std::fmt::Debug for KubeSource {
@@ -124,50 +131,74 @@ impl KubeSource {
     async fn lookup(&self, pod: &PodRef) -> Result<PodPullSecrets, SourceError> {
         let mut found = PodPullSecrets::default();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
-        let key = (pod.namespace.clone(), pod.name.clone());
-        let names = self
-            .cached(&self.pods, key, &format!("pod {pod}"), &mut found, async {
-                Ok(pods.get_opt(&pod.name).await?.map(|p| {
-                    p.spec
-                        .and_then(|s| s.image_pull_secrets)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|r| r.name)
-                        .filter(|n| !n.is_empty())
-                        .collect()
-                }))
-            })
+        let key = (pod.namespace.clone(), pod.name.clone(), pod.uid.clone());
+        let answer = self
+            .cached(
+                &self.pods,
+                key,
+                &format!("pod {pod}"),
+                &mut found,
+                async { pods.get(&pod.name).await.map(|p| PodAnswer::of(&p, pod)) },
+                |status| PodAnswer::NotThePod(format!("the API answers {status}")),
+            )
             .await?;
-        let Some(names) = names else {
-            return Ok(found);
+        let names = match answer {
+            PodAnswer::Pod(names) => names,
+            PodAnswer::NotThePod(why) => {
+                found.warnings.push(format!(
+                    "pod {pod} (uid {}) is not known as that pod: {why}; no credentials \
+                     for its pulls",
+                    pod.uid
+                ));
+                return Ok(found);
+            }
         };
         found.pod_found = true;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &pod.namespace);
         for name in names {
-            let key = (pod.namespace.clone(), name.clone());
+            let key = (pod.namespace.clone(), name.clone(), String::new());
             let object = format!("secret {}/{name}", pod.namespace);
             let secret = self
-                .cached(&self.secrets, key, &object, &mut found, async {
-                    Ok(secrets.get_opt(&name).await?.map(SecretManifest::from))
-                })
+                .cached(
+                    &self.secrets,
+                    key,
+                    &object,
+                    &mut found,
+                    async {
+                        secrets
+                            .get(&name)
+                            .await
+                            .map(|s| SecretAnswer::Found(Box::new(SecretManifest::from(s))))
+                    },
+                    SecretAnswer::Refused,
+                )
                 .await?;
             match secret {
-                Some(secret) => found.secrets.push(secret),
-                None => found.missing.push(name),
+                SecretAnswer::Found(secret) => found.secrets.push(*secret),
+                SecretAnswer::Refused(status) if status.starts_with("404") => {
+                    found.missing.push(name);
+                }
+                SecretAnswer::Refused(status) => found.warnings.push(format!(
+                    "pull secret {object} of pod {pod} is not readable: the API answers \
+                     {status}; its credentials are not used"
+                )),
             }
         }
         Ok(found)
     }
 
-    /// The cached value when fresh; else `fetch`, falling back on the cached value for
-    /// `stale_for` past its TTL when `fetch` fails.
+    /// The cached value when fresh; else `fetch`. A 403 or 404 is an answer (`denied`
+    /// makes it a value, cached like any other); a transport error, a timeout or a 5xx
+    /// falls back on the cached value (same key) for `stale_for` past its TTL; any other
+    /// failure is an error.
     async fn cached<T: Clone>(
         &self,
         cache: &Cache<T>,
-        key: (String, String),
+        key: Key,
         object: &str,
         found: &mut PodPullSecrets,
         fetch: impl Future<Output = Result<T, kube::Error>>,
+        denied: impl FnOnce(String) -> T,
     ) -> Result<T, SourceError> {
         let cached = cache.get(&key);
         if let Some((value, fetched)) = &cached
@@ -176,16 +207,22 @@ impl KubeSource {
             return Ok(value.clone());
         }
         let fetched = match tokio::time::timeout(self.request_timeout, fetch).await {
-            Ok(result) => result.map_err(|err| describe(&err)),
-            Err(_) => Err(format!("no answer within {:?}", self.request_timeout)),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(kube::Error::Api(status))) if matches!(status.code, 403 | 404) => Ok(denied(
+                format!("{} {}: {}", status.code, status.reason, status.message),
+            )),
+            Ok(Err(err)) => Err((is_unreachable(&err), describe(&err))),
+            Err(_) => Err((true, format!("no answer within {:?}", self.request_timeout))),
         };
         match fetched {
             Ok(value) => {
                 cache.put(key, value.clone(), self.ttl + self.stale_for);
                 Ok(value)
             }
-            Err(reason) => match cached {
-                Some((value, fetched)) if fetched.elapsed() < self.ttl + self.stale_for => {
+            Err((unreachable, reason)) => match cached {
+                Some((value, fetched))
+                    if unreachable && fetched.elapsed() < self.ttl + self.stale_for =>
+                {
                     found.warnings.push(format!(
                         "the Kubernetes API failed to get {object} ({reason}); using the copy \
                              fetched {}s ago",
@@ -199,6 +236,68 @@ impl KubeSource {
                 }),
             },
         }
+    }
+}
+
+/// The pod the API returned, judged against the sandbox that names it.
+#[derive(Debug, Clone)]
+enum PodAnswer {
+    /// The sandbox's pod: its `imagePullSecrets` names.
+    Pod(Vec<String>),
+    /// Not the sandbox's pod (absent, refused, or another pod of the same name): why.
+    NotThePod(String),
+}
+
+impl PodAnswer {
+    /// The sandbox's uid must be the pod's `metadata.uid`, or, for a static pod, the
+    /// hash its mirror pod carries in `kubernetes.io/config.mirror` (kubelet's uid of a
+    /// static pod).
+    fn of(api: &Pod, sandbox: &PodRef) -> Self {
+        let uid = api.metadata.uid.as_deref().unwrap_or_default();
+        let mirror = api
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MIRROR_ANNOTATION))
+            .map(String::as_str);
+        if sandbox.uid.is_empty() {
+            return Self::NotThePod("the sandbox names no uid".to_owned());
+        }
+        if uid != sandbox.uid && mirror != Some(&sandbox.uid) {
+            return Self::NotThePod(format!(
+                "the API's pod of that name has uid {uid}: another pod (deleted and \
+                 recreated, or the sandbox is stale)"
+            ));
+        }
+        Self::Pod(
+            api.spec
+                .as_ref()
+                .and_then(|s| s.image_pull_secrets.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|r| r.name.clone())
+                .filter(|n| !n.is_empty())
+                .collect(),
+        )
+    }
+}
+
+/// A Secret the API returned, or why it is not used (`404 ...`, `403 ...`).
+#[derive(Debug, Clone)]
+enum SecretAnswer {
+    Found(Box<SecretManifest>),
+    Refused(String),
+}
+
+/// The annotation of a mirror pod that holds its static pod's uid.
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// A failure that says nothing about the object: the API is unreachable or failing
+/// (transport, 5xx, 429), so a cached answer may stand in for a while.
+fn is_unreachable(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        _ => true,
     }
 }
 
@@ -219,9 +318,12 @@ fn describe(err: &kube::Error) -> String {
     }
 }
 
-/// Answers by (namespace, name) with the time they were fetched.
+/// (namespace, name, uid): the sandbox's uid for pods, empty for Secrets.
+type Key = (String, String, String);
+
+/// Answers by [`Key`] with the time they were fetched.
 #[derive(Debug)]
-struct Cache<T>(Mutex<HashMap<(String, String), (T, Instant)>>);
+struct Cache<T>(Mutex<HashMap<Key, (T, Instant)>>);
 
 impl<T> Default for Cache<T> {
     fn default() -> Self {
@@ -230,22 +332,18 @@ impl<T> Default for Cache<T> {
 }
 
 impl<T: Clone> Cache<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (T, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (T, Instant)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn get<K>(&self, key: &K) -> Option<(T, Instant)>
-    where
-        (String, String): std::borrow::Borrow<K>,
-        K: Hash + Eq + ?Sized,
-    {
+    fn get(&self, key: &Key) -> Option<(T, Instant)> {
         self.lock().get(key).cloned()
     }
 
     /// Stores `value` and drops entries older than `keep` (pods come and go).
-    fn put(&self, key: (String, String), value: T, keep: Duration) {
+    fn put(&self, key: Key, value: T, keep: Duration) {
         let mut map = self.lock();
         map.retain(|_, (_, fetched)| fetched.elapsed() < keep);
         map.insert(key, (value, Instant::now()));

@@ -24,7 +24,8 @@ pub struct PodRef {
     pub namespace: String,
     /// `metadata.name`.
     pub name: String,
-    /// `metadata.uid` (for logs: kubelet's UID of a static pod differs from its mirror's).
+    /// `metadata.uid`: the pod whose Secrets are used must have this uid (a static pod's
+    /// mirror carries it in the `kubernetes.io/config.mirror` annotation instead).
     pub uid: String,
 }
 
