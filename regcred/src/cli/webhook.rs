@@ -8,7 +8,9 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use regcred::serve::{LogFormat, init_logging, shutdown_signal};
-use regcred::webhook::{DEFAULT_BODY_LIMIT, SecretAdmission, Webhook};
+use regcred::webhook::{
+    DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, SecretAdmission, Webhook,
+};
 
 use super::policy::PolicyArgs;
 use super::{PolicyConfigArg, load_config};
@@ -36,6 +38,17 @@ pub(crate) struct WebhookArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODY_LIMIT)]
     max_body_bytes: usize,
+    /// Most client connections open at once; past it, new ones wait in the listen queue.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds a review may take to get its turn and to send its whole body (408 past it).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_BODY_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    body_timeout: u64,
     /// Seconds /readyz fails after SIGTERM before the server stops (lets the Service
     /// drain).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
@@ -71,6 +84,8 @@ pub(crate) fn run(policy: &PolicyArgs, args: WebhookArgs) -> Result<u8> {
             .addr(args.addr)
             .body_limit(args.max_body_bytes)
             .max_concurrent_reviews(concurrency)
+            .max_connections(args.max_connections)
+            .body_timeout(Duration::from_secs(args.body_timeout))
             .shutdown_delay(Duration::from_secs(args.shutdown_delay));
         if let Some(addr) = args.metrics_addr {
             builder = builder.metrics_addr(addr);
