@@ -315,7 +315,7 @@ func TestProxySecretInNamespaceItMayNotRead(t *testing.T) {
 	}
 	runPod(t, ctx, allowed, kit.PodSpec("readable", kit.Image("BASIC"), "creds"))
 	event := failPod(t, ctx, denied, kit.PodSpec("unreadable", kit.Image("BASIC"), "creds"),
-		`regcred: cannot read the pull secrets of pod `+denied+`/unreadable`, `403 Forbidden`,
+		`401 Unauthorized`, `regcred: pull secret\(s\) of pod `+denied+`/unreadable that could not be read, so not used: `+denied+`/creds: 403 Forbidden`,
 		`secrets "creds" is forbidden`, `cannot get resource "secrets"`, `in the namespace "`+denied+`"`)
 	t.Logf("the event: %s", event.Message)
 }

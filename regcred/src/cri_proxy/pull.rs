@@ -108,6 +108,19 @@ fn scrub(text: &str, secrets: &[String]) -> String {
 }
 
 /// A runtime's answer to one attempt, held in memory.
+/// `response` (a runtime's answer) with its gRPC status message replaced by `message`.
+fn with_message(response: Response<ProxyBody>, message: &str) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    let body = match body {
+        ProxyBody::Buffered { data, mut trailers } => {
+            grpc::replace_message(&mut parts.headers, trailers.as_mut(), message);
+            ProxyBody::Buffered { data, trailers }
+        }
+        stream @ ProxyBody::Stream(_) => stream,
+    };
+    Response::from_parts(parts, body)
+}
+
 struct Answer {
     response: Response<ProxyBody>,
     code: Code,
@@ -202,9 +215,20 @@ impl Inner {
             tracing::warn!(pod = %pod, image, "{warning}");
         }
         let candidates = resolution.candidates;
+        // Why some of the pod's Secrets were not used, for the message of a failed pull:
+        // kubelet's event then says it, not only the registry's refusal.
+        let unreadable = (!secrets.unreadable.is_empty()).then(|| {
+            format!(
+                "regcred: pull secret(s) of pod {pod} that could not be read, so not used: {}",
+                secrets.unreadable.join("; ")
+            )
+        });
         if candidates.is_empty() {
             tracing::info!(pod = %pod, image, secrets = secrets.secrets.len(),
                 "no pull secret matches the image; forwarded without credentials");
+            if let Some(note) = unreadable {
+                return self.forward_noting(&head, body, &note).await;
+            }
             return self
                 .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
                 .await;
@@ -246,21 +270,39 @@ impl Inner {
         let Some(last) = last else {
             return grpc::error_response(Code::Internal, "regcred: no candidate was tried");
         };
-        let summary = format!(
+        let mut summary = format!(
             "{} (regcred: pod {pod} pulled {image} with pull secret(s) {}, in this order; \
              each was refused, this is the runtime's error for the last)",
             last.message,
             tried.join(", ")
         );
-        let (mut parts, body) = last.response.into_parts();
-        let body = match body {
-            ProxyBody::Buffered { data, mut trailers } => {
-                grpc::replace_message(&mut parts.headers, trailers.as_mut(), &summary);
-                ProxyBody::Buffered { data, trailers }
+        if let Some(note) = unreadable {
+            summary = format!("{summary} ({note})");
+        }
+        with_message(last.response, &summary)
+    }
+
+    /// Forwards a PullImage without credentials and, when it fails, adds `note` to the
+    /// runtime's message.
+    async fn forward_noting(
+        &self,
+        head: &RequestHead,
+        body: Bytes,
+        note: &str,
+    ) -> Response<ProxyBody> {
+        let answer = match self.attempt(head, body).await {
+            Ok(answer) => answer,
+            Err(unavailable) => {
+                self.metrics.pull(PullOutcome::RuntimeUnavailable);
+                return unavailable;
             }
-            stream @ ProxyBody::Stream(_) => stream,
         };
-        Response::from_parts(parts, body)
+        self.metrics.pull(PullOutcome::ForwardedWithoutCredentials);
+        if answer.code == Code::Ok {
+            return answer.response;
+        }
+        let message = format!("{} ({note})", answer.message);
+        with_message(answer.response, &message)
     }
 
     /// Sends one attempt and reads the whole answer; `Err` is the response to return

@@ -156,6 +156,14 @@ async fn forbidden_secret_is_an_answer_logged_clearly_through_the_real_binary() 
     // A 403 is an answer (issue 14, finding 2): no credentials from that Secret, the pull
     // goes on without them and the registry's refusal comes back, not an outage.
     assert_ne!(status.code(), Code::Unavailable, "{status:?}");
+    // What kubelet puts in the pod's event says why the Secret was not used.
+    assert!(
+        status.message().contains(
+            "regcred: pull secret(s) of pod team/app-3 that could not be read, so not used: \
+             team/login: 403"
+        ),
+        "{status:?}"
+    );
     let log = proxy.log_text();
     assert!(
         log.contains("secret team/login of pod team/app-3") && log.contains("403 Forbidden"),

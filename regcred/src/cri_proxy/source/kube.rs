@@ -178,10 +178,15 @@ impl KubeSource {
                 SecretAnswer::Refused(status) if status.starts_with("404") => {
                     found.missing.push(name);
                 }
-                SecretAnswer::Refused(status) => found.warnings.push(format!(
-                    "pull secret {object} of pod {pod} is not readable: the API answers \
-                     {status}; its credentials are not used"
-                )),
+                SecretAnswer::Refused(status) => {
+                    found.warnings.push(format!(
+                        "pull secret {object} of pod {pod} is not readable: the API answers \
+                         {status}; its credentials are not used"
+                    ));
+                    found
+                        .unreadable
+                        .push(format!("{}/{name}: {status}", pod.namespace));
+                }
             }
         }
         Ok(found)

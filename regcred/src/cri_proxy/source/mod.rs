@@ -49,6 +49,9 @@ pub struct PodPullSecrets {
     /// Things the operator should know (unreadable files, cached answers served), one
     /// line each; never a secret value.
     pub warnings: Vec<String>,
+    /// `imagePullSecrets` the source may not read, each as `NAMESPACE/NAME: why` (the
+    /// API's status); their credentials are not used, and a failed pull says so.
+    pub unreadable: Vec<String>,
 }
 
 /// Why a source could not answer. Messages name files, pods and Secrets, never values.
