@@ -12,7 +12,7 @@ use wasmtime::{
 
 use crate::error::{EvalError, LoadError};
 use crate::limits::Limits;
-use crate::module::{ABI_MAJOR, AbiVersion, PolicyModule};
+use crate::module::{ABI_MAJOR, AbiVersion, ModuleSource, PolicyModule, PrecompiledCode};
 use crate::policy_engine::PolicyEngine;
 use crate::typed::{self, RequestRef};
 
@@ -27,6 +27,78 @@ pub enum InstanceStrategy {
     /// One instance kept warm and reused while it behaves; a call that fails discards
     /// it. A call that finds it busy (another thread) uses a fresh instance.
     Reuse,
+}
+
+/// How a policy's module became machine code: see [`PolicyPre::load_path`].
+///
+/// ```
+/// use regcred_host::{LoadPath, PolicyModule, PolicyPre};
+///
+/// // The embedded module on regcred's own engine: compiled when regcred was built.
+/// assert_eq!(PolicyPre::new()?.load_path(), &LoadPath::Precompiled);
+/// // Any other module is compiled when it is loaded.
+/// let copy = PolicyModule::from_bytes(regcred_host::DEFAULT_MODULE);
+/// let policy = PolicyPre::builder().module(copy).build()?;
+/// assert!(matches!(policy.load_path(), LoadPath::Compiled { .. }));
+/// # Ok::<(), regcred_host::LoadError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoadPath {
+    /// Machine code made for this module and this engine's settings when this crate was
+    /// built, loaded without compiling (milliseconds, not hundreds of them).
+    Precompiled,
+    /// Compiled by Cranelift when loaded.
+    Compiled {
+        /// Why no precompiled code was used.
+        because: CompileReason,
+    },
+}
+
+/// Why a module was compiled at load instead of loading precompiled code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CompileReason {
+    /// Not the embedded module: modules from files or bytes are always compiled.
+    NotEmbedded,
+    /// This build carries no precompiled code (a cross build, or precompiling failed in
+    /// the build script, which then warned).
+    NoPrecompiledCode,
+    /// The precompiled code was made from other module bytes than the embedded ones.
+    OtherModule,
+    /// The engine compiles with other settings than the build's engine did (an
+    /// embedder's configuration, or a CPU with other features than the build machine's).
+    EngineSettings,
+    /// wasmtime refused the precompiled code.
+    Refused {
+        /// wasmtime's explanation.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for LoadPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Precompiled => f.write_str("precompiled at build time"),
+            Self::Compiled { because } => write!(f, "compiled at load ({because})"),
+        }
+    }
+}
+
+impl std::fmt::Display for CompileReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotEmbedded => f.write_str("not the embedded module"),
+            Self::NoPrecompiledCode => f.write_str("this build has no precompiled code"),
+            Self::OtherModule => f.write_str("the precompiled code is another module's"),
+            Self::EngineSettings => {
+                f.write_str("the engine's settings differ from the build's engine")
+            }
+            Self::Refused { reason } => {
+                write!(f, "wasmtime refused the precompiled code: {reason}")
+            }
+        }
+    }
 }
 
 /// Configures and loads a policy: the module, the limits, the instance strategy and the
@@ -116,8 +188,9 @@ impl PolicyBuilder {
         self
     }
 
-    /// Compiles the module, checks its imports, exports and ABI version, and starts the
-    /// epoch ticker (unless a shared [`PolicyEngine`] was given).
+    /// Compiles the module (or loads the code precompiled for it, see [`LoadPath`]),
+    /// checks its imports, exports and ABI version, and starts the epoch ticker (unless a
+    /// shared [`PolicyEngine`] was given).
     ///
     /// # Errors
     ///
@@ -217,6 +290,7 @@ pub struct PolicyPre {
     strategy: InstanceStrategy,
     pool_size: Option<u32>,
     abi_version: AbiVersion,
+    load_path: LoadPath,
     warm: Mutex<Option<Live>>,
     // Declared last: dropped after everything that uses the engine.
     engine: PolicyEngine,
@@ -227,6 +301,7 @@ impl std::fmt::Debug for PolicyPre {
         f.debug_struct("PolicyPre")
             .field("module", &self.module)
             .field("abi_version", &self.abi_version)
+            .field("load_path", &self.load_path)
             .field("limits", &self.limits)
             .field("strategy", &self.strategy)
             .field("pool_size", &self.pool_size)
@@ -275,10 +350,7 @@ impl PolicyPre {
         limits.set_epoch_tick(engine.epoch_tick());
         let pool_size = engine.pool_slots();
         check_initial_memory(module.bytes(), &limits)?;
-        let compiled =
-            Module::new(engine.engine(), module.bytes()).map_err(|err| LoadError::Compile {
-                reason: format!("{err:#}"),
-            })?;
+        let (compiled, load_path) = compile(engine.engine(), &module)?;
         let exports = check_shape(&compiled)?;
         let pre = Linker::new(engine.engine())
             .instantiate_pre(&compiled)
@@ -294,6 +366,7 @@ impl PolicyPre {
             strategy,
             pool_size,
             abi_version: AbiVersion { major: 0, minor: 0 },
+            load_path,
             warm: Mutex::new(None),
             engine,
         };
@@ -313,6 +386,12 @@ impl PolicyPre {
     /// The module's ABI version.
     pub fn abi_version(&self) -> AbiVersion {
         self.abi_version
+    }
+
+    /// How the module became machine code: precompiled at build time (the embedded
+    /// module on an engine with regcred's compilation settings) or compiled at load.
+    pub fn load_path(&self) -> &LoadPath {
+        &self.load_path
     }
 
     /// The module this policy runs.
@@ -642,6 +721,57 @@ fn buffer(
     Ok(start..end)
 }
 
+/// The module's machine code: the code precompiled for it at build time when that fits
+/// `engine`, else compiled now.
+fn compile(engine: &Engine, module: &PolicyModule) -> Result<(Module, LoadPath), LoadError> {
+    let because = match load_precompiled(engine, module) {
+        Ok(compiled) => return Ok((compiled, LoadPath::Precompiled)),
+        Err(because) => because,
+    };
+    let compiled = Module::new(engine, module.bytes()).map_err(|err| LoadError::Compile {
+        reason: format!("{err:#}"),
+    })?;
+    Ok((compiled, LoadPath::Compiled { because }))
+}
+
+/// The precompiled code for `module`, if there is code, made from these very module
+/// bytes, by an engine with `engine`'s compilation settings, and wasmtime accepts it.
+fn load_precompiled(engine: &Engine, module: &PolicyModule) -> Result<Module, CompileReason> {
+    if module.source() != &ModuleSource::Embedded {
+        return Err(CompileReason::NotEmbedded);
+    }
+    let code = module
+        .precompiled()
+        .ok_or(CompileReason::NoPrecompiledCode)?;
+    if code.wasm_sha256 != module.sha256() {
+        return Err(CompileReason::OtherModule);
+    }
+    if code.engine_digest != regcred_module_build::compatibility_digest(engine) {
+        return Err(CompileReason::EngineSettings);
+    }
+    deserialize(engine, code).map_err(|err| CompileReason::Refused {
+        reason: format!("{err:#}"),
+    })
+}
+
+#[expect(
+    unsafe_code,
+    reason = "Module::deserialize trusts its bytes to be wasmtime's own output; the one \
+              place this crate loads machine code"
+)]
+fn deserialize(engine: &Engine, code: &PrecompiledCode) -> wasmtime::Result<Module> {
+    // SAFETY: `Module::deserialize` requires bytes made by `Engine::precompile_module`
+    // (or `Module::serialize`) that nobody has altered; it checks the format, wasmtime's
+    // version and the engine's settings itself, not the code. `PrecompiledCode` is
+    // crate-private and made only by `PrecompiledCode::embedded`, whose `code` is
+    // `include_bytes!` of what this crate's build script wrote with
+    // `Engine::precompile_module` (`regcred_module_build::precompile`), read-only in the
+    // binary. The caller checked that it was made from this module's bytes (sha256) by an
+    // engine whose compatibility digest equals `engine`'s. (Unit tests also hand in
+    // truncated code, which fails wasmtime's format check before any of it is used.)
+    unsafe { Module::deserialize(engine, code.code) }
+}
+
 /// Checks that the module imports nothing and exports what the ABI needs, and finds the
 /// exports' indices.
 fn check_shape(module: &Module) -> Result<ExportIndex, LoadError> {
@@ -719,4 +849,157 @@ fn check_initial_memory(bytes: &[u8], limits: &Limits) -> Result<(), LoadError> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> SecretManifest {
+        serde_json::from_str(
+            r#"{"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "quay", "namespace": "apps"},
+                "type": "kubernetes.io/regcredentials",
+                "stringData": {"serverAddress": "quay.io", "username": "robot", "password": "pw"}}"#,
+        )
+        .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// The embedded module with the build's code altered by `alter`.
+    fn embedded_with(alter: impl FnOnce(&mut PrecompiledCode)) -> PolicyModule {
+        let module = PolicyModule::embedded();
+        let mut code = *module
+            .precompiled()
+            .unwrap_or_else(|| panic!("a native build precompiles the embedded module"));
+        alter(&mut code);
+        module.with_precompiled(Some(code))
+    }
+
+    /// Loads `module` on demand and checks it still validates.
+    fn load(module: PolicyModule) -> PolicyPre {
+        let policy = PolicyPre::builder()
+            .module(module)
+            .on_demand()
+            .build()
+            .unwrap_or_else(|err| panic!("{err}"));
+        let report = policy
+            .validate(&secret(), &PolicyConfig::default())
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(report.valid, "{:?}", report.violations);
+        policy
+    }
+
+    #[test]
+    fn the_embedded_module_loads_precompiled_on_demand_and_pooling_engines() {
+        assert_eq!(
+            load(PolicyModule::embedded()).load_path(),
+            &LoadPath::Precompiled
+        );
+        let pooled = PolicyPre::builder()
+            .pooling(4)
+            .build()
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(pooled.load_path(), &LoadPath::Precompiled);
+    }
+
+    #[test]
+    fn code_made_from_other_module_bytes_is_not_loaded() {
+        let policy = load(embedded_with(|code| code.wasm_sha256[0] ^= 1));
+        assert_eq!(
+            policy.load_path(),
+            &LoadPath::Compiled {
+                because: CompileReason::OtherModule
+            }
+        );
+    }
+
+    #[test]
+    fn code_made_for_other_engine_settings_is_not_loaded() {
+        let policy = load(embedded_with(|code| code.engine_digest[31] ^= 1));
+        assert_eq!(
+            policy.load_path(),
+            &LoadPath::Compiled {
+                because: CompileReason::EngineSettings
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_or_garbage_code_is_refused_by_wasmtime_and_the_module_compiled() {
+        let truncated = embedded_with(|code| code.code = &code.code[..code.code.len() / 2]);
+        let garbage = embedded_with(|code| code.code = b"\x7fELF, but not wasmtime's");
+        for module in [truncated, garbage] {
+            let policy = load(module);
+            assert!(
+                matches!(
+                    policy.load_path(),
+                    LoadPath::Compiled {
+                        because: CompileReason::Refused { .. }
+                    }
+                ),
+                "{:?}",
+                policy.load_path()
+            );
+        }
+    }
+
+    #[test]
+    fn without_precompiled_code_the_embedded_module_is_compiled() {
+        let policy = load(PolicyModule::embedded().with_precompiled(None));
+        assert_eq!(
+            policy.load_path(),
+            &LoadPath::Compiled {
+                because: CompileReason::NoPrecompiledCode
+            }
+        );
+        assert_eq!(
+            policy.load_path().to_string(),
+            "compiled at load (this build has no precompiled code)"
+        );
+    }
+
+    #[test]
+    fn the_same_bytes_from_elsewhere_are_compiled() {
+        // The build's code would fit them, but only the embedded module's code is trusted
+        // as this crate's own, and `--policy FILE` keeps compiling what it reads.
+        let policy = load(PolicyModule::from_bytes(crate::DEFAULT_MODULE));
+        assert_eq!(
+            policy.load_path(),
+            &LoadPath::Compiled {
+                because: CompileReason::NotEmbedded
+            }
+        );
+    }
+
+    #[test]
+    fn an_embedders_engine_loads_precompiled_code_only_with_regcreds_settings() {
+        let engine = |config: &wasmtime::Config| {
+            let engine = Engine::new(config).unwrap_or_else(|err| panic!("{err}"));
+            PolicyEngine::new(engine, std::time::Duration::from_millis(5))
+                .unwrap_or_else(|err| panic!("{err}"))
+        };
+        let mut same = wasmtime::Config::new();
+        same.epoch_interruption(true);
+        let mut other = same.clone();
+        other.cranelift_opt_level(wasmtime::OptLevel::SpeedAndSize);
+        for (config, expected) in [
+            (same, LoadPath::Precompiled),
+            (
+                other,
+                LoadPath::Compiled {
+                    because: CompileReason::EngineSettings,
+                },
+            ),
+        ] {
+            let policy = PolicyPre::builder()
+                .engine(engine(&config))
+                .build()
+                .unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(policy.load_path(), &expected);
+            let report = policy
+                .validate(&secret(), &PolicyConfig::default())
+                .unwrap_or_else(|err| panic!("{err}"));
+            assert!(report.valid);
+        }
+    }
 }

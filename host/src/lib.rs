@@ -3,7 +3,7 @@
 //!
 //! The policy module (`policy-wasm/ABI.md`) is a core WebAssembly module with no imports
 //! that answers JSON requests with JSON responses. This crate embeds the module built
-//! from this workspace, compiles it once into a [`PolicyPre`], and runs each evaluation
+//! from this workspace, loads it once into a [`PolicyPre`], and runs each evaluation
 //! in a fresh instance under an epoch deadline, a memory cap and an input cap. A module
 //! that loops, traps, grows without bound or answers garbage gives an [`EvalError`]; the
 //! next call works as before.
@@ -50,10 +50,17 @@
 //!
 //! Choose between the module and the native rules at run time with [`PolicyRunner`].
 //!
+//! The embedded module comes with machine code that the build script compiled for
+//! regcred's engine settings on the build machine: loading it takes milliseconds instead
+//! of a Cranelift compile. It is used only when it was made from the embedded bytes and
+//! the engine's compilation settings are the build's, otherwise the module is compiled
+//! ([`LoadPath`] says which happened). Modules from files are always compiled.
+//!
 //! # Dependencies
 //!
-//! wasmtime (Cranelift and the runtime only: no WASI, no component model), serde and the
-//! rules, nothing else: no async runtime, no HTTP, no Kubernetes client. The `regcred`
+//! wasmtime (Cranelift and the runtime only: no WASI, no component model), serde, the
+//! rules and `regcred-module-build` (the engine configuration the precompiled code is
+//! for), nothing else: no async runtime, no HTTP, no Kubernetes client. The `regcred`
 //! crate builds the CLI, the CRI proxy and the webhook on top of this one.
 
 #![warn(missing_docs)]
@@ -66,7 +73,7 @@ mod policy_engine;
 mod runner;
 mod typed;
 
-pub use engine::{InstanceStrategy, PolicyBuilder, PolicyPre};
+pub use engine::{CompileReason, InstanceStrategy, LoadPath, PolicyBuilder, PolicyPre};
 pub use error::{EvalError, LoadError};
 pub use limits::{Limits, LimitsBuilder};
 pub use module::{ABI_MAJOR, AbiVersion, DEFAULT_MODULE, ModuleSource, PolicyModule};

@@ -13,6 +13,49 @@ use crate::error::LoadError;
 /// `wasm32-unknown-unknown`, profile `wasm-release`) and embedded at build time.
 pub const DEFAULT_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/regcred_policy.wasm"));
 
+/// [`DEFAULT_MODULE`] compiled by the build script for [`regcred_module_build::engine_config`]
+/// on the build machine (`Engine::precompile_module`); empty in a cross build.
+static PRECOMPILED_CODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/regcred_policy.cwasm"));
+
+/// What [`PRECOMPILED_CODE`] was made from and for ([`regcred_module_build::Precompiled::metadata`]);
+/// empty when there is no code.
+static PRECOMPILED_METADATA: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/regcred_policy.cwasm.meta"));
+
+/// Machine code for a module, made ahead of time, with the digests that say what it was
+/// made from and for. Only this crate makes one, from bytes its build produced: loading
+/// it is `unsafe` (`Module::deserialize`), so nothing from outside may become one.
+#[derive(Clone, Copy)]
+pub(crate) struct PrecompiledCode {
+    /// The `.cwasm`.
+    pub(crate) code: &'static [u8],
+    /// The sha256 of the `.wasm` it was compiled from.
+    pub(crate) wasm_sha256: [u8; 32],
+    /// The `regcred_module_build::compatibility_digest` of the engine that compiled it.
+    pub(crate) engine_digest: [u8; 32],
+}
+
+impl PrecompiledCode {
+    /// What the build script made, if it made something.
+    fn embedded() -> Option<Self> {
+        let (wasm_sha256, engine_digest) =
+            regcred_module_build::parse_metadata(PRECOMPILED_METADATA)?;
+        Some(Self {
+            code: PRECOMPILED_CODE,
+            wasm_sha256,
+            engine_digest,
+        })
+    }
+}
+
+impl fmt::Debug for PrecompiledCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrecompiledCode")
+            .field("len", &self.code.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The ABI major version this host speaks (`policy-wasm/ABI.md`).
 pub const ABI_MAJOR: u16 = 1;
 
@@ -81,12 +124,16 @@ pub struct PolicyModule {
     bytes: Arc<[u8]>,
     sha256: [u8; 32],
     source: ModuleSource,
+    /// Set for [`Self::embedded`] only.
+    precompiled: Option<PrecompiledCode>,
 }
 
 impl PolicyModule {
     /// The embedded [`DEFAULT_MODULE`].
     pub fn embedded() -> Self {
-        Self::new(Arc::from(DEFAULT_MODULE), ModuleSource::Embedded)
+        let mut module = Self::new(Arc::from(DEFAULT_MODULE), ModuleSource::Embedded);
+        module.precompiled = PrecompiledCode::embedded();
+        module
     }
 
     /// Reads a module file (`.wasm`; the text format is not accepted).
@@ -117,7 +164,21 @@ impl PolicyModule {
             bytes,
             sha256,
             source,
+            precompiled: None,
         }
+    }
+
+    /// The machine code made for this module at build time, if any (the embedded module
+    /// in a native build); whether it fits is checked when it is loaded.
+    pub(crate) fn precompiled(&self) -> Option<&PrecompiledCode> {
+        self.precompiled.as_ref()
+    }
+
+    /// This module with other precompiled code: for tests of the checks and fallbacks.
+    #[cfg(test)]
+    pub(crate) fn with_precompiled(mut self, precompiled: Option<PrecompiledCode>) -> Self {
+        self.precompiled = precompiled;
+        self
     }
 
     /// Checks the module against a sha256 pin (64 hex digits, either case).

@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::error::LoadError;
 use crate::limits::Limits;
@@ -48,7 +48,9 @@ impl PolicyEngine {
     /// Runs policies on an embedder's `engine`, advancing its epoch every `tick` (at
     /// least 1 ms; deadlines are counted in ticks). The engine's allocator is the
     /// embedder's: with a pooling allocator, its memory size must fit the policies'
-    /// memory limits.
+    /// memory limits. The embedded module loads precompiled on it when its compilation
+    /// settings are [`regcred_module_build::engine_config`]'s (compared by
+    /// [`regcred_module_build::compatibility_digest`]), and is compiled otherwise.
     ///
     /// # Errors
     ///
@@ -66,17 +68,18 @@ impl PolicyEngine {
         Self::start(engine, tick.max(Duration::from_millis(1)), None)
     }
 
-    /// regcred's own engine: epoch interruption, and a pooling allocator with `slots`
-    /// instance slots sized for `limits` (or on-demand allocation with `None`), ticking
-    /// every [`Limits::epoch_tick`].
+    /// regcred's own engine: [`regcred_module_build::engine_config`] (epoch interruption,
+    /// the settings the embedded module was precompiled for), and a pooling allocator
+    /// with `slots` instance slots sized for `limits` (or on-demand allocation with
+    /// `None`), ticking every [`Limits::epoch_tick`].
     ///
     /// # Errors
     ///
     /// [`LoadError::Engine`] when the machine refuses the engine (address space for the
     /// pool) or the ticker thread.
     pub fn with_limits(limits: &Limits, slots: Option<u32>) -> Result<Self, LoadError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
+        // The compilation settings the build script precompiled the embedded module with.
+        let mut config = regcred_module_build::engine_config();
         if let Some(slots) = slots {
             let mut pool = PoolingAllocationConfig::new();
             pool.total_core_instances(slots)

@@ -411,6 +411,30 @@ fn schema_writes_the_committed_files() {
 }
 
 #[test]
+fn policy_info_says_the_built_in_module_loads_precompiled_and_a_file_compiles() {
+    let built_in = run(regcred().args(["policy", "info"]));
+    assert!(built_in.status.success(), "{}", text(&built_in.stderr));
+    let out = text(&built_in.stdout);
+    assert!(out.contains("module:      built-in\n"), "{out}");
+    assert!(
+        out.contains("loaded:      precompiled at build time\n"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.wasm");
+    let export = run(regcred().args(["policy", "export", "--out"]).arg(&file));
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    let from_file = run(regcred().args(["policy", "info"]).arg(&file));
+    assert!(from_file.status.success(), "{}", text(&from_file.stderr));
+    let out = text(&from_file.stdout);
+    assert!(
+        out.contains("loaded:      compiled at load (not the embedded module)\n"),
+        "{out}"
+    );
+}
+
+#[test]
 fn every_command_has_help() {
     for command in ["resolve", "validate", "create", "convert", "schema"] {
         let output = run(regcred().args([command, "--help"]));

@@ -1,9 +1,10 @@
 //! One digest per commit: the policy module built from this commit's sources, in a clean
 //! target directory from a copy of the sources at another path, is byte for byte the
 //! module recorded in `policy-wasm/module.sha256`, the one `regcred-host` embeds, and the
-//! one the Go package embeds (`go/regcred_policy.wasm`). The hostile modules the Go tests
-//! load (`go/testdata/hostile/*.wasm`) are the `.wat` files of `tests/data/hostile/`,
-//! assembled.
+//! one the Go package embeds (`go/regcred_policy.wasm`). The build is
+//! `regcred_module_build::build_policy_module`, the function `host/build.rs` calls. The
+//! hostile modules the Go tests load (`go/testdata/hostile/*.wasm`) are the `.wat` files
+//! of `tests/data/hostile/`, assembled.
 //!
 //! After a change to the rules, `REGCRED_UPDATE_MODULE_FILES=1 cargo test -p
 //! regcred-tests --test module_digest` rewrites the committed files from the build.
@@ -17,14 +18,6 @@ use std::path::{Path, PathBuf};
 
 use regcred_tests::examples::repo_root;
 use sha2::{Digest, Sha256};
-
-// The very function `host/build.rs` builds the embedded module with.
-#[path = "../../host/build.rs"]
-#[allow(
-    dead_code,
-    reason = "only the module build is used here, not the build script"
-)]
-mod host_build;
 
 const DIGEST_FILE: &str = "policy-wasm/module.sha256";
 const GO_MODULE: &str = "go/regcred_policy.wasm";
@@ -104,8 +97,10 @@ fn module_built_elsewhere_from_a_copy_is_the_recorded_module() {
     let copy = work.path().join("elsewhere/regcred-copy");
     copy_sources(&repo_root(), &copy);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = host_build::build_policy_module(&copy, &work.path().join("clean-target"), &cargo)
-        .unwrap_or_else(|err| panic!("{err}"));
+    // The very function `host/build.rs` builds the embedded module with.
+    let built =
+        regcred_module_build::build_policy_module(&copy, &work.path().join("clean-target"), &cargo)
+            .unwrap_or_else(|err| panic!("{err}"));
     let module = std::fs::read(&built)
         .unwrap_or_else(|err| panic!("cannot read {}: {err}", built.display()));
     let digest = sha256_hex(&module);

@@ -85,7 +85,8 @@ pub(crate) enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Print a module's ABI version, size and sha256 (the built-in one without FILE).
+    /// Print a module's ABI version, size and sha256 (the built-in one without FILE), and
+    /// whether it loaded precompiled or was compiled.
     Info {
         /// A policy module file.
         file: Option<PathBuf>,
@@ -126,6 +127,7 @@ pub(crate) fn run(command: &PolicyCommand) -> Result<u8> {
             println!("abi version: {version}");
             println!("size:        {size} bytes");
             println!("sha256:      {sha256}");
+            println!("loaded:      {}", policy.load_path());
         }
     }
     Ok(0)
