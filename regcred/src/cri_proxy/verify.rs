@@ -544,9 +544,12 @@ impl Inner {
     }
 
     /// Forgets the records of images no longer on the node and credential records past
-    /// their lifetime (at start; the runtime may not be up yet, then this is skipped).
+    /// their lifetime (at start, when there are records; the runtime may not be up yet,
+    /// then this is skipped).
     pub(crate) async fn prune_records(&self) {
-        let Some(verification) = &self.verification else {
+        let Some(verification) = self.verification.as_ref().filter(|v| !v.records.is_empty())
+        else {
+            // Nothing to forget: no call to the runtime at all.
             return;
         };
         let head = RequestHead::unary(regcred_cri_api::methods::LIST_IMAGES);
