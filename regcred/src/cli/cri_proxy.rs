@@ -112,6 +112,30 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
     // Policy calls and directory reads share one bound: a thread each per CPU.
     let executor =
         BlockingExecutor::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    // The image checks' flags and records first: a mistake there is reported before
+    // anything is dialled.
+    let verification_policy = args.image_pull_credentials_verification_policy;
+    if !args.preloaded_images_verification_allowlist.is_empty()
+        && verification_policy != VerificationPolicy::NeverVerifyAllowlistedImages
+    {
+        anyhow::bail!(
+            "--preloaded-images-verification-allowlist is used only with \
+             --image-pull-credentials-verification-policy NeverVerifyAllowlistedImages \
+             (it is {verification_policy})"
+        );
+    }
+    let verification = if verification_policy == VerificationPolicy::NeverVerify {
+        None
+    } else {
+        let records = PullRecords::open(
+            &args.pull_records_dir,
+            Duration::from_secs(args.pull_record_ttl),
+        )?;
+        let verification = ImageVerification::new(verification_policy, Arc::new(records))
+            .allowlist(args.preloaded_images_verification_allowlist.clone())
+            .map_err(|err| anyhow::anyhow!("--preloaded-images-verification-allowlist: {err}"))?;
+        Some(verification)
+    };
     runtime.block_on(async move {
         let secrets: Arc<dyn PullSecretSource> = match &args.secrets_from {
             SecretsFrom::Dir(dir) => Arc::new(DirSource::new(dir).executor(executor.clone())),
@@ -132,26 +156,7 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             .runtime_profile(args.runtime_profile.into())
             .policy_config(config)
             .executor(executor);
-        let verification_policy = args.image_pull_credentials_verification_policy;
-        if !args.preloaded_images_verification_allowlist.is_empty()
-            && verification_policy != VerificationPolicy::NeverVerifyAllowlistedImages
-        {
-            anyhow::bail!(
-                "--preloaded-images-verification-allowlist is used only with \
-                 --image-pull-credentials-verification-policy NeverVerifyAllowlistedImages \
-                 (it is {verification_policy})"
-            );
-        }
-        if verification_policy != VerificationPolicy::NeverVerify {
-            let records = PullRecords::open(
-                &args.pull_records_dir,
-                Duration::from_secs(args.pull_record_ttl),
-            )?;
-            let verification = ImageVerification::new(verification_policy, Arc::new(records))
-                .allowlist(args.preloaded_images_verification_allowlist.clone())
-                .map_err(|err| {
-                    anyhow::anyhow!("--preloaded-images-verification-allowlist: {err}")
-                })?;
+        if let Some(verification) = verification {
             builder = builder.verification(verification);
         }
         let proxy = builder.build();
