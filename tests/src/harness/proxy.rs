@@ -47,9 +47,20 @@ pub struct ProxyBuilder {
     binary: bool,
     metrics: bool,
     verify_images: bool,
+    verification_policy: VerificationPolicy,
+    allowlist: Vec<String>,
 }
 
 impl ProxyBuilder {
+    /// [`Self::verify_images`] with this policy and allowlist (the default policy and an
+    /// empty allowlist unless set).
+    pub fn verification_policy(mut self, policy: VerificationPolicy, allowlist: &[&str]) -> Self {
+        self.verify_images = true;
+        self.verification_policy = policy;
+        self.allowlist = allowlist.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
     /// Decide at CreateContainer who may use an image on the node (in-process; the binary
     /// does by default), with the records in [`Proxy::records_dir`].
     pub fn verify_images(mut self) -> Self {
@@ -162,7 +173,9 @@ impl ProxyBuilder {
         let verification = self.verify_images.then(|| {
             let records = PullRecords::open(records, Duration::from_secs(3600))
                 .unwrap_or_else(|e| panic!("{e}"));
-            ImageVerification::new(VerificationPolicy::default(), Arc::new(records))
+            ImageVerification::new(self.verification_policy, Arc::new(records))
+                .allowlist(self.allowlist.clone())
+                .unwrap_or_else(|e| panic!("{e}"))
         });
         let policy = match self.policy {
             Some(policy) => policy,
@@ -323,6 +336,8 @@ impl Proxy {
             binary: false,
             metrics: false,
             verify_images: false,
+            verification_policy: VerificationPolicy::default(),
+            allowlist: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! (NotFound): that answer is the proof of forwarding. A refusal is the proxy's own
 //! PERMISSION_DENIED. (The kit's cached_test.go shows the same with the real kubelet.)
 
-use regcred::cri_proxy::{ImageAccess, PullRecords, RECORDS_FILE};
+use regcred::cri_proxy::{ImageAccess, PullRecords, RECORDS_FILE, VerificationPolicy};
 use tonic::Code;
 
 use crate::proxy_support::ProxiedHtpasswd;
@@ -168,4 +168,53 @@ fn refusal(result: &Result<String, tonic::Status>) -> &str {
         Err(status) if status.code() == Code::PermissionDenied => status.message(),
         other => panic!("expected the proxy's PERMISSION_DENIED, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn always_verify_and_an_unmatched_allowlist_ask_for_preloaded_images_too() {
+    for (policy, allowlist, allowed) in [
+        (VerificationPolicy::AlwaysVerify, &[][..], false),
+        (
+            VerificationPolicy::NeverVerifyAllowlistedImages,
+            &[][..],
+            false,
+        ),
+        (
+            VerificationPolicy::NeverVerifyAllowlistedImages,
+            &["127.0.0.1/nothing/*"][..],
+            false,
+        ),
+        (VerificationPolicy::NeverVerify, &[][..], true),
+    ] {
+        let mut w = ProxiedHtpasswd::start_verifying_with("proxy-always", policy, allowlist).await;
+        let image = w.world.reference.clone();
+        let id = w.world.image.config_digest().to_owned();
+        let url = w.world.registry.url();
+        let auth = regcred_tests::harness::basic_auth(&url, w.world.user, &w.world.password);
+        w.world.cri.pull(&image, Some(auth), None).await.unwrap();
+        let nobody = w.manifests.pod("nobody", &[]);
+        let answer = w
+            .cri
+            .create_container(NO_SANDBOX, &id, &image, nobody)
+            .await;
+        if allowed {
+            assert_forwarded(&answer);
+        } else {
+            let message = refusal(&answer);
+            assert!(
+                message.contains("the verification policy asks every pod for credentials"),
+                "{policy}: {message}"
+            );
+        }
+        // A pod with its own valid credentials passes under every policy.
+        w.login_secret("login", &url);
+        let member = w.manifests.pod("member", &["login"]);
+        assert_forwarded(
+            &w.cri
+                .create_container(NO_SANDBOX, &id, &image, member)
+                .await,
+        );
+    }
+    // Matching allowlist entries are the allowlist's unit tests (verify.rs): this world's
+    // registry port is known only once it runs.
 }

@@ -129,6 +129,15 @@ impl ProxiedHtpasswd {
         Self::start_configured(test, ProxyBuilder::verify_images).await
     }
 
+    /// The same with `policy` and `allowlist`.
+    pub(crate) async fn start_verifying_with(
+        test: &str,
+        policy: regcred::cri_proxy::VerificationPolicy,
+        allowlist: &[&str],
+    ) -> Self {
+        Self::start_configured(test, |b| b.verification_policy(policy, allowlist)).await
+    }
+
     async fn start_configured(
         test: &str,
         configure: impl FnOnce(ProxyBuilder) -> ProxyBuilder,
