@@ -70,12 +70,14 @@ mod error;
 mod limits;
 mod module;
 mod policy_engine;
+mod precompiled;
 mod runner;
 mod typed;
 
-pub use engine::{CompileReason, InstanceStrategy, LoadPath, PolicyBuilder, PolicyPre};
+pub use engine::{InstanceStrategy, PolicyBuilder, PolicyPre};
 pub use error::{EvalError, LoadError};
 pub use limits::{Limits, LimitsBuilder};
 pub use module::{ABI_MAJOR, AbiVersion, DEFAULT_MODULE, ModuleSource, PolicyModule};
 pub use policy_engine::PolicyEngine;
+pub use precompiled::{CompileReason, LoadPath};
 pub use runner::PolicyRunner;
