@@ -1,9 +1,10 @@
-//! The Kubernetes Container Runtime Interface (CRI) `runtime.v1` ImageService: prost
-//! messages and tonic client and server stubs, generated at build time from
+//! The Kubernetes Container Runtime Interface (CRI) `runtime.v1` ImageService (and the
+//! RuntimeService's CreateContainer): prost messages and tonic client and server stubs, generated at build time from
 //! `proto/runtime/v1/api.proto`.
 //!
 //! The proto is regcred's own, minimal, transcription of the upstream CRI API: the five
-//! ImageService RPCs (ListImages, ImageStatus, PullImage, RemoveImage, ImageFsInfo) and the
+//! ImageService RPCs (ListImages, ImageStatus, PullImage, RemoveImage, ImageFsInfo),
+//! RuntimeService's CreateContainer (the one runtime call the proxy decides on), and the
 //! messages they carry, with upstream's field numbers. It is compiled with `protox` (pure
 //! Rust), so building needs no `protoc`. Fields that upstream has and this proto lacks are
 //! dropped when a message is decoded and encoded again: code that forwards messages
@@ -102,6 +103,8 @@ pub mod methods {
     pub const REMOVE_IMAGE: &str = "/runtime.v1.ImageService/RemoveImage";
     /// `ImageFsInfo`.
     pub const IMAGE_FS_INFO: &str = "/runtime.v1.ImageService/ImageFsInfo";
+    /// `CreateContainer` (RuntimeService).
+    pub const CREATE_CONTAINER: &str = "/runtime.v1.RuntimeService/CreateContainer";
 }
 
 #[cfg(test)]

@@ -568,3 +568,43 @@ fn create_apply_runs_kubectl_and_reports_its_failure() {
         text(&missing.stderr)
     );
 }
+
+#[test]
+fn cri_proxy_image_check_flags_are_checked_before_anything_is_dialled() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("unix://{}", dir.path().join("p.sock").display());
+    let records = dir.path().join("records");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--image-pull-credentials-verification-policy", "Always"],
+            "`Always` is not a verification policy: NeverVerify, NeverVerifyPreloadedImages",
+        ),
+        (
+            &["--preloaded-images-verification-allowlist", "r.io/a"],
+            "is used only with --image-pull-credentials-verification-policy \
+             NeverVerifyAllowlistedImages (it is NeverVerifyPreloadedImages)",
+        ),
+        (
+            &[
+                "--image-pull-credentials-verification-policy",
+                "NeverVerifyAllowlistedImages",
+                "--preloaded-images-verification-allowlist",
+                "r.io/a:v1",
+            ],
+            "allowlist entry `r.io/a:v1`: write an image name without tag or digest",
+        ),
+    ];
+    for (args, expected) in cases {
+        // No kubeconfig anywhere: the flags' error must come first.
+        let out = run(regcred()
+            .env("HOME", dir.path())
+            .env_remove("KUBECONFIG")
+            .args(["cri-proxy", "--listen", &listen, "--pull-records-dir"])
+            .arg(&records)
+            .args(args));
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    assert!(!dir.path().join("p.sock").exists(), "nothing listened");
+}

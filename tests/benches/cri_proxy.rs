@@ -1,5 +1,7 @@
 //! The CRI proxy's cost: added latency of ImageStatus and ListImages through the proxy
-//! against calling containerd directly, in one run, and the resolution cost on PullImage.
+//! against calling containerd directly, in one run, the resolution cost on PullImage, and
+//! the CreateContainer decision on an image already on the node (preloaded, and private
+//! with the pod's credentials on record).
 //!
 //! `cargo bench -p regcred-tests --bench cri_proxy` (root: it starts containerd and a
 //! registry like the end-to-end tests). Direct and proxied calls alternate, one each per
@@ -15,11 +17,16 @@ use std::time::{Duration, Instant};
 
 use regcred::cri_proxy::{DirSource, PodRef};
 use regcred_host::PolicyRunner;
-use regcred_tests::harness::{Containerd, Proxy, Registry, TestImage, basic_auth};
+use regcred_tests::harness::{
+    Containerd, CriClient, Proxy, Registry, TestImage, basic_auth, pod_sandbox,
+};
 use regcred_types::{PolicyConfig, RuntimeProfile};
 
 const ROUNDS: usize = 3000;
 const WARMUP: usize = 200;
+/// A sandbox ID containerd does not have: CreateContainer gets containerd's NotFound, the
+/// same answer direct and through the proxy, after the proxy's decision.
+const NO_SANDBOX: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -35,7 +42,7 @@ fn report(name: &str, direct: &mut [Duration], proxied: &mut [Duration]) {
     let (d50, p50) = (percentile(direct, 0.5), percentile(proxied, 0.5));
     let (d90, p90) = (percentile(direct, 0.9), percentile(proxied, 0.9));
     println!(
-        "{name:<12} direct median {:>7.1} µs p90 {:>7.1} µs | proxy median {:>7.1} µs p90 {:>7.1} µs | \
+        "{name:<28} direct median {:>7.1} µs p90 {:>7.1} µs | proxy median {:>7.1} µs p90 {:>7.1} µs | \
          ratio {:.2}x, added {:>6.1} µs at the median",
         micros(d50),
         micros(d90),
@@ -170,4 +177,106 @@ async fn main() {
     );
     drop(proxied);
     drop(proxy);
+
+    create_container_decisions(&registry, &containerd, &reference, &image, &mut direct).await;
+}
+
+/// CreateContainer direct against through a verifying proxy, for a private image whose
+/// pulling pod comes again (credentials on record: a `dir:` lookup, a policy resolve and
+/// a hash) and for a preloaded image (a records lookup only).
+async fn create_container_decisions(
+    registry: &Registry,
+    containerd: &Containerd,
+    private: &str,
+    private_image: &TestImage,
+    direct: &mut CriClient,
+) {
+    let preloaded_image = TestImage::new("regcred cri-proxy bench, preloaded");
+    preloaded_image
+        .push(
+            &registry.url(),
+            "bench/preloaded",
+            "v1",
+            Some(("bench", "bench-password")),
+        )
+        .await
+        .unwrap();
+    let preloaded = registry.image("bench/preloaded", "v1");
+    direct
+        .pull(
+            &preloaded,
+            Some(basic_auth(&registry.url(), "bench", "bench-password")),
+            None,
+        )
+        .await
+        .unwrap();
+    // The private image again, this time pulled through the proxy so that it has records.
+    direct.remove_image(private).await.unwrap();
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::write(
+        manifests.path().join("pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: app, namespace: team, uid: u}\n\
+         spec:\n  imagePullSecrets: [{name: login}]\n  containers: []\n",
+    )
+    .unwrap();
+    std::fs::write(
+        manifests.path().join("secret.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: login, namespace: team}}\n\
+             type: kubernetes.io/regcredentials\n\
+             stringData: {{serverAddress: '{}', username: bench, password: bench-password}}\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::builder(containerd.socket(), manifests.path())
+        .verify_images()
+        .start()
+        .await;
+    let mut proxied = proxy.client().await;
+    let sandbox = pod_sandbox("team", "app", "u");
+    proxied
+        .pull(private, None, Some(sandbox.clone()))
+        .await
+        .unwrap();
+
+    for (name, image, id) in [
+        (
+            "Create, private, remembered",
+            private,
+            private_image.config_digest(),
+        ),
+        (
+            "Create, preloaded",
+            preloaded.as_str(),
+            preloaded_image.config_digest(),
+        ),
+    ] {
+        let mut direct_times = Vec::with_capacity(ROUNDS);
+        let mut proxied_times = Vec::with_capacity(ROUNDS);
+        for round in 0..WARMUP + ROUNDS {
+            let started = Instant::now();
+            let answer = direct
+                .create_container(NO_SANDBOX, id, image, sandbox.clone())
+                .await;
+            let d = started.elapsed();
+            assert_eq!(answer.unwrap_err().code(), tonic::Code::NotFound);
+            let started = Instant::now();
+            let answer = proxied
+                .create_container(NO_SANDBOX, id, image, sandbox.clone())
+                .await;
+            let p = started.elapsed();
+            let status = answer.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+            if round >= WARMUP {
+                direct_times.push(d);
+                proxied_times.push(p);
+            }
+        }
+        report(name, &mut direct_times, &mut proxied_times);
+    }
+    let metrics = proxy.metrics_text().await;
+    for series in ["decision=\"remembered\"", "decision=\"preloaded\""] {
+        assert!(metrics.contains(series), "{series} not counted:\n{metrics}");
+    }
 }

@@ -132,6 +132,17 @@ func (k *Kit) Cluster(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// ClusterEnv is Cluster with more environment variables (NAME=value) for the script.
+func (k *Kit) ClusterEnv(ctx context.Context, env []string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, k.Script, append(args, "--dir", k.Dir)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("scripts/cluster %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
 // RandomSuffix is 8 random hex digits, for names and canary values.
 func RandomSuffix() string {
 	b := make([]byte, 4)
@@ -331,6 +342,41 @@ func (k *Kit) WaitPullFailure(ctx context.Context, ns, name string, timeout time
 	})
 	if err != nil {
 		return nil, last, fmt.Errorf("pod %s/%s: no pull failure matching %v after %s: %s", ns, name, patterns, timeout, k.Describe(ns, name, last))
+	}
+	return found, last, nil
+}
+
+// WaitCreateFailure waits until the pod has a Failed event whose message matches every
+// pattern and its container waits with CreateContainerError (the runtime, here the
+// proxy, refused CreateContainer); it returns that event.
+func (k *Kit) WaitCreateFailure(ctx context.Context, ns, name string, timeout time.Duration, patterns ...*regexp.Regexp) (*corev1.Event, *corev1.Pod, error) {
+	var found *corev1.Event
+	var last *corev1.Pod
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		pod, err := k.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = pod
+		waiting := false
+		for _, c := range pod.Status.ContainerStatuses {
+			if w := c.State.Waiting; w != nil && w.Reason == "CreateContainerError" {
+				waiting = true
+			}
+		}
+		events, err := k.PodEvents(ctx, ns, name)
+		if err != nil {
+			return false, nil
+		}
+		for i := range events {
+			if e := &events[i]; e.Reason == "Failed" && matchesAll(e.Message, patterns) {
+				found = e
+			}
+		}
+		return waiting && found != nil, nil
+	})
+	if err != nil {
+		return nil, last, fmt.Errorf("pod %s/%s: no CreateContainerError matching %v after %s: %s", ns, name, patterns, timeout, k.Describe(ns, name, last))
 	}
 	return found, last, nil
 }

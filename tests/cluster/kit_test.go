@@ -481,7 +481,8 @@ func TestPulls(t *testing.T) {
 		lines := proxyLines(proxyLogSince(t, offset), ns, "two")
 		var order []string
 		for _, l := range lines {
-			if s, ok := l["secret"]; ok {
+			// The pull attempts only (CreateContainer's decision names the Secret too).
+			if s, ok := l["secret"]; ok && strings.HasPrefix(fmt.Sprint(l["message"]), "PullImage") {
 				order = append(order, fmt.Sprint(l["message"], " ", s))
 			}
 		}

@@ -684,6 +684,27 @@ fn the_cri_proxy_reads_the_api_as_its_node_by_default() {
             "{path} comes from the node"
         );
     }
+    // The pulled-image records are on the node, where --pull-records-dir points.
+    let records = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|a| a.as_str()?.strip_prefix("--pull-records-dir="))
+        .expect("--pull-records-dir");
+    let mount = mounts
+        .iter()
+        .find(|m| m["mountPath"] == records)
+        .unwrap_or_else(|| panic!("{records} is not mounted"));
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(
+        volume["hostPath"]["path"], records,
+        "the records outlive the pod"
+    );
     let account = find(&objects, "ServiceAccount", "regcred-cri-proxy").unwrap();
     assert_eq!(account["automountServiceAccountToken"], false);
 }

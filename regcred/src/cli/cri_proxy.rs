@@ -8,8 +8,9 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use regcred::cri_proxy::{
-    CriProxy, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource, KubeSource,
-    PullSecretSource, SecretsFrom, unix_socket_path,
+    CriProxy, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource,
+    ImageVerification, KubeSource, PullRecords, PullSecretSource, SecretsFrom, VerificationPolicy,
+    unix_socket_path,
 };
 use regcred::serve::{
     BlockingExecutor, LogFormat, bind_unix, init_logging, serve_metrics, shutdown_signal,
@@ -18,10 +19,16 @@ use regcred_host::PolicyRunner;
 
 use super::{PolicyConfigArg, ProfileArg, load_config};
 
+/// How long a pulled-image record lets a pod use an image without asking the registry
+/// again (default): a day.
+const DEFAULT_PULL_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Arguments of `regcred cri-proxy`.
 #[derive(Debug, Args)]
 pub(crate) struct CriProxyArgs {
-    /// Where kubelet connects (its imageServiceEndpoint).
+    /// Where kubelet connects: its imageServiceEndpoint and its containerRuntimeEndpoint
+    /// (the proxy decides at CreateContainer who may use a private image already on the
+    /// node; see --image-pull-credentials-verification-policy).
     #[arg(long, value_name = "unix:///PATH")]
     listen: String,
     /// The container runtime's CRI socket.
@@ -56,6 +63,32 @@ pub(crate) struct CriProxyArgs {
     /// 429/503/504 included) before it counts as failed.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs())]
     kube_timeout: u64,
+    /// Which images on the node a pod needs credentials of its own for, named after
+    /// kubelet's imagePullCredentialsVerificationPolicy: NeverVerify (none: any pod runs
+    /// any image on the node), NeverVerifyPreloadedImages (the images regcred pulled with
+    /// credentials), NeverVerifyAllowlistedImages (also preloaded images, except those in
+    /// --preloaded-images-verification-allowlist), AlwaysVerify (every image that is not
+    /// public). Needs kubelet's containerRuntimeEndpoint pointed at the proxy.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value_t = VerificationPolicy::NeverVerifyPreloadedImages
+    )]
+    image_pull_credentials_verification_policy: VerificationPolicy,
+    /// With NeverVerifyAllowlistedImages: image names (no tag or digest; NAME/* for every
+    /// image under a path) that every pod may use when they are on the node without a
+    /// regcred pull. Repeat or separate with commas.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    preloaded_images_verification_allowlist: Vec<String>,
+    /// Where the records of which credentials pulled which image are kept (created, mode
+    /// 0700; no secret values, salted hashes). They survive a restart of the proxy.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/regcred/cri-proxy")]
+    pull_records_dir: std::path::PathBuf,
+    /// Seconds a record lets a pod whose credentials pulled an image use it again
+    /// without asking the registry (a registry outage does not stop it); after that the
+    /// registry is asked again.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_PULL_RECORD_TTL.as_secs())]
+    pull_record_ttl: u64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: tracing::Level,
@@ -79,6 +112,30 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
     // Policy calls and directory reads share one bound: a thread each per CPU.
     let executor =
         BlockingExecutor::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    // The image checks' flags and records first: a mistake there is reported before
+    // anything is dialled.
+    let verification_policy = args.image_pull_credentials_verification_policy;
+    if !args.preloaded_images_verification_allowlist.is_empty()
+        && verification_policy != VerificationPolicy::NeverVerifyAllowlistedImages
+    {
+        anyhow::bail!(
+            "--preloaded-images-verification-allowlist is used only with \
+             --image-pull-credentials-verification-policy NeverVerifyAllowlistedImages \
+             (it is {verification_policy})"
+        );
+    }
+    let verification = if verification_policy == VerificationPolicy::NeverVerify {
+        None
+    } else {
+        let records = PullRecords::open(
+            &args.pull_records_dir,
+            Duration::from_secs(args.pull_record_ttl),
+        )?;
+        let verification = ImageVerification::new(verification_policy, Arc::new(records))
+            .allowlist(args.preloaded_images_verification_allowlist.clone())
+            .map_err(|err| anyhow::anyhow!("--preloaded-images-verification-allowlist: {err}"))?;
+        Some(verification)
+    };
     runtime.block_on(async move {
         let secrets: Arc<dyn PullSecretSource> = match &args.secrets_from {
             SecretsFrom::Dir(dir) => Arc::new(DirSource::new(dir).executor(executor.clone())),
@@ -95,11 +152,14 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
                 )
             }
         };
-        let proxy = CriProxy::builder(&runtime_socket, secrets, policy)
+        let mut builder = CriProxy::builder(&runtime_socket, secrets, policy)
             .runtime_profile(args.runtime_profile.into())
             .policy_config(config)
-            .executor(executor)
-            .build();
+            .executor(executor);
+        if let Some(verification) = verification {
+            builder = builder.verification(verification);
+        }
+        let proxy = builder.build();
         let listener = bind_unix(&listen)
             .await
             .with_context(|| format!("cannot listen on {}", listen.display()))?;
@@ -124,6 +184,8 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             secrets_from = %args.secrets_from,
             runtime_profile = ?args.runtime_profile,
             metrics_addr = ?args.metrics_addr,
+            verification = %verification_policy,
+            records = ?proxy.verification().and_then(|v| v.records().file()),
             "regcred cri-proxy serving"
         );
         proxy.serve(listener, shutdown_signal("proxy")).await;

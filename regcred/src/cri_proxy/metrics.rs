@@ -52,11 +52,54 @@ impl PullOutcome {
     }
 }
 
+/// How a `CreateContainer` decision on an image already on the node went: the
+/// `decision` label of `regcred_cri_proxy_image_use_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImageUse {
+    /// Verification is off (`NeverVerify`).
+    NotVerified,
+    /// A pull without credentials got the image: public.
+    Public,
+    /// No records: on the node before regcred pulled it.
+    Preloaded,
+    /// Preloaded and in the allowlist.
+    Allowlisted,
+    /// The pod's credentials are on record for the image.
+    Remembered,
+    /// The registry accepted the pod's credentials just now.
+    Verified,
+    /// A pull without credentials succeeded just now.
+    Anonymous,
+    /// Refused: the container is not created.
+    Refused,
+    /// The request names no pod or does not parse: forwarded without a decision.
+    Undecided,
+}
+
+impl ImageUse {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotVerified => "not_verified",
+            Self::Public => "public",
+            Self::Preloaded => "preloaded",
+            Self::Allowlisted => "allowlisted",
+            Self::Remembered => "remembered",
+            Self::Verified => "verified",
+            Self::Anonymous => "anonymous",
+            Self::Refused => "refused",
+            Self::Undecided => "undecided",
+        }
+    }
+}
+
 /// The proxy's metrics, in their own registry (several proxies can live in one process).
 #[derive(Debug, Clone)]
 pub struct ProxyMetrics {
     registry: Registry,
     pulls: IntCounterVec,
+    image_use: IntCounterVec,
     injected: IntCounter,
     resolution: Histogram,
     runtime_call: HistogramVec,
@@ -78,6 +121,14 @@ impl ProxyMetrics {
                 "PullImage requests through the proxy, by outcome.",
             ),
             &["outcome"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let image_use = IntCounterVec::new(
+            Opts::new(
+                "regcred_cri_proxy_image_use_total",
+                "CreateContainer decisions on whether the pod may use the image, by decision.",
+            ),
+            &["decision"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let injected = IntCounter::new(
@@ -104,6 +155,7 @@ impl ProxyMetrics {
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for collector in [
             Box::new(pulls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(image_use.clone()),
             Box::new(injected.clone()),
             Box::new(resolution.clone()),
             Box::new(runtime_call.clone()),
@@ -115,6 +167,7 @@ impl ProxyMetrics {
         Self {
             registry,
             pulls,
+            image_use,
             injected,
             resolution,
             runtime_call,
@@ -123,6 +176,15 @@ impl ProxyMetrics {
 
     pub(crate) fn pull(&self, outcome: PullOutcome) {
         self.pulls.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    pub(crate) fn image_use(&self, decision: ImageUse) {
+        self.image_use.with_label_values(&[decision.as_str()]).inc();
+    }
+
+    /// How many CreateContainer decisions were `decision` so far.
+    pub fn image_uses(&self, decision: ImageUse) -> u64 {
+        self.image_use.with_label_values(&[decision.as_str()]).get()
     }
 
     pub(crate) fn injected(&self) {
@@ -153,8 +215,9 @@ impl ProxyMetrics {
     }
 }
 
-/// The method name of a known ImageService path, `other` for anything else (bounded
-/// label values).
+/// The method name of a known ImageService path or of CreateContainer,
+/// `runtime_other` for the RuntimeService's other calls, `other` for anything else
+/// (bounded label values).
 fn method_label(path: &str) -> &'static str {
     use regcred_cri_api::methods::*;
     match path {
@@ -163,6 +226,8 @@ fn method_label(path: &str) -> &'static str {
         PULL_IMAGE => "PullImage",
         REMOVE_IMAGE => "RemoveImage",
         IMAGE_FS_INFO => "ImageFsInfo",
+        CREATE_CONTAINER => "CreateContainer",
+        _ if path.starts_with("/runtime.v1.RuntimeService/") => "runtime_other",
         _ => "other",
     }
 }
@@ -183,6 +248,11 @@ mod tests {
             Duration::from_micros(60),
         );
         metrics.runtime_call("/runtime.v1.ImageService/Future", Duration::from_micros(60));
+        metrics.runtime_call(
+            "/runtime.v1.RuntimeService/Version",
+            Duration::from_micros(60),
+        );
+        metrics.image_use(ImageUse::Refused);
         assert_eq!(metrics.pulls(PullOutcome::Pulled), 2);
         let text = metrics.encode();
         for expected in [
@@ -191,6 +261,8 @@ mod tests {
             "regcred_cri_proxy_resolution_duration_seconds_count 1",
             "regcred_cri_proxy_runtime_call_duration_seconds_count{method=\"ImageStatus\"} 1",
             "regcred_cri_proxy_runtime_call_duration_seconds_count{method=\"other\"} 1",
+            "regcred_cri_proxy_runtime_call_duration_seconds_count{method=\"runtime_other\"} 1",
+            "regcred_cri_proxy_image_use_total{decision=\"refused\"} 1",
         ] {
             assert!(text.contains(expected), "{expected} missing in\n{text}");
         }

@@ -16,9 +16,17 @@
 //! request goes on as it came; when every candidate fails, the runtime's last error comes
 //! back with a summary naming the Secrets tried (never a value).
 //!
+//! With kubelet's `containerRuntimeEndpoint` pointed at the proxy as well, it also decides
+//! at `CreateContainer` whether the pod may use an image already on the node
+//! ([`ImageVerification`], module `verify`): kubelet does not know which credentials
+//! pulled an image through regcred, so without this any pod of the node could run a
+//! private image that another pod's Secret pulled. Every other RuntimeService call is
+//! forwarded as bytes, as the ImageService calls are.
+//!
 //! The proxy keeps no state a restart would lose: the connection to the runtime is dialled
-//! when needed (a runtime that restarts is reached again on the next call) and the only
-//! cache is the `kube` source's short one.
+//! when needed (a runtime that restarts is reached again on the next call), the
+//! pulled-image records are on disk ([`PullRecords`]), and the only cache is the `kube`
+//! source's short one.
 //!
 //! # Example
 //!
@@ -45,8 +53,10 @@ pub mod authority;
 mod grpc;
 mod metrics;
 mod pull;
+mod records;
 mod runtime;
 mod source;
+mod verify;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -68,12 +78,14 @@ use crate::serve::{BlockingExecutor, HttpServer, Protocols};
 use grpc::ProxyBody;
 use runtime::{RequestHead, RuntimeConnection};
 
-pub use metrics::{ProxyMetrics, PullOutcome};
+pub use metrics::{ImageUse, ProxyMetrics, PullOutcome};
+pub use records::{CredentialFields, ImageAccess, PullRecords, RECORDS_FILE, RecordsError};
 pub use source::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource, KubeSource,
     KubeSourceBuilder, PodPullSecrets, PodRef, PullSecretSource, SecretsFrom, SourceError,
     SourceFuture,
 };
+pub use verify::{ImageVerification, VerificationPolicy};
 
 /// The largest request body the proxy reads (one gRPC message with its frame header).
 /// CRI image requests are small (an image name, credentials, a sandbox config): a few KiB;
@@ -102,6 +114,8 @@ pub(crate) struct Inner {
     config: PolicyConfig,
     metrics: Arc<ProxyMetrics>,
     executor: BlockingExecutor,
+    /// The checks at CreateContainer, when on.
+    verification: Option<ImageVerification>,
     /// Permits to read a request body.
     reading: Arc<Semaphore>,
     /// Permits to resolve a PullImage's candidates.
@@ -119,6 +133,7 @@ pub struct CriProxyBuilder {
     config: PolicyConfig,
     metrics: Option<Arc<ProxyMetrics>>,
     executor: Option<BlockingExecutor>,
+    verification: Option<ImageVerification>,
     max_buffered_requests: usize,
     max_concurrent_resolutions: usize,
 }
@@ -146,6 +161,13 @@ impl CriProxyBuilder {
     /// with [`DirSource::executor`] for one bound on all blocking work.
     pub fn executor(mut self, executor: BlockingExecutor) -> Self {
         self.executor = Some(executor);
+        self
+    }
+
+    /// Decide at CreateContainer whether the pod may use the image (off by default in the
+    /// library; `regcred cri-proxy` turns it on with records on disk).
+    pub fn verification(mut self, verification: ImageVerification) -> Self {
+        self.verification = Some(verification);
         self
     }
 
@@ -178,6 +200,7 @@ impl CriProxyBuilder {
                         std::thread::available_parallelism().map_or(2, |n| n.get()),
                     )
                 }),
+                verification: self.verification,
                 reading: Arc::new(Semaphore::new(self.max_buffered_requests)),
                 resolving: Arc::new(Semaphore::new(self.max_concurrent_resolutions)),
             }),
@@ -201,6 +224,7 @@ impl CriProxy {
             config: PolicyConfig::default(),
             metrics: None,
             executor: None,
+            verification: None,
             max_buffered_requests: DEFAULT_MAX_BUFFERED_REQUESTS,
             max_concurrent_resolutions: DEFAULT_MAX_CONCURRENT_RESOLUTIONS,
         }
@@ -209,6 +233,11 @@ impl CriProxy {
     /// The proxy's metrics.
     pub fn metrics(&self) -> &Arc<ProxyMetrics> {
         &self.inner.metrics
+    }
+
+    /// The checks at CreateContainer, when on.
+    pub fn verification(&self) -> Option<&ImageVerification> {
+        self.inner.verification.as_ref()
     }
 
     /// The runtime's socket.
@@ -222,6 +251,10 @@ impl CriProxy {
     /// [`crate::serve::DEFAULT_DRAIN_TIMEOUT`]). Accept errors (too many open files) are
     /// logged and retried.
     pub async fn serve(&self, listener: UnixListener, shutdown: impl Future<Output = ()> + Send) {
+        // Records of images removed while the proxy was down are dropped once, in the
+        // background: a runtime that is not up yet does not hold the socket back.
+        let pruning = Arc::clone(&self.inner);
+        tokio::spawn(async move { pruning.prune_records().await });
         let inner = Arc::clone(&self.inner);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let inner = Arc::clone(&inner);
@@ -273,10 +306,11 @@ impl Inner {
             }
         };
         let head = RequestHead::from_parts(parts);
-        if head.uri.path() == regcred_cri_api::methods::PULL_IMAGE {
-            self.pull_image(head, body).await
-        } else {
-            self.forward(&head, body).await
+        match head.uri.path() {
+            regcred_cri_api::methods::PULL_IMAGE => self.pull_image(head, body).await,
+            regcred_cri_api::methods::CREATE_CONTAINER => self.create_container(head, body).await,
+            regcred_cri_api::methods::REMOVE_IMAGE => self.remove_image(head, body).await,
+            _ => self.forward(&head, body).await,
         }
     }
 

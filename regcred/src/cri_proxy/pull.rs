@@ -14,6 +14,7 @@ use tonic::Code;
 use super::Inner;
 use super::grpc::{self, ProxyBody};
 use super::metrics::PullOutcome;
+use super::records::CredentialFields;
 use super::runtime::RequestHead;
 use super::source::PodRef;
 
@@ -79,7 +80,7 @@ pub(crate) fn with_auth(message: &[u8], auth: &AuthConfig) -> Bytes {
 
 /// Every secret value in `candidates` (and the base64 `auth` it may be sent as), to take
 /// out of any runtime message before it is logged or returned.
-fn secret_values(candidates: &[Candidate]) -> Vec<String> {
+pub(crate) fn secret_values(candidates: &[Candidate]) -> Vec<String> {
     use base64::Engine as _;
     let mut values = Vec::new();
     for c in candidates {
@@ -101,13 +102,12 @@ fn secret_values(candidates: &[Candidate]) -> Vec<String> {
 }
 
 /// `text` with every value in `secrets` replaced by `<redacted>`.
-fn scrub(text: &str, secrets: &[String]) -> String {
+pub(crate) fn scrub(text: &str, secrets: &[String]) -> String {
     secrets.iter().fold(text.to_owned(), |text, secret| {
         text.replace(secret.as_str(), regcred_types::REDACTED)
     })
 }
 
-/// A runtime's answer to one attempt, held in memory.
 /// `response` (a runtime's answer) with its gRPC status message replaced by `message`.
 fn with_message(response: Response<ProxyBody>, message: &str) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
@@ -121,11 +121,27 @@ fn with_message(response: Response<ProxyBody>, message: &str) -> Response<ProxyB
     Response::from_parts(parts, body)
 }
 
-struct Answer {
-    response: Response<ProxyBody>,
-    code: Code,
-    message: String,
+/// A runtime's answer to one attempt, held in memory.
+pub(crate) struct Answer {
+    pub(crate) response: Response<ProxyBody>,
+    pub(crate) code: Code,
+    pub(crate) message: String,
 }
+
+/// What a pod's pull Secrets give for one image.
+pub(crate) enum Resolved {
+    /// The pod is known: its candidates (maybe none) and, when some of its Secrets could
+    /// not be read, a note saying which.
+    Candidates {
+        candidates: Vec<Candidate>,
+        unreadable: Option<String>,
+    },
+    /// The source does not know the pod.
+    PodUnknown,
+}
+
+/// The Secret name recorded for credentials kubelet itself sent (dockerconfigjson).
+const KUBELET_CREDENTIALS: &str = "(credentials kubelet sent)";
 
 impl Inner {
     /// Handles one PullImage whose body is `body`.
@@ -146,8 +162,21 @@ impl Inner {
         if view.has_auth {
             tracing::info!(image, pod = ?view.pod.as_ref().map(ToString::to_string),
                 "PullImage already carries auth; forwarded untouched");
+            let credential = PullImageRequest::decode(&message[..])
+                .ok()
+                .and_then(|r| r.auth)
+                .zip(self.verification.as_ref())
+                .map(|(auth, v)| v.records().hash(CredentialFields::from(&auth)));
             return self
-                .forward_pull(&head, body, PullOutcome::ForwardedWithAuth)
+                .forward_recording(
+                    &head,
+                    body,
+                    image,
+                    credential
+                        .as_deref()
+                        .map(|hash| (hash, KUBELET_CREDENTIALS)),
+                    PullOutcome::ForwardedWithAuth,
+                )
                 .await;
         }
         let Some(pod) = view.pod else {
@@ -156,81 +185,48 @@ impl Inner {
                 "PullImage without pod metadata; forwarded without credentials"
             );
             return self
-                .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
+                .forward_recording(
+                    &head,
+                    body,
+                    image,
+                    None,
+                    PullOutcome::ForwardedWithoutCredentials,
+                )
                 .await;
         };
 
-        // The lookup and the policy hold a resolution slot; the pull attempts do not.
-        let resolving = Arc::clone(&self.resolving).acquire_owned().await;
-        let started = Instant::now();
-        let secrets = match self.secrets.pull_secrets(&pod).await {
-            Ok(secrets) => secrets,
-            Err(err) => {
-                tracing::error!(pod = %pod, image, error = %err, "cannot read the pod's pull secrets");
-                self.metrics.pull(PullOutcome::SecretSourceError);
-                return grpc::error_response(
-                    Code::Unavailable,
-                    &format!("regcred: cannot read the pull secrets of pod {pod}: {err}"),
-                );
+        let (candidates, unreadable) = match self.candidates_for(&pod, image).await {
+            Ok(Resolved::Candidates {
+                candidates,
+                unreadable,
+            }) => (candidates, unreadable),
+            Ok(Resolved::PodUnknown) => {
+                return self
+                    .forward_recording(
+                        &head,
+                        body,
+                        image,
+                        None,
+                        PullOutcome::ForwardedWithoutCredentials,
+                    )
+                    .await;
             }
+            Err(response) => return response,
         };
-        for warning in &secrets.warnings {
-            tracing::warn!(pod = %pod, "{warning}");
-        }
-        for name in &secrets.missing {
-            tracing::warn!(pod = %pod, secret = %name, "imagePullSecret not found; skipped");
-        }
-        if !secrets.pod_found {
-            tracing::warn!(pod = %pod, uid = %pod.uid, image,
-                "pod not found in the pull secret source; forwarded without credentials");
-            return self
-                .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
-                .await;
-        }
-        let resolution = {
-            let (policy, config, profile) =
-                (self.policy.clone(), self.config.clone(), self.profile);
-            let (image, secrets) = (image.to_owned(), secrets.secrets.clone());
-            self.executor
-                .run(move || policy.resolve(&image, &secrets, profile, &config))
-                .await
-        };
-        let resolution = resolution
-            .map_err(|err| err.to_string())
-            .and_then(|resolved| resolved.map_err(|err| err.to_string()));
-        let resolution = match resolution {
-            Ok(resolution) => resolution,
-            Err(err) => {
-                tracing::error!(pod = %pod, image, error = %err, "the policy failed");
-                self.metrics.pull(PullOutcome::PolicyError);
-                return grpc::error_response(
-                    Code::Internal,
-                    &format!("regcred: the policy failed for pod {pod}, image {image}: {err}"),
-                );
-            }
-        };
-        self.metrics.resolution(started.elapsed());
-        drop(resolving);
-        for warning in &resolution.warnings {
-            tracing::warn!(pod = %pod, image, "{warning}");
-        }
-        let candidates = resolution.candidates;
-        // Why some of the pod's Secrets were not used, for the message of a failed pull:
-        // kubelet's event then says it, not only the registry's refusal.
-        let unreadable = (!secrets.unreadable.is_empty()).then(|| {
-            format!(
-                "regcred: pull secret(s) of pod {pod} that could not be read, so not used: {}",
-                secrets.unreadable.join("; ")
-            )
-        });
         if candidates.is_empty() {
-            tracing::info!(pod = %pod, image, secrets = secrets.secrets.len(),
+            tracing::info!(pod = %pod, image,
                 "no pull secret matches the image; forwarded without credentials");
             if let Some(note) = unreadable {
-                return self.forward_noting(&head, body, &note).await;
+                return self.forward_noting(&head, body, image, &note).await;
             }
             return self
-                .forward_pull(&head, body, PullOutcome::ForwardedWithoutCredentials)
+                .forward_recording(
+                    &head,
+                    body,
+                    image,
+                    None,
+                    PullOutcome::ForwardedWithoutCredentials,
+                )
                 .await;
         }
 
@@ -254,6 +250,12 @@ impl Inner {
                     matched = %candidate.matched, outcome = "pulled",
                     "PullImage with credentials from pull secret");
                 self.metrics.pull(PullOutcome::Pulled);
+                if let Some(verification) = &self.verification {
+                    let hash = verification
+                        .records()
+                        .hash(CredentialFields::from(&candidate.auth_config));
+                    self.record_pull(&answer.response, image, Some((&hash, &candidate.secret)));
+                }
                 return answer.response;
             }
             let shown = scrub(&answer.message, &hidden);
@@ -282,12 +284,85 @@ impl Inner {
         with_message(last.response, &summary)
     }
 
+    /// The candidates of `pod`'s pull Secrets for `image`, resolved by the policy; `Err`
+    /// is the response to give when the Secrets or the policy fail.
+    pub(crate) async fn candidates_for(
+        &self,
+        pod: &PodRef,
+        image: &str,
+    ) -> Result<Resolved, Response<ProxyBody>> {
+        // The lookup and the policy hold a resolution slot; the pull attempts do not.
+        let _resolving = Arc::clone(&self.resolving).acquire_owned().await;
+        let started = Instant::now();
+        let secrets = match self.secrets.pull_secrets(pod).await {
+            Ok(secrets) => secrets,
+            Err(err) => {
+                tracing::error!(pod = %pod, image, error = %err, "cannot read the pod's pull secrets");
+                self.metrics.pull(PullOutcome::SecretSourceError);
+                return Err(grpc::error_response(
+                    Code::Unavailable,
+                    &format!("regcred: cannot read the pull secrets of pod {pod}: {err}"),
+                ));
+            }
+        };
+        for warning in &secrets.warnings {
+            tracing::warn!(pod = %pod, "{warning}");
+        }
+        for name in &secrets.missing {
+            tracing::warn!(pod = %pod, secret = %name, "imagePullSecret not found; skipped");
+        }
+        if !secrets.pod_found {
+            tracing::warn!(pod = %pod, uid = %pod.uid, image,
+                "pod not found in the pull secret source; no credentials");
+            return Ok(Resolved::PodUnknown);
+        }
+        let resolution = {
+            let (policy, config, profile) =
+                (self.policy.clone(), self.config.clone(), self.profile);
+            let (image, secrets) = (image.to_owned(), secrets.secrets.clone());
+            self.executor
+                .run(move || policy.resolve(&image, &secrets, profile, &config))
+                .await
+        };
+        let resolution = resolution
+            .map_err(|err| err.to_string())
+            .and_then(|resolved| resolved.map_err(|err| err.to_string()));
+        let resolution = match resolution {
+            Ok(resolution) => resolution,
+            Err(err) => {
+                tracing::error!(pod = %pod, image, error = %err, "the policy failed");
+                self.metrics.pull(PullOutcome::PolicyError);
+                return Err(grpc::error_response(
+                    Code::Internal,
+                    &format!("regcred: the policy failed for pod {pod}, image {image}: {err}"),
+                ));
+            }
+        };
+        self.metrics.resolution(started.elapsed());
+        for warning in &resolution.warnings {
+            tracing::warn!(pod = %pod, image, "{warning}");
+        }
+        // Why some of the pod's Secrets were not used, for the message of a failed pull:
+        // kubelet's event then says it, not only the registry's refusal.
+        let unreadable = (!secrets.unreadable.is_empty()).then(|| {
+            format!(
+                "regcred: pull secret(s) of pod {pod} that could not be read, so not used: {}",
+                secrets.unreadable.join("; ")
+            )
+        });
+        Ok(Resolved::Candidates {
+            candidates: resolution.candidates,
+            unreadable,
+        })
+    }
+
     /// Forwards a PullImage without credentials and, when it fails, adds `note` to the
     /// runtime's message.
     async fn forward_noting(
         &self,
         head: &RequestHead,
         body: Bytes,
+        image: &str,
         note: &str,
     ) -> Response<ProxyBody> {
         let answer = match self.attempt(head, body).await {
@@ -299,6 +374,7 @@ impl Inner {
         };
         self.metrics.pull(PullOutcome::ForwardedWithoutCredentials);
         if answer.code == Code::Ok {
+            self.record_pull(&answer.response, image, None);
             return answer.response;
         }
         let message = format!("{} ({note})", answer.message);
@@ -307,7 +383,7 @@ impl Inner {
 
     /// Sends one attempt and reads the whole answer; `Err` is the response to return
     /// when the runtime cannot be reached.
-    async fn attempt(
+    pub(crate) async fn attempt(
         &self,
         head: &RequestHead,
         body: Bytes,
@@ -315,14 +391,17 @@ impl Inner {
         let started = Instant::now();
         let response = self.runtime.call(head, body, true).await;
         self.metrics
-            .runtime_call(regcred_cri_api::methods::PULL_IMAGE, started.elapsed());
+            .runtime_call(head.uri.path(), started.elapsed());
         let response =
             response.map_err(|err| grpc::error_response(Code::Unavailable, &err.to_string()))?;
         let (parts, incoming) = response.into_parts();
         let collected = incoming.collect().await.map_err(|err| {
             grpc::error_response(
                 Code::Unavailable,
-                &format!("the connection to the runtime broke during PullImage: {err}"),
+                &format!(
+                    "the connection to the runtime broke during {}: {err}",
+                    head.uri.path()
+                ),
             )
         })?;
         let trailers = collected.trailers().cloned();
@@ -339,6 +418,34 @@ impl Inner {
             code,
             message,
         })
+    }
+
+    /// Forwards a PullImage as it came, counts it, and with verification on records a
+    /// success (`credential`: the hash and Secret it carried; `None`: none).
+    async fn forward_recording(
+        &self,
+        head: &RequestHead,
+        body: Bytes,
+        image: &str,
+        credential: Option<(&str, &str)>,
+        outcome: PullOutcome,
+    ) -> Response<ProxyBody> {
+        if self.verification.is_none() {
+            return self.forward_pull(head, body, outcome).await;
+        }
+        match self.attempt(head, body).await {
+            Ok(answer) => {
+                self.metrics.pull(outcome);
+                if answer.code == Code::Ok {
+                    self.record_pull(&answer.response, image, credential);
+                }
+                answer.response
+            }
+            Err(unavailable) => {
+                self.metrics.pull(PullOutcome::RuntimeUnavailable);
+                unavailable
+            }
+        }
     }
 
     /// Forwards a PullImage as it came and counts it.

@@ -65,6 +65,35 @@ impl RequestHead {
         }
     }
 
+    /// The same head for another method (the proxy's own calls on a client's behalf).
+    pub(crate) fn with_path(&self, path: &str) -> Self {
+        let mut parts = self.uri.clone().into_parts();
+        parts.path_and_query = path.parse().ok();
+        Self {
+            uri: Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/")),
+            ..self.clone()
+        }
+    }
+
+    /// A gRPC unary call of `path` made by the proxy itself.
+    pub(crate) fn unary(path: &str) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            hyper::header::TE,
+            hyper::header::HeaderValue::from_static("trailers"),
+        );
+        Self {
+            method: Method::POST,
+            uri: path.parse().unwrap_or_else(|_| Uri::from_static("/")),
+            version: Version::HTTP_2,
+            headers,
+        }
+    }
+
     fn request(&self, body: Bytes) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = self.method.clone();

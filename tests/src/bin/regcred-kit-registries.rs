@@ -2,13 +2,17 @@
 //! one with htpasswd auth, one with token auth behind the harness's token server
 //! (password and refresh-token grants), one anonymous, each holding the same runnable
 //! image built from busybox-static; also writes the kit's pause image as an OCI archive.
+//! For the tests of cached images (who may use an image already on the node), three more
+//! images, each with its own content and so its own ID: `private/cached:v1` on the
+//! htpasswd registry only, `open/hello:v1` on the anonymous registry only, and one written
+//! as an OCI archive (`--preloaded-archive`) to import into containerd by hand.
 //!
 //! Runs until SIGTERM or SIGINT, then stops the registries (their process groups) and the
 //! token server. The credentials come from the environment, never the command line:
 //! `REGCRED_KIT_USERNAME`, `REGCRED_KIT_PASSWORD`, `REGCRED_KIT_REFRESH_TOKEN`.
 //!
 //! Usage: `regcred-kit-registries --state FILE --pause-archive FILE --pause-name NAME
-//! --image REPO:TAG --busybox PATH`. FILE gets `NAME=value` lines once everything serves
+//! --image REPO:TAG --busybox PATH --preloaded-archive FILE --preloaded-name NAME`. FILE gets `NAME=value` lines once everything serves
 //! (written to a temporary name, then renamed), and `ready` goes to stdout.
 
 use std::collections::HashMap;
@@ -24,6 +28,18 @@ const APPLETS: &[&str] = &["sh", "sleep", "echo", "cat", "hostname", "ls", "true
 /// What every kit container prints, then it waits for SIGTERM (a shell as PID 1 has no
 /// default SIGTERM action, hence the trap).
 const HELLO: &str = "echo \"regcred-kit hello from $(hostname)\"; trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done";
+
+/// The private image only the htpasswd registry holds.
+const CACHED_IMAGE: (&str, &str) = ("private/cached", "v1");
+/// The public image only the anonymous registry holds.
+const OPEN_IMAGE: (&str, &str) = ("open/hello", "v1");
+
+/// A kit container that says which image it runs, then waits as [`HELLO`] does.
+fn hello_as(what: &str) -> String {
+    format!(
+        "echo \"regcred-kit {what} from $(hostname)\"; trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done"
+    )
+}
 
 /// The pause container: nothing but waiting for SIGTERM.
 const PAUSE: &str = "trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done";
@@ -44,6 +60,8 @@ struct Args {
     pause_name: String,
     image: String,
     busybox: PathBuf,
+    preloaded_archive: PathBuf,
+    preloaded_name: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -64,6 +82,8 @@ fn parse_args() -> Result<Args, String> {
         pause_name: take("--pause-name")?,
         image: take("--image")?,
         busybox: take("--busybox")?.into(),
+        preloaded_archive: take("--preloaded-archive")?.into(),
+        preloaded_name: take("--preloaded-name")?,
     };
     if let Some(flag) = values.keys().next() {
         return Err(format!("unknown flag {flag}"));
@@ -97,6 +117,13 @@ fn run() -> Result<(), String> {
     let hello = busybox_image(&busybox, HELLO);
     let pause = busybox_image(&busybox, PAUSE);
     write_atomically(&args.pause_archive, &pause.oci_archive(&args.pause_name))?;
+    let cached = busybox_image(&busybox, &hello_as("cached"));
+    let open = busybox_image(&busybox, &hello_as("open"));
+    let preloaded = busybox_image(&busybox, &hello_as("preloaded"));
+    write_atomically(
+        &args.preloaded_archive,
+        &preloaded.oci_archive(&args.preloaded_name),
+    )?;
 
     // One thread for everything: the registries' parent-death signal is tied to the thread
     // that spawned them, which must live as long as they do.
@@ -128,6 +155,20 @@ fn run() -> Result<(), String> {
                 .await
                 .map_err(|e| format!("pushing {} to the {what} registry: {e}", args.image))?;
         }
+        for (image, registry, (repository, tag), what) in [
+            (&cached, &basic, CACHED_IMAGE, "htpasswd"),
+            (&open, &public, OPEN_IMAGE, "anonymous"),
+        ] {
+            image
+                .push(
+                    &registry.url(),
+                    repository,
+                    tag,
+                    Some((&username, &password)),
+                )
+                .await
+                .map_err(|e| format!("pushing {repository}:{tag} to the {what} registry: {e}"))?;
+        }
         let state = [
             ("BASIC_REGISTRY", basic.host()),
             ("TOKEN_REGISTRY", token.host()),
@@ -140,6 +181,15 @@ fn run() -> Result<(), String> {
             ("PUBLIC_REGISTRY_LOG", path_string(public.log_path())),
             ("TOKEN_SERVER_LOG", path_string(tokens.log_path())),
             ("PAUSE_IMAGE_ID", pause.config_digest().to_owned()),
+            (
+                "CACHED_IMAGE",
+                format!("{}:{}", CACHED_IMAGE.0, CACHED_IMAGE.1),
+            ),
+            ("CACHED_IMAGE_ID", cached.config_digest().to_owned()),
+            ("OPEN_IMAGE", format!("{}:{}", OPEN_IMAGE.0, OPEN_IMAGE.1)),
+            ("OPEN_IMAGE_ID", open.config_digest().to_owned()),
+            ("PRELOADED_IMAGE", args.preloaded_name.clone()),
+            ("PRELOADED_IMAGE_ID", preloaded.config_digest().to_owned()),
         ]
         .iter()
         .map(|(name, value)| format!("{name}={value}\n"))

@@ -1,12 +1,15 @@
-//! A CRI ImageService client over a unix socket, with requests shaped as kubelet sends them.
+//! A CRI ImageService client over a unix socket, with requests shaped as kubelet sends them
+//! (and the one RuntimeService call the proxy decides on, CreateContainer).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use regcred_cri_api::runtime::v1::image_service_client::ImageServiceClient;
+use regcred_cri_api::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use regcred_cri_api::runtime::v1::{
-    AuthConfig, Image, ImageFsInfoRequest, ImageFsInfoResponse, ImageSpec, ImageStatusRequest,
-    ListImagesRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveImageRequest,
+    AuthConfig, ContainerConfig, ContainerMetadata, CreateContainerRequest, Image,
+    ImageFsInfoRequest, ImageFsInfoResponse, ImageSpec, ImageStatusRequest, ListImagesRequest,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveImageRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -34,6 +37,7 @@ impl std::error::Error for ConnectError {}
 #[derive(Debug, Clone)]
 pub struct CriClient {
     client: ImageServiceClient<Channel>,
+    channel: Channel,
     socket: PathBuf,
 }
 
@@ -46,7 +50,8 @@ impl CriClient {
             .await
             .map_err(ConnectError::Transport)?;
         let mut client = Self {
-            client: ImageServiceClient::new(channel),
+            client: ImageServiceClient::new(channel.clone()),
+            channel,
             socket: socket.to_owned(),
         };
         client
@@ -64,7 +69,8 @@ impl CriClient {
             .await
             .map_err(ConnectError::Transport)?;
         Ok(Self {
-            client: ImageServiceClient::new(channel),
+            client: ImageServiceClient::new(channel.clone()),
+            channel,
             socket: socket.to_owned(),
         })
     }
@@ -125,6 +131,38 @@ impl CriClient {
         };
         self.client.remove_image(request).await?;
         Ok(())
+    }
+
+    /// `CreateContainer` as kubelet sends it: a container named `app` in sandbox
+    /// `sandbox_id` of the pod in `sandbox_config`, from image `image_id` (the ID on the
+    /// node) that the pod spec names `user_image`. Returns the container ID.
+    pub async fn create_container(
+        &mut self,
+        sandbox_id: &str,
+        image_id: &str,
+        user_image: &str,
+        sandbox_config: PodSandboxConfig,
+    ) -> Result<String, tonic::Status> {
+        let request = CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.to_owned(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "app".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: image_id.to_owned(),
+                    user_specified_image: user_image.to_owned(),
+                    ..Default::default()
+                }),
+            }),
+            sandbox_config: Some(sandbox_config),
+        };
+        Ok(RuntimeServiceClient::new(self.channel.clone())
+            .create_container(request)
+            .await?
+            .into_inner()
+            .container_id)
     }
 
     /// `ImageFsInfo`.

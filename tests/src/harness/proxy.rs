@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use regcred::cri_proxy::{CriProxy, DirSource, KubeSource, ProxyMetrics, PullSecretSource};
+use regcred::cri_proxy::{
+    CriProxy, DirSource, ImageVerification, KubeSource, ProxyMetrics, PullRecords,
+    PullSecretSource, VerificationPolicy,
+};
 use regcred::serve::bind_unix;
 use regcred_host::PolicyRunner;
 use regcred_types::RuntimeProfile;
@@ -17,6 +20,9 @@ use super::process::{CapturedLogs, ChildProcess, fixture_dir, print_logs_if_pani
 
 /// How long the proxy may take until its socket accepts connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The records directory's name in the proxy's directory.
+const RECORDS_DIR: &str = "records";
 
 /// Set this to the `regcred` binary to run instead of `target/<profile>/regcred`.
 pub const REGCRED_BIN_ENV: &str = "REGCRED_BIN";
@@ -40,9 +46,28 @@ pub struct ProxyBuilder {
     policy: Option<PolicyRunner>,
     binary: bool,
     metrics: bool,
+    verify_images: bool,
+    verification_policy: VerificationPolicy,
+    allowlist: Vec<String>,
 }
 
 impl ProxyBuilder {
+    /// [`Self::verify_images`] with this policy and allowlist (the default policy and an
+    /// empty allowlist unless set).
+    pub fn verification_policy(mut self, policy: VerificationPolicy, allowlist: &[&str]) -> Self {
+        self.verify_images = true;
+        self.verification_policy = policy;
+        self.allowlist = allowlist.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Decide at CreateContainer who may use an image on the node (in-process; the binary
+    /// does by default), with the records in [`Proxy::records_dir`].
+    pub fn verify_images(mut self) -> Self {
+        self.verify_images = true;
+        self
+    }
+
     /// Read pods and Secrets from the Kubernetes API at `server` (`http://127.0.0.1:PORT`),
     /// caching answers for `ttl` (whole seconds for the binary).
     pub fn kube(mut self, server: &str, ttl: Duration) -> Self {
@@ -86,7 +111,8 @@ impl ProxyBuilder {
         let running = if self.binary {
             self.start_binary(dir.path(), &socket, &log)
         } else {
-            self.start_in_process(&socket, &log).await
+            self.start_in_process(&socket, &log, &dir.path().join(RECORDS_DIR))
+                .await
         };
         let mut proxy = Proxy {
             running,
@@ -117,6 +143,8 @@ impl ProxyBuilder {
             self.profile.as_str().into(),
             "--log-level".into(),
             "debug".into(),
+            "--pull-records-dir".into(),
+            dir.join(RECORDS_DIR).display().to_string(),
         ]);
         match &self.secrets {
             Secrets::Dir(path) => {
@@ -141,7 +169,14 @@ impl ProxyBuilder {
         }
     }
 
-    async fn start_in_process(self, socket: &Path, log: &Path) -> Running {
+    async fn start_in_process(self, socket: &Path, log: &Path, records: &Path) -> Running {
+        let verification = self.verify_images.then(|| {
+            let records = PullRecords::open(records, Duration::from_secs(3600))
+                .unwrap_or_else(|e| panic!("{e}"));
+            ImageVerification::new(self.verification_policy, Arc::new(records))
+                .allowlist(self.allowlist.clone())
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
         let policy = match self.policy {
             Some(policy) => policy,
             None => shared_policy(),
@@ -191,10 +226,13 @@ impl ProxyBuilder {
                             )
                         }
                     };
-                    let proxy = CriProxy::builder(runtime_socket, source, policy)
+                    let mut builder = CriProxy::builder(runtime_socket, source, policy)
                         .runtime_profile(profile)
-                        .metrics(proxy_metrics)
-                        .build();
+                        .metrics(proxy_metrics);
+                    if let Some(verification) = verification {
+                        builder = builder.verification(verification);
+                    }
+                    let proxy = builder.build();
                     let listener =
                         tokio::net::UnixListener::from_std(listener).expect("proxy listener");
                     // A hard stop: the test's clients live on the test's runtime, which is
@@ -297,6 +335,9 @@ impl Proxy {
             policy: None,
             binary: false,
             metrics: false,
+            verify_images: false,
+            verification_policy: VerificationPolicy::default(),
+            allowlist: Vec::new(),
         }
     }
 
@@ -308,6 +349,11 @@ impl Proxy {
     /// The proxy's directory (socket, log, kubeconfig).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Where the proxy keeps its pulled-image records.
+    pub fn records_dir(&self) -> PathBuf {
+        self.dir.path().join(RECORDS_DIR)
     }
 
     /// A CRI client connected to the proxy, checked with `ImageFsInfo` (forwarded to the

@@ -14,6 +14,7 @@ mod direct_token;
 mod harness_lifecycle;
 mod image_service;
 mod proxy_authority;
+mod proxy_cached;
 mod proxy_faults;
 mod proxy_htpasswd;
 mod proxy_kube;

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use base64::Engine as _;
 use regcred_cri_api::runtime::v1::PodSandboxConfig;
-use regcred_tests::harness::{CapturedLogs, CriClient, Proxy, assert_logs_exclude, pod_sandbox};
+use regcred_tests::harness::{
+    CapturedLogs, CriClient, Proxy, ProxyBuilder, assert_logs_exclude, pod_sandbox,
+};
 use tempfile::TempDir;
 
 use crate::HtpasswdWorld;
@@ -111,12 +113,38 @@ impl ProxiedHtpasswd {
 
     /// Starts everything; `binary` runs the real `regcred cri-proxy`.
     pub(crate) async fn start_with(test: &str, binary: bool) -> Self {
+        Self::start_configured(test, |builder| {
+            if binary {
+                builder.binary().with_metrics()
+            } else {
+                builder
+            }
+        })
+        .await
+    }
+
+    /// Starts everything with the in-process proxy deciding at CreateContainer who may
+    /// use an image on the node.
+    pub(crate) async fn start_verifying(test: &str) -> Self {
+        Self::start_configured(test, ProxyBuilder::verify_images).await
+    }
+
+    /// The same with `policy` and `allowlist`.
+    pub(crate) async fn start_verifying_with(
+        test: &str,
+        policy: regcred::cri_proxy::VerificationPolicy,
+        allowlist: &[&str],
+    ) -> Self {
+        Self::start_configured(test, |b| b.verification_policy(policy, allowlist)).await
+    }
+
+    async fn start_configured(
+        test: &str,
+        configure: impl FnOnce(ProxyBuilder) -> ProxyBuilder,
+    ) -> Self {
         let world = HtpasswdWorld::start(test).await;
         let manifests = Manifests::new();
-        let mut builder = Proxy::builder(world.containerd.socket(), manifests.path());
-        if binary {
-            builder = builder.binary().with_metrics();
-        }
+        let builder = configure(Proxy::builder(world.containerd.socket(), manifests.path()));
         let proxy = builder.start().await;
         let cri = proxy.client().await;
         Self {

@@ -1,0 +1,535 @@
+//! Pulled-image records: which credentials pulled which image onto this node, so that a
+//! container is created from a private image only for a pod whose own credentials the
+//! registry accepted for it (see [`super::verify`]).
+//!
+//! One JSON file, `pulled-images.json`, in the records directory, rewritten whole and
+//! atomically (a temporary file, fsync, rename, fsync of the directory) on every change,
+//! so a crash leaves the old file or the new one. It holds no secret: a credential is
+//! kept as the SHA-256 of a random per-node salt and the `AuthConfig` fields, as kubelet
+//! keeps its own pulled records, with the name of the Secret it came from (for logs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// The file name in the records directory.
+pub const RECORDS_FILE: &str = "pulled-images.json";
+/// Format version of the file.
+const VERSION: u32 = 1;
+
+/// Why the records could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordsError {
+    /// The directory or file could not be created, read or written.
+    #[error("pulled-image records {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not a records file this version understands.
+    #[error(
+        "pulled-image records {path}: {reason}; move the file away to start over (images \
+         pulled with credentials before are then treated as preloaded)"
+    )]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The credential fields a record's hash is made of (the `AuthConfig` the runtime got).
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialFields<'a> {
+    /// `username`.
+    pub username: &'a str,
+    /// `password`.
+    pub password: &'a str,
+    /// `auth`.
+    pub auth: &'a str,
+    /// `server_address`.
+    pub server_address: &'a str,
+    /// `identity_token`.
+    pub identity_token: &'a str,
+    /// `registry_token`.
+    pub registry_token: &'a str,
+}
+
+impl<'a> From<&'a regcred_types::AuthConfig> for CredentialFields<'a> {
+    fn from(a: &'a regcred_types::AuthConfig) -> Self {
+        Self {
+            username: &a.username,
+            password: a.password.expose(),
+            auth: a.auth.expose(),
+            server_address: &a.server_address,
+            identity_token: a.identity_token.expose(),
+            registry_token: a.registry_token.expose(),
+        }
+    }
+}
+
+impl<'a> From<&'a regcred_cri_api::runtime::v1::AuthConfig> for CredentialFields<'a> {
+    fn from(a: &'a regcred_cri_api::runtime::v1::AuthConfig) -> Self {
+        Self {
+            username: &a.username,
+            password: &a.password,
+            auth: &a.auth,
+            server_address: &a.server_address,
+            identity_token: &a.identity_token,
+            registry_token: &a.registry_token,
+        }
+    }
+}
+
+/// What the records say about one image ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageAccess {
+    /// No record: the image was on the node before regcred pulled it (preloaded), or it
+    /// came by another way.
+    Unrecorded,
+    /// A pull without credentials succeeded within the record lifetime: public.
+    Public,
+    /// Pulled with credentials: a pod needs credentials of its own.
+    Private,
+}
+
+/// The records of one node, in memory and on disk.
+#[derive(Debug)]
+pub struct PullRecords {
+    file: Option<PathBuf>,
+    ttl: Duration,
+    state: Mutex<RecordsFile>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RecordsFile {
+    version: u32,
+    /// Hex of the per-node salt of the credential hashes.
+    salt: String,
+    /// By image ID.
+    images: BTreeMap<String, ImageRecord>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ImageRecord {
+    /// Names the image was pulled as.
+    names: BTreeSet<String>,
+    /// Seconds since the epoch of the last pull with credentials (the image stays private
+    /// while it is on the node, whatever the age of its credential records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    private_since: Option<u64>,
+    /// Seconds since the epoch of the last pull without credentials that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_at: Option<u64>,
+    /// The credentials that pulled it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    credentials: Vec<CredentialRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CredentialRecord {
+    /// `sha256:` hex of salt and the credential fields.
+    hash: String,
+    /// The Secret the credentials came from (`namespace/name`), for logs.
+    secret: String,
+    /// Seconds since the epoch of the last pull or verification with them.
+    at: u64,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl PullRecords {
+    /// Records kept in memory only (tests, and `--pull-records-dir` unset by a library
+    /// user): lost at a restart.
+    pub fn in_memory(ttl: Duration) -> Self {
+        Self {
+            file: None,
+            ttl,
+            state: Mutex::new(RecordsFile::fresh()),
+        }
+    }
+
+    /// The records in `dir` (created, mode 0700, when missing); records older than `ttl`
+    /// no longer count.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordsError`] when the directory cannot be created or the file cannot be read
+    /// or does not parse: the proxy does not start, rather than forget which images are
+    /// private.
+    pub fn open(dir: &Path, ttl: Duration) -> Result<Self, RecordsError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RecordsError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(dir))?;
+        }
+        let file = dir.join(RECORDS_FILE);
+        let state = match std::fs::read(&file) {
+            Ok(bytes) => {
+                let parsed: RecordsFile =
+                    serde_json::from_slice(&bytes).map_err(|err| RecordsError::Invalid {
+                        path: file.clone(),
+                        reason: err.to_string(),
+                    })?;
+                if parsed.version != VERSION || parsed.salt.len() != 64 {
+                    return Err(RecordsError::Invalid {
+                        path: file,
+                        reason: format!(
+                            "version {} with a salt of {} hex digits, expected version {VERSION} and 64",
+                            parsed.version,
+                            parsed.salt.len()
+                        ),
+                    });
+                }
+                parsed
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let fresh = RecordsFile::fresh();
+                write_atomically(&file, &fresh)?;
+                fresh
+            }
+            Err(err) => return Err(io(&file)(err)),
+        };
+        Ok(Self {
+            file: Some(file),
+            ttl,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The file the records are kept in, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The salted hash a credential is recorded by.
+    pub fn hash(&self, credential: CredentialFields<'_>) -> String {
+        let salt = self.lock().salt.clone();
+        let mut digest = Sha256::new();
+        digest.update(salt.as_bytes());
+        for field in [
+            credential.username,
+            credential.password,
+            credential.auth,
+            credential.server_address,
+            credential.identity_token,
+            credential.registry_token,
+        ] {
+            // Length-prefixed, so that no two different credentials hash alike.
+            digest.update((field.len() as u64).to_be_bytes());
+            digest.update(field.as_bytes());
+        }
+        format!("sha256:{}", hex(&digest.finalize()))
+    }
+
+    /// What the records say about `image_id`.
+    pub fn access(&self, image_id: &str) -> ImageAccess {
+        let state = self.lock();
+        let Some(record) = state.images.get(image_id) else {
+            return ImageAccess::Unrecorded;
+        };
+        if record.public_at.is_some_and(|at| self.fresh(at)) {
+            ImageAccess::Public
+        } else if record.private_since.is_some() {
+            ImageAccess::Private
+        } else {
+            ImageAccess::Unrecorded
+        }
+    }
+
+    /// The Secret of the first of `hashes` recorded for `image_id` within the lifetime.
+    pub fn remembered(&self, image_id: &str, hashes: &[String]) -> Option<String> {
+        let state = self.lock();
+        let record = state.images.get(image_id)?;
+        hashes.iter().find_map(|hash| {
+            record
+                .credentials
+                .iter()
+                .find(|c| &c.hash == hash && self.fresh(c.at))
+                .map(|c| c.secret.clone())
+        })
+    }
+
+    /// The names `image_id` was pulled as.
+    pub fn names(&self, image_id: &str) -> Vec<String> {
+        self.lock()
+            .images
+            .get(image_id)
+            .map(|r| r.names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Records that the credentials hashed `hash`, from `secret`, pulled (or were accepted
+    /// for) `image_id` as `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordsError::Io`] when the file cannot be written; the record is kept in memory.
+    pub fn credentialed(
+        &self,
+        image_id: &str,
+        name: &str,
+        hash: &str,
+        secret: &str,
+    ) -> Result<(), RecordsError> {
+        let at = now();
+        self.change(|state| {
+            let record = state.images.entry(image_id.to_owned()).or_default();
+            record.names.insert(name.to_owned());
+            record.private_since.get_or_insert(at);
+            record.credentials.retain(|c| c.hash != hash);
+            record.credentials.push(CredentialRecord {
+                hash: hash.to_owned(),
+                secret: secret.to_owned(),
+                at,
+            });
+        })
+    }
+
+    /// Records that `image_id` was pulled as `name` without credentials.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::credentialed`].
+    pub fn public(&self, image_id: &str, name: &str) -> Result<(), RecordsError> {
+        let at = now();
+        self.change(|state| {
+            let record = state.images.entry(image_id.to_owned()).or_default();
+            record.names.insert(name.to_owned());
+            record.public_at = Some(at);
+        })
+    }
+
+    /// Forgets `image_id` (the image was removed).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::credentialed`].
+    pub fn remove(&self, image_id: &str) -> Result<bool, RecordsError> {
+        let mut removed = false;
+        self.change(|state| removed = state.images.remove(image_id).is_some())?;
+        Ok(removed)
+    }
+
+    /// Forgets every image not in `present` and every credential record past its
+    /// lifetime; returns how many images were forgotten.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::credentialed`].
+    pub fn retain(&self, present: &BTreeSet<String>) -> Result<usize, RecordsError> {
+        let mut forgotten = 0;
+        let ttl = self.ttl;
+        let cutoff = now().saturating_sub(ttl.as_secs());
+        self.change(|state| {
+            let before = state.images.len();
+            state.images.retain(|id, _| present.contains(id));
+            forgotten = before - state.images.len();
+            for record in state.images.values_mut() {
+                record.credentials.retain(|c| c.at >= cutoff);
+            }
+        })?;
+        Ok(forgotten)
+    }
+
+    /// How many images have records.
+    pub fn len(&self) -> usize {
+        self.lock().images.len()
+    }
+
+    /// No image has a record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn fresh(&self, at: u64) -> bool {
+        now().saturating_sub(at) <= self.ttl.as_secs()
+    }
+
+    fn change(&self, edit: impl FnOnce(&mut RecordsFile)) -> Result<(), RecordsError> {
+        let mut state = self.lock();
+        edit(&mut state);
+        match &self.file {
+            // Written under the lock, so that two changes cannot land in the wrong order.
+            Some(file) => write_atomically(file, &state),
+            None => Ok(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecordsFile> {
+        // The state is valid after any panic (each change is one edit of a map).
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl RecordsFile {
+    fn fresh() -> Self {
+        let mut salt = [0u8; 32];
+        // The OS's random source; without it the salt is the time and PID, which still
+        // keeps hashes from being compared across nodes.
+        if getrandom::fill(&mut salt).is_err() {
+            let seed = format!("{:?}{}", SystemTime::now(), std::process::id());
+            salt.copy_from_slice(&Sha256::digest(seed.as_bytes()));
+        }
+        Self {
+            version: VERSION,
+            salt: hex(&salt),
+            images: BTreeMap::new(),
+        }
+    }
+}
+
+fn write_atomically(file: &Path, state: &RecordsFile) -> Result<(), RecordsError> {
+    let io = |source| RecordsError::Io {
+        path: file.to_owned(),
+        source,
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let bytes = serde_json::to_vec_pretty(state).map_err(|err| io(err.into()))?;
+    let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    temporary.write_all(&bytes).map_err(io)?;
+    temporary.as_file().sync_all().map_err(io)?;
+    temporary.persist(file).map_err(|err| io(err.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(password: &'static str) -> CredentialFields<'static> {
+        CredentialFields {
+            username: "robot",
+            password,
+            auth: "",
+            server_address: "127.0.0.1:5000",
+            identity_token: "",
+            registry_token: "",
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_hold_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = PullRecords::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let hash = records.hash(fields("CANARY-pw"));
+        assert!(hash.starts_with("sha256:") && hash.len() == 71, "{hash}");
+        assert_ne!(hash, records.hash(fields("other")));
+        records
+            .credentialed("sha256:aa", "r/team/app:v1", &hash, "team/pull")
+            .unwrap();
+        records.public("sha256:bb", "r/public:v1").unwrap();
+
+        let reopened = PullRecords::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(reopened.access("sha256:aa"), ImageAccess::Private);
+        assert_eq!(reopened.access("sha256:bb"), ImageAccess::Public);
+        assert_eq!(reopened.access("sha256:cc"), ImageAccess::Unrecorded);
+        assert_eq!(
+            reopened.remembered("sha256:aa", &[reopened.hash(fields("CANARY-pw"))]),
+            Some("team/pull".to_owned())
+        );
+        assert_eq!(
+            reopened.remembered("sha256:aa", &[reopened.hash(fields("other"))]),
+            None
+        );
+        let text = std::fs::read_to_string(dir.path().join(RECORDS_FILE)).unwrap();
+        assert!(!text.contains("CANARY"), "{text}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path()).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn each_node_salts_its_hashes() {
+        let (a, b) = (
+            PullRecords::in_memory(Duration::from_secs(1)),
+            PullRecords::in_memory(Duration::from_secs(1)),
+        );
+        assert_ne!(a.hash(fields("pw")), b.hash(fields("pw")));
+    }
+
+    #[test]
+    fn expired_credentials_do_not_count_but_the_image_stays_private() {
+        let records = PullRecords::in_memory(Duration::ZERO);
+        let hash = records.hash(fields("pw"));
+        records
+            .credentialed("sha256:aa", "r/a:v1", &hash, "t/s")
+            .unwrap();
+        // Records of this second are still fresh with a zero lifetime; age one by hand.
+        records
+            .lock()
+            .images
+            .get_mut("sha256:aa")
+            .unwrap()
+            .credentials[0]
+            .at -= 5;
+        assert_eq!(records.remembered("sha256:aa", &[hash]), None);
+        assert_eq!(records.access("sha256:aa"), ImageAccess::Private);
+        records
+            .lock()
+            .images
+            .get_mut("sha256:aa")
+            .unwrap()
+            .public_at = Some(now() - 5);
+        assert_eq!(records.access("sha256:aa"), ImageAccess::Private);
+    }
+
+    #[test]
+    fn removed_and_absent_images_are_forgotten() {
+        let records = PullRecords::in_memory(Duration::from_secs(60));
+        let hash = records.hash(fields("pw"));
+        for id in ["sha256:aa", "sha256:bb", "sha256:cc"] {
+            records.credentialed(id, "r/a:v1", &hash, "t/s").unwrap();
+        }
+        assert!(records.remove("sha256:aa").unwrap());
+        assert!(!records.remove("sha256:aa").unwrap());
+        let present = BTreeSet::from(["sha256:bb".to_owned()]);
+        assert_eq!(records.retain(&present).unwrap(), 1);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records.access("sha256:cc"), ImageAccess::Unrecorded);
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(RECORDS_FILE), b"{\"version\": 1,").unwrap();
+        let err = PullRecords::open(dir.path(), Duration::from_secs(1)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(RECORDS_FILE) && text.contains("move the file away"),
+            "{text}"
+        );
+    }
+}

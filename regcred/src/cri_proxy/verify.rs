@@ -1,0 +1,682 @@
+//! Who may use an image already on the node: the decision at `CreateContainer`.
+//!
+//! kubelet ignores `kubernetes.io/regcredentials` Secrets, so a pull that the proxy
+//! authenticated looks to kubelet like a pull without credentials, and kubelet lets every
+//! pod of the node run the image afterwards without pulling (`IfNotPresent`), whatever
+//! its KEP-2535 settings. The proxy closes that: with kubelet's `containerRuntimeEndpoint`
+//! pointed at it too, it reads each `CreateContainerRequest` (the pod's sandbox config
+//! and the image's ID and name) and lets the container be created from an image that was
+//! pulled with credentials only when
+//!
+//! - this pod's own credentials (regcredentials or Docker Secrets, resolved as for a pull)
+//!   pulled it, or were accepted for it, within the record lifetime ([`PullRecords`]): no
+//!   registry round trip, so a registry outage does not stop containers already allowed;
+//! - or the registry accepts them now: the proxy pulls the image again with them (the
+//!   runtime asks the registry for the manifest; blobs already on the node are not
+//!   fetched again) and records the result.
+//!
+//! Otherwise `CreateContainer` fails with `PERMISSION_DENIED` and a message that kubelet
+//! shows in the pod's events. Images without records (on the node before regcred pulled
+//! anything, or imported by hand) and images a pull without credentials got are used by
+//! every pod, as with kubelet's default `NeverVerifyPreloadedImages`; the policies are
+//! named after kubelet's ([`VerificationPolicy`]).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use hyper::Response;
+use prost::Message as _;
+use regcred_cri_api::runtime::v1::{
+    CreateContainerRequest, ImageSpec, ImageStatusRequest, ImageStatusResponse, ListImagesRequest,
+    ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
+};
+use tonic::Code;
+
+use super::Inner;
+use super::grpc::{self, ProxyBody};
+use super::metrics::ImageUse;
+use super::pull::{self as pulling, Resolved};
+use super::records::{CredentialFields, ImageAccess, PullRecords};
+use super::runtime::RequestHead;
+use super::source::PodRef;
+
+/// Which images need a pod's own credentials: kubelet's
+/// `imagePullCredentialsVerificationPolicy`, applied to regcred's pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum VerificationPolicy {
+    /// No check: every pod uses every image on the node (regcred 0.1).
+    NeverVerify,
+    /// Images pulled with credentials need the pod's own; images without records
+    /// (preloaded) and public ones do not. The default, as kubelet's.
+    #[default]
+    NeverVerifyPreloadedImages,
+    /// As `NeverVerifyPreloadedImages`, except that preloaded images need credentials
+    /// too unless they are in the allowlist.
+    NeverVerifyAllowlistedImages,
+    /// Every image needs the pod's credentials, or a pull without credentials that
+    /// succeeds (a public image).
+    AlwaysVerify,
+}
+
+impl VerificationPolicy {
+    /// kubelet's name of the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NeverVerify => "NeverVerify",
+            Self::NeverVerifyPreloadedImages => "NeverVerifyPreloadedImages",
+            Self::NeverVerifyAllowlistedImages => "NeverVerifyAllowlistedImages",
+            Self::AlwaysVerify => "AlwaysVerify",
+        }
+    }
+}
+
+impl std::fmt::Display for VerificationPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for VerificationPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Self::NeverVerify,
+            Self::NeverVerifyPreloadedImages,
+            Self::NeverVerifyAllowlistedImages,
+            Self::AlwaysVerify,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .ok_or_else(|| {
+            format!(
+                "`{s}` is not a verification policy: NeverVerify, NeverVerifyPreloadedImages, \
+                 NeverVerifyAllowlistedImages or AlwaysVerify"
+            )
+        })
+    }
+}
+
+/// The checks on images already on the node: a policy, its allowlist, and the records.
+#[derive(Debug)]
+pub struct ImageVerification {
+    policy: VerificationPolicy,
+    allowlist: Vec<String>,
+    records: Arc<PullRecords>,
+}
+
+impl ImageVerification {
+    /// `policy` with the records in `records` and an empty allowlist.
+    pub fn new(policy: VerificationPolicy, records: Arc<PullRecords>) -> Self {
+        Self {
+            policy,
+            allowlist: Vec::new(),
+            records,
+        }
+    }
+
+    /// Image names (no tag or digest; `/*` at the end for everything under a path) that
+    /// `NeverVerifyAllowlistedImages` lets every pod use when they are preloaded:
+    /// kubelet's `preloadedImagesVerificationAllowlist`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming a pattern with a tag, a digest or a `*` elsewhere.
+    pub fn allowlist(mut self, patterns: Vec<String>) -> Result<Self, String> {
+        for pattern in &patterns {
+            let body = pattern.strip_suffix("/*").unwrap_or(pattern);
+            if body.is_empty() || body.contains('*') || body.contains('@') || has_tag(body) {
+                return Err(format!(
+                    "allowlist entry `{pattern}`: write an image name without tag or \
+                     digest, optionally ending in /* (registry.example.com/team/*)"
+                ));
+            }
+        }
+        self.allowlist = patterns.iter().map(|p| normalize(p)).collect();
+        Ok(self)
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> VerificationPolicy {
+        self.policy
+    }
+
+    /// The records.
+    pub fn records(&self) -> &Arc<PullRecords> {
+        &self.records
+    }
+
+    fn allowlisted(&self, image: &str) -> bool {
+        let name = normalize(repository(image));
+        self.allowlist
+            .iter()
+            .any(|pattern| match pattern.strip_suffix("/*") {
+                Some(prefix) => name
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/')),
+                None => &name == pattern,
+            })
+    }
+}
+
+/// The image name without its digest or tag.
+fn repository(image: &str) -> &str {
+    let name = image.split_once('@').map_or(image, |(name, _)| name);
+    match name.rfind(':') {
+        Some(colon) if !name[colon..].contains('/') => &name[..colon],
+        _ => name,
+    }
+}
+
+fn has_tag(name: &str) -> bool {
+    repository(name).len() != name.len()
+}
+
+/// Docker Hub's short names in full (`busybox` is `docker.io/library/busybox`).
+fn normalize(name: &str) -> String {
+    let first = name.split('/').next().unwrap_or_default();
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    match (has_registry, name.contains('/')) {
+        (true, _) => name.to_owned(),
+        (false, true) => format!("docker.io/{name}"),
+        (false, false) => format!("docker.io/library/{name}"),
+    }
+}
+
+/// How the decision went (the `decision` label of the metric).
+enum Allowed {
+    /// Verification is off.
+    NotVerified,
+    /// The records say public.
+    Public,
+    /// No records: preloaded.
+    Preloaded,
+    /// In the allowlist.
+    Allowlisted,
+    /// The pod's credentials (from this Secret) are on record for the image.
+    Remembered(String),
+    /// The registry accepted the pod's credentials (from this Secret) just now.
+    Verified(String),
+    /// A pull without credentials succeeded just now.
+    Anonymous,
+}
+
+impl Allowed {
+    fn metric(&self) -> ImageUse {
+        match self {
+            Self::NotVerified => ImageUse::NotVerified,
+            Self::Public => ImageUse::Public,
+            Self::Preloaded => ImageUse::Preloaded,
+            Self::Allowlisted => ImageUse::Allowlisted,
+            Self::Remembered(_) => ImageUse::Remembered,
+            Self::Verified(_) => ImageUse::Verified,
+            Self::Anonymous => ImageUse::Anonymous,
+        }
+    }
+}
+
+/// The raw bytes of the last length-delimited field `number` of a protobuf message.
+fn raw_field(message: &[u8], number: u64) -> Option<&[u8]> {
+    let mut rest = message;
+    let mut found = None;
+    while !rest.is_empty() {
+        let key = prost::encoding::decode_varint(&mut rest).ok()?;
+        let (field, wire) = (key >> 3, key & 7);
+        let skip = match wire {
+            0 => {
+                prost::encoding::decode_varint(&mut rest).ok()?;
+                0
+            }
+            1 => 8,
+            2 => {
+                let len = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
+                if field == number {
+                    found = Some(rest.get(..len)?);
+                }
+                len
+            }
+            5 => 4,
+            _ => return None,
+        };
+        rest = rest.get(skip..)?;
+    }
+    found
+}
+
+/// `PullImageRequest` for `image` with `auth` and the sandbox config's original bytes.
+fn pull_request(
+    image: ImageSpec,
+    auth: Option<&regcred_types::AuthConfig>,
+    sandbox: &[u8],
+) -> Bytes {
+    let request = PullImageRequest {
+        image: Some(image),
+        auth: None,
+        sandbox_config: None,
+    };
+    let mut out = BytesMut::from(&request.encode_to_vec()[..]);
+    // Field 3, length-delimited: the sandbox config as kubelet sent it.
+    out.extend_from_slice(&[(3 << 3) | 2]);
+    prost::encoding::encode_varint(sandbox.len() as u64, &mut out);
+    out.extend_from_slice(sandbox);
+    match auth {
+        Some(auth) => pulling::with_auth(&out, auth),
+        None => out.freeze(),
+    }
+}
+
+/// The message of a buffered unary response.
+fn response_message(response: &Response<ProxyBody>) -> Option<Bytes> {
+    match response.body() {
+        ProxyBody::Buffered {
+            data: Some(data), ..
+        } => grpc::single_message(data),
+        _ => None,
+    }
+}
+
+/// The image reference a PullImage response carries.
+pub(crate) fn pulled_ref(response: &Response<ProxyBody>) -> Option<String> {
+    let message = response_message(response)?;
+    let pulled = PullImageResponse::decode(&message[..]).ok()?;
+    (!pulled.image_ref.is_empty()).then_some(pulled.image_ref)
+}
+
+impl Inner {
+    /// Handles one CreateContainer: forwarded unchanged when the pod may use the image,
+    /// refused otherwise.
+    pub(crate) async fn create_container(
+        &self,
+        head: RequestHead,
+        body: Bytes,
+    ) -> Response<ProxyBody> {
+        let Some(verification) = &self.verification else {
+            return self.forward(&head, body).await;
+        };
+        let decoded = grpc::single_message(&body).and_then(|message| {
+            let request = CreateContainerRequest::decode(&message[..]).ok()?;
+            let sandbox = raw_field(&message, 3)?.to_vec();
+            Some((request, sandbox))
+        });
+        let Some((request, sandbox)) = decoded else {
+            tracing::warn!("CreateContainerRequest does not parse; forwarded as is");
+            self.metrics.image_use(ImageUse::Undecided);
+            return self.forward(&head, body).await;
+        };
+        let pod = request
+            .sandbox_config
+            .and_then(|c| c.metadata)
+            .filter(|m| !m.name.is_empty())
+            .map(|m| PodRef {
+                namespace: m.namespace,
+                name: m.name,
+                uid: m.uid,
+            });
+        let config = request.config.unwrap_or_default();
+        let container = config.metadata.map(|m| m.name).unwrap_or_default();
+        let spec = config.image.unwrap_or_default();
+        let Some(pod) = pod else {
+            // Not kubelet (crictl, run by root on the node): there is no pod to decide for.
+            tracing::info!(image = %spec.image, "CreateContainer without pod metadata; forwarded");
+            self.metrics.image_use(ImageUse::Undecided);
+            return self.forward(&head, body).await;
+        };
+        match self
+            .may_use(verification, &head, &pod, &spec, &sandbox)
+            .await
+        {
+            Ok(allowed) => {
+                self.metrics.image_use(allowed.metric());
+                match &allowed {
+                    Allowed::Remembered(secret) | Allowed::Verified(secret) => {
+                        tracing::info!(pod = %pod, container, image = %spec.user_specified_image,
+                            id = %spec.image, secret, decision = allowed.metric().as_str(),
+                            "the pod's credentials are accepted for the image");
+                    }
+                    _ => tracing::debug!(pod = %pod, container, image = %spec.image,
+                        decision = allowed.metric().as_str(), "image use allowed"),
+                }
+                self.forward(&head, body).await
+            }
+            Err(refusal) => refusal,
+        }
+    }
+
+    async fn may_use(
+        &self,
+        verification: &ImageVerification,
+        head: &RequestHead,
+        pod: &PodRef,
+        spec: &ImageSpec,
+        sandbox: &[u8],
+    ) -> Result<Allowed, Response<ProxyBody>> {
+        let records = &verification.records;
+        let id = spec.image.as_str();
+        let name = if spec.user_specified_image.is_empty() {
+            records.names(id).into_iter().next().unwrap_or_default()
+        } else {
+            spec.user_specified_image.clone()
+        };
+        let access = records.access(id);
+        match (verification.policy, &access) {
+            (VerificationPolicy::NeverVerify, _) => return Ok(Allowed::NotVerified),
+            (_, ImageAccess::Public) => return Ok(Allowed::Public),
+            (VerificationPolicy::NeverVerifyPreloadedImages, ImageAccess::Unrecorded) => {
+                return Ok(Allowed::Preloaded);
+            }
+            (VerificationPolicy::NeverVerifyAllowlistedImages, ImageAccess::Unrecorded)
+                if verification.allowlisted(&name) =>
+            {
+                return Ok(Allowed::Allowlisted);
+            }
+            _ => {}
+        }
+        let shown = if name.is_empty() {
+            id.to_owned()
+        } else {
+            format!("{name} ({id})")
+        };
+        let why = match access {
+            ImageAccess::Private => "it is on this node from a pull with other credentials",
+            _ => "the verification policy asks every pod for credentials the registry accepts",
+        };
+        if name.is_empty() {
+            self.metrics.image_use(ImageUse::Refused);
+            return Err(grpc::error_response(
+                Code::PermissionDenied,
+                &format!(
+                    "regcred: pod {pod} may not use image {shown}: {why}, and kubelet sent no \
+                     image name to verify the pod's credentials with"
+                ),
+            ));
+        }
+
+        let (candidates, unreadable) = match self.candidates_for(pod, &name).await? {
+            Resolved::Candidates {
+                candidates,
+                unreadable,
+            } => (candidates, unreadable),
+            Resolved::PodUnknown => (Vec::new(), None),
+        };
+        let hashes: Vec<String> = candidates
+            .iter()
+            .map(|c| records.hash(CredentialFields::from(&c.auth_config)))
+            .collect();
+        if let Some(secret) = records.remembered(id, &hashes) {
+            return Ok(Allowed::Remembered(secret));
+        }
+
+        let pull_head = head.with_path(regcred_cri_api::methods::PULL_IMAGE);
+        let image = ImageSpec {
+            image: name.clone(),
+            user_specified_image: name.clone(),
+            runtime_handler: spec.runtime_handler.clone(),
+            annotations: spec.annotations.clone(),
+        };
+        let hidden = pulling::secret_values(&candidates);
+        let mut refusals = Vec::new();
+        for (candidate, hash) in candidates.iter().zip(&hashes) {
+            let request = pull_request(image.clone(), Some(&candidate.auth_config), sandbox);
+            self.metrics.injected();
+            let answer = self.attempt(&pull_head, grpc::frame(&request)).await?;
+            if answer.code == Code::Ok {
+                let pulled = pulled_ref(&answer.response).unwrap_or_else(|| id.to_owned());
+                for image_id in [pulled.as_str(), id] {
+                    self.keep(records.credentialed(image_id, &name, hash, &candidate.secret));
+                }
+                return Ok(Allowed::Verified(candidate.secret.clone()));
+            }
+            refusals.push(format!(
+                "{}: {}",
+                candidate.secret,
+                pulling::scrub(&answer.message, &hidden)
+            ));
+        }
+        if candidates.is_empty() {
+            let request = pull_request(image, None, sandbox);
+            let answer = self.attempt(&pull_head, grpc::frame(&request)).await?;
+            if answer.code == Code::Ok {
+                let pulled = pulled_ref(&answer.response).unwrap_or_else(|| id.to_owned());
+                self.keep(records.public(&pulled, &name));
+                return Ok(Allowed::Anonymous);
+            }
+            refusals.push(format!(
+                "the pod has no pull secret for this image, and the registry refused a pull \
+                 without credentials: {}",
+                answer.message
+            ));
+        }
+        self.metrics.image_use(ImageUse::Refused);
+        let mut message = format!(
+            "regcred: pod {pod} may not use image {shown}: {why}, and the registry accepted \
+             none of this pod's credentials for it ({})",
+            refusals.join("; ")
+        );
+        if let Some(note) = unreadable {
+            message = format!("{message} ({note})");
+        }
+        tracing::warn!(pod = %pod, image = %name, id, policy = %verification.policy,
+            error = %message, "image use refused");
+        Err(grpc::error_response(Code::PermissionDenied, &message))
+    }
+
+    /// Logs a records write that failed; the record is kept in memory.
+    pub(crate) fn keep(&self, written: Result<(), super::records::RecordsError>) {
+        if let Err(err) = written {
+            tracing::error!(error = %err, "cannot write the pulled-image records");
+        }
+    }
+
+    /// Records a successful pull: `credential` is the hash and Secret it was made with,
+    /// `None` for a pull without credentials.
+    pub(crate) fn record_pull(
+        &self,
+        response: &Response<ProxyBody>,
+        image: &str,
+        credential: Option<(&str, &str)>,
+    ) {
+        let Some(verification) = &self.verification else {
+            return;
+        };
+        let Some(image_ref) = pulled_ref(response) else {
+            return;
+        };
+        let records = &verification.records;
+        self.keep(match credential {
+            Some((hash, secret)) => records.credentialed(&image_ref, image, hash, secret),
+            None => records.public(&image_ref, image),
+        });
+    }
+
+    /// RemoveImage: forwarded; when it succeeds, the image's records are dropped.
+    pub(crate) async fn remove_image(&self, head: RequestHead, body: Bytes) -> Response<ProxyBody> {
+        let records = match &self.verification {
+            Some(v) if !v.records.is_empty() => Arc::clone(&v.records),
+            _ => return self.forward(&head, body).await,
+        };
+        let image = grpc::single_message(&body)
+            .and_then(|m| RemoveImageRequest::decode(&m[..]).ok())
+            .and_then(|r| r.image)
+            .map(|i| i.image)
+            .unwrap_or_default();
+        let id = if image.starts_with("sha256:") {
+            Some(image.clone())
+        } else {
+            self.image_id(&head, &image).await
+        };
+        let answer = match self.attempt(&head, body).await {
+            Ok(answer) => answer,
+            Err(unavailable) => return unavailable,
+        };
+        if answer.code == Code::Ok
+            && let Some(id) = id
+        {
+            match records.remove(&id) {
+                Ok(true) => tracing::info!(image, id, "image removed; its pull records dropped"),
+                Ok(false) => {}
+                Err(err) => tracing::error!(error = %err, "cannot write the pulled-image records"),
+            }
+        }
+        answer.response
+    }
+
+    /// The ID of `image` on the node, asked of the runtime.
+    async fn image_id(&self, head: &RequestHead, image: &str) -> Option<String> {
+        let request = ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        let status_head = head.with_path(regcred_cri_api::methods::IMAGE_STATUS);
+        let answer = self
+            .attempt(&status_head, grpc::frame(&request.encode_to_vec()))
+            .await
+            .ok()?;
+        let message = response_message(&answer.response)?;
+        ImageStatusResponse::decode(&message[..])
+            .ok()?
+            .image
+            .map(|i| i.id)
+    }
+
+    /// Forgets the records of images no longer on the node and credential records past
+    /// their lifetime (at start, when there are records; the runtime may not be up yet,
+    /// then this is skipped).
+    pub(crate) async fn prune_records(&self) {
+        let Some(verification) = self.verification.as_ref().filter(|v| !v.records.is_empty())
+        else {
+            // Nothing to forget: no call to the runtime at all.
+            return;
+        };
+        let head = RequestHead::unary(regcred_cri_api::methods::LIST_IMAGES);
+        let request = grpc::frame(&ListImagesRequest::default().encode_to_vec());
+        let listed = match self.attempt(&head, request).await {
+            Ok(answer) if answer.code == Code::Ok => response_message(&answer.response)
+                .and_then(|m| ListImagesResponse::decode(&m[..]).ok()),
+            _ => None,
+        };
+        let Some(listed) = listed else {
+            tracing::warn!("cannot list the runtime's images; pulled-image records not pruned");
+            return;
+        };
+        let present = listed.images.into_iter().map(|i| i.id).collect();
+        match verification.records.retain(&present) {
+            Ok(forgotten) => tracing::info!(
+                images = verification.records.len(),
+                forgotten,
+                "pulled-image records checked against the runtime's images"
+            ),
+            Err(err) => tracing::error!(error = %err, "cannot write the pulled-image records"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_have_kubelets_names() {
+        for policy in [
+            VerificationPolicy::NeverVerify,
+            VerificationPolicy::NeverVerifyPreloadedImages,
+            VerificationPolicy::NeverVerifyAllowlistedImages,
+            VerificationPolicy::AlwaysVerify,
+        ] {
+            assert_eq!(policy.as_str().parse::<VerificationPolicy>(), Ok(policy));
+        }
+        let err = "alwaysverify".parse::<VerificationPolicy>().unwrap_err();
+        assert!(err.contains("AlwaysVerify"), "{err}");
+        assert_eq!(
+            VerificationPolicy::default(),
+            VerificationPolicy::NeverVerifyPreloadedImages
+        );
+    }
+
+    #[test]
+    fn allowlist_matches_names_and_paths_without_tags() {
+        let records = Arc::new(PullRecords::in_memory(std::time::Duration::from_secs(1)));
+        let v = ImageVerification::new(VerificationPolicy::NeverVerifyAllowlistedImages, records)
+            .allowlist(vec![
+                "registry.k8s.io/pause".into(),
+                "127.0.0.1:5000/team/*".into(),
+                "busybox".into(),
+            ])
+            .unwrap();
+        for yes in [
+            "registry.k8s.io/pause:3.10",
+            "127.0.0.1:5000/team/app:v1",
+            "127.0.0.1:5000/team/a/b@sha256:00",
+            "busybox:1.36",
+            "docker.io/library/busybox",
+        ] {
+            assert!(v.allowlisted(yes), "{yes}");
+        }
+        for no in [
+            "registry.k8s.io/pause2",
+            "127.0.0.1:5000/team",
+            "127.0.0.1:5000/teams/x",
+            "other/busybox",
+        ] {
+            assert!(!v.allowlisted(no), "{no}");
+        }
+        let records = Arc::new(PullRecords::in_memory(std::time::Duration::from_secs(1)));
+        for bad in ["r.io/a:v1", "r.io/*/x", "r.io/a@sha256:00", "/*"] {
+            let err =
+                ImageVerification::new(VerificationPolicy::AlwaysVerify, Arc::clone(&records))
+                    .allowlist(vec![bad.into()])
+                    .unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn raw_field_finds_the_last_length_delimited_field() {
+        let request = CreateContainerRequest {
+            pod_sandbox_id: "sb".into(),
+            config: None,
+            sandbox_config: Some(regcred_cri_api::runtime::v1::PodSandboxConfig {
+                hostname: "h".into(),
+                ..Default::default()
+            }),
+        };
+        let mut bytes = request.encode_to_vec();
+        // An unknown varint field and a fixed64 field after it are skipped.
+        bytes.extend([0x20, 0x96, 0x01, 0x29, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(raw_field(&bytes, 1), Some(&b"sb"[..]));
+        let sandbox = raw_field(&bytes, 3).unwrap();
+        assert_eq!(
+            regcred_cri_api::runtime::v1::PodSandboxConfig::decode(sandbox)
+                .unwrap()
+                .hostname,
+            "h"
+        );
+        assert_eq!(raw_field(&[0x0a, 0x05, b'a'], 1), None, "truncated");
+    }
+
+    #[test]
+    fn the_pull_request_keeps_the_sandbox_bytes_and_adds_auth() {
+        let sandbox = [0x12, 0x01, b'h', 0xfa, 0x06, 0x01, b'x'];
+        let auth = regcred_types::AuthConfig {
+            username: "u".into(),
+            password: "p".into(),
+            ..Default::default()
+        };
+        let bytes = pull_request(
+            ImageSpec {
+                image: "r.io/a:v1".into(),
+                ..Default::default()
+            },
+            Some(&auth),
+            &sandbox,
+        );
+        assert_eq!(raw_field(&bytes, 3), Some(&sandbox[..]));
+        let decoded = PullImageRequest::decode(&bytes[..]).unwrap();
+        assert_eq!(decoded.image.unwrap().image, "r.io/a:v1");
+        assert_eq!(decoded.auth.unwrap().password, "p");
+    }
+}

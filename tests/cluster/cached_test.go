@@ -1,0 +1,267 @@
+package kit
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Cached images and who may use them (README): a private image that one pod's
+// regcredentials Secret pulled onto the node is used by another pod only with that pod's
+// own credentials, with kubelet's KEP-2535 settings at their defaults. The cases run in
+// one order on one image, so this test is serial: it stops the registries for a while
+// and restarts the proxy.
+func TestCachedPrivateImageNeedsThePodsOwnCredentials(t *testing.T) {
+	ctx := context2(t, 10*time.Minute)
+	basic := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"]
+	image := basic + "/" + kit.Internal["CACHED_IMAGE"]
+	id := kit.Internal["CACHED_IMAGE_ID"]
+	if kit.Internal["CACHED_IMAGE"] == "" || id == "" {
+		t.Fatalf("the kit's registries.env has no CACHED_IMAGE/CACHED_IMAGE_ID: %v", kit.Internal)
+	}
+
+	// kubelet's own checks are at their defaults: no verification policy in its
+	// configuration (so NeverVerifyPreloadedImages, with KubeletEnsureSecretPulledImages
+	// on by default since 1.35).
+	config, err := os.ReadFile(filepath.Join(kit.Dir, "kubelet", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"imagePullCredentialsVerificationPolicy", "KubeletEnsureSecretPulledImages"} {
+		if strings.Contains(string(config), key) {
+			t.Fatalf("the kit's kubelet config sets %s; this test is about the defaults", key)
+		}
+	}
+
+	nsA, nsB, nsC, nsD := namespace(t, ctx), namespace(t, ctx), namespace(t, ctx), namespace(t, ctx)
+	mustSecret(t, ctx, nsA, "pull", map[string]string{"serverAddress": basic, "username": user(), "password": password()})
+	before := decisions(t)
+
+	// Pod A pulls the image with its Secret.
+	runPod(t, ctx, nsA, ifNotPresent(kit.PodSpec("a1", image, "pull")))
+	records := readRecords(t)
+	if !strings.Contains(records, id) {
+		t.Fatalf("the proxy's records do not name %s:\n%s", id, records)
+	}
+	for _, canary := range canaries {
+		if canary != "" && strings.Contains(records, canary) {
+			t.Fatal("the records hold a secret value")
+		}
+	}
+
+	// Pod B, another namespace, no pull secret, IfNotPresent: kubelet finds the image and
+	// does not pull; the proxy refuses the container, and the event says why.
+	event := failCreate(t, ctx, nsB, ifNotPresent(kit.PodSpec("b", image)),
+		regexp.QuoteMeta("regcred: pod "+nsB+"/b may not use image "+image),
+		regexp.QuoteMeta("from a pull with other credentials"),
+		regexp.QuoteMeta("the pod has no pull secret for this image"))
+	t.Logf("pod B's event: %s", event.Message)
+
+	// Pod C, a different Secret (the `auth` form) with valid credentials: the registry is
+	// asked and accepts them.
+	mustSecret(t, ctx, nsC, "other", map[string]string{"serverAddress": basic, "auth": BasicAuth(user(), password())})
+	offset := proxyLogSize(t)
+	runPod(t, ctx, nsC, ifNotPresent(kit.PodSpec("c", image, "other")))
+	lines := proxyLines(proxyLogSince(t, offset), nsC, "c")
+	if !anyLine(lines, "the pod's credentials are accepted for the image", "secret", nsC+"/other") {
+		t.Fatalf("the proxy did not log C's Secret as accepted: %v", lines)
+	}
+
+	// Pod D, a wrong password: refused, naming the Secret and the registry's answer.
+	mustSecret(t, ctx, nsD, "wrong", map[string]string{"serverAddress": basic, "username": user(), "password": wrongPassword()})
+	event = failCreate(t, ctx, nsD, ifNotPresent(kit.PodSpec("d", image, "wrong")),
+		regexp.QuoteMeta("regcred: pod "+nsD+"/d may not use image "+image),
+		regexp.QuoteMeta(nsD+"/wrong: "), `401|[Uu]nauthorized`)
+	t.Logf("pod D's event: %s", event.Message)
+
+	// A registry outage: pod A's second replica starts from the records, before and after
+	// a restart of the proxy (the records are on disk). A stopped registry process keeps
+	// its sockets open and answers nothing, so a registry round trip would hang the pod.
+	first := decisions(t)
+	for decision, least := range map[string]float64{"refused": 2, "verified": 1} {
+		if got := first[decision] - before[decision]; got < least {
+			t.Errorf("regcred_cri_proxy_image_use_total{decision=%q} grew by %v, want at least %v (before %v, after %v)",
+				decision, got, least, before, first)
+		}
+	}
+	stopped := registryProcesses(t)
+	for _, pid := range stopped {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			for _, pid := range stopped {
+				if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+					t.Errorf("resuming the registries: %v", err)
+				}
+			}
+		}
+	}
+	t.Cleanup(resume)
+	offset = proxyLogSize(t)
+	runPod(t, ctx, nsA, ifNotPresent(kit.PodSpec("a2", image, "pull")))
+	if out, err := kit.Cluster(ctx, "proxy", "node"); err != nil {
+		t.Fatalf("restarting the proxy: %v\n%s", err, out)
+	}
+	runPod(t, ctx, nsA, ifNotPresent(kit.PodSpec("a3", image, "pull")))
+	resume()
+	log := proxyLogSince(t, offset)
+	for _, pod := range []string{"a2", "a3"} {
+		if !anyLine(proxyLines(log, nsA, pod), "the pod's credentials are accepted for the image", "decision", "remembered") {
+			t.Errorf("pod %s was not allowed from the records: %v", pod, proxyLines(log, nsA, pod))
+		}
+	}
+
+	// The proxy's metrics start again at its restart.
+	before = decisions(t)
+
+	// A public image (anonymous registry) and an image imported into containerd by hand
+	// (never pulled): every pod uses them, with or without pull secrets.
+	open := kit.Env["REGCRED_CLUSTER_PUBLIC_REGISTRY"] + "/" + kit.Internal["OPEN_IMAGE"]
+	runPod(t, ctx, nsB, ifNotPresent(kit.PodSpec("open-1", open)))
+	runPod(t, ctx, nsD, ifNotPresent(kit.PodSpec("open-2", open, "wrong")))
+	importPreloaded(t, ctx)
+	runPod(t, ctx, nsB, ifNotPresent(kit.PodSpec("preloaded", kit.Internal["PRELOADED_IMAGE"])))
+
+	after := decisions(t)
+	for decision, least := range map[string]float64{"preloaded": 1, "public": 1} {
+		if got := after[decision] - before[decision]; got < least {
+			t.Errorf("regcred_cri_proxy_image_use_total{decision=%q} grew by %v, want at least %v (before %v, after %v)",
+				decision, got, least, before, after)
+		}
+	}
+
+	// The hole, shown on the same node: with the check off (NeverVerify, regcred 0.1), pod
+	// B's twin runs the private image with no credentials at all.
+	if out, err := kit.ClusterEnv(ctx, []string{"REGCRED_KIT_PROXY_ARGS=--image-pull-credentials-verification-policy NeverVerify"}, "proxy", "node"); err != nil {
+		t.Fatalf("restarting the proxy with NeverVerify: %v\n%s", err, out)
+	}
+	defer func() {
+		if out, err := kit.Cluster(context.Background(), "proxy", "node"); err != nil {
+			t.Errorf("restarting the proxy with its defaults: %v\n%s", err, out)
+		}
+	}()
+	runPod(t, ctx, nsB, ifNotPresent(kit.PodSpec("b-without-the-check", image)))
+}
+
+// ifNotPresent makes pod use an image on the node without pulling (the default for
+// tagged images, and the case kubelet never calls PullImage for).
+func ifNotPresent(pod *corev1.Pod) *corev1.Pod {
+	for i := range pod.Spec.Containers {
+		pod.Spec.Containers[i].ImagePullPolicy = corev1.PullIfNotPresent
+	}
+	return pod
+}
+
+func failCreate(t *testing.T, ctx context.Context, ns string, pod *corev1.Pod, patterns ...string) *corev1.Event {
+	t.Helper()
+	if _, err := kit.CreatePod(ctx, ns, pod); err != nil {
+		t.Fatal(err)
+	}
+	var res []*regexp.Regexp
+	for _, p := range patterns {
+		res = append(res, regexp.MustCompile(p))
+	}
+	event, last, err := kit.WaitCreateFailure(ctx, ns, pod.Name, failTimeout, res...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.Status.Phase == corev1.PodRunning {
+		t.Fatalf("pod %s/%s is Running", ns, pod.Name)
+	}
+	return event
+}
+
+// decisions reads regcred_cri_proxy_image_use_total by decision.
+func decisions(t *testing.T) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, d := range []string{"refused", "verified", "remembered", "preloaded", "public", "anonymous"} {
+		out[d] = metricValue(metrics(t), `regcred_cri_proxy_image_use_total{decision="`+d+`"}`)
+	}
+	return out
+}
+
+func anyLine(lines []map[string]any, message, key, value string) bool {
+	for _, l := range lines {
+		if fmt.Sprint(l["message"]) == message && fmt.Sprint(l[key]) == value {
+			return true
+		}
+	}
+	return false
+}
+
+func readRecords(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(kit.Dir, "cri-proxy-records", "pulled-images.json"))
+	if err != nil {
+		t.Fatalf("the proxy's pulled-image records: %v", err)
+	}
+	return string(data)
+}
+
+// registryProcesses is the kit's registries process (it serves the token server) and
+// every process under it (the docker-registry processes, in their own process groups).
+func registryProcesses(t *testing.T) []int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(kit.Dir, "pids", "registries.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatalf("registries.pid: %v", err)
+	}
+	parents := map[int][]int{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) > 1 {
+			ppid, _ := strconv.Atoi(fields[1])
+			parents[ppid] = append(parents[ppid], pid)
+		}
+	}
+	all := []int{root}
+	for i := 0; i < len(all); i++ {
+		all = append(all, parents[all[i]]...)
+	}
+	if len(all) < 4 {
+		t.Fatalf("the registries process %d has %d processes under it, want its three registries", root, len(all)-1)
+	}
+	return all
+}
+
+func importPreloaded(t *testing.T, ctx context.Context) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "ctr", "--address", kit.Env["REGCRED_CLUSTER_CONTAINERD_SOCKET"],
+		"-n", "k8s.io", "images", "import", filepath.Join(kit.Dir, "preloaded.oci.tar"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("importing the preloaded image: %v\n%s", err, out)
+	}
+}

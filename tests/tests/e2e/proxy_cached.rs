@@ -1,0 +1,220 @@
+//! Who may use a private image already on the node: the proxy's decision at
+//! CreateContainer, against real containerd and an htpasswd registry. A container that the
+//! proxy lets through reaches containerd, which answers for a sandbox that does not exist
+//! (NotFound): that answer is the proof of forwarding. A refusal is the proxy's own
+//! PERMISSION_DENIED. (The kit's cached_test.go shows the same with the real kubelet.)
+
+use regcred::cri_proxy::{ImageAccess, PullRecords, RECORDS_FILE, VerificationPolicy};
+use tonic::Code;
+
+use crate::proxy_support::ProxiedHtpasswd;
+
+/// A sandbox ID containerd does not have.
+const NO_SANDBOX: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[tokio::test]
+async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
+    let mut w = ProxiedHtpasswd::start_verifying("proxy-cached").await;
+    let image = w.world.reference.clone();
+    let id = w.world.image.config_digest().to_owned();
+    let url = w.world.registry.url();
+
+    // Pod A pulls with its Secret.
+    w.login_secret("a-login", &url);
+    let a = w.manifests.pod("a", &["a-login"]);
+    let pulled = w.cri.pull(&image, None, Some(a.clone())).await.unwrap();
+    assert_eq!(pulled, id);
+    let records = std::fs::read_to_string(w.proxy.records_dir().join(RECORDS_FILE)).unwrap();
+    assert!(records.contains(&id), "{records}");
+    assert!(
+        !records.contains(&w.world.password),
+        "the records hold the password"
+    );
+
+    // A's container is created from it: forwarded (containerd's own answer).
+    let created = w.cri.create_container(NO_SANDBOX, &id, &image, a).await;
+    assert_forwarded(&created);
+
+    // B has no pull secret: refused, in words, naming pod and image.
+    let b = w.manifests.pod("b", &[]);
+    let refused = w.cri.create_container(NO_SANDBOX, &id, &image, b).await;
+    let message = refusal(&refused);
+    for expected in [
+        "regcred: pod team/b may not use image",
+        image.as_str(),
+        "from a pull with other credentials",
+        "the pod has no pull secret for this image",
+    ] {
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+
+    // D has a wrong password: refused, naming the Secret, never the value.
+    w.manifests.secret(
+        "d-wrong",
+        &[
+            ("serverAddress", url.as_str()),
+            ("username", w.world.user),
+            ("password", "CANARY-wrong-cached"),
+        ],
+    );
+    let d = w.manifests.pod("d", &["d-wrong"]);
+    let message = refusal(&w.cri.create_container(NO_SANDBOX, &id, &image, d).await).to_owned();
+    assert!(message.contains("team/d-wrong: "), "{message}");
+    assert!(!message.contains("CANARY-wrong-cached"), "{message}");
+
+    // C has another Secret with valid credentials (`auth`): the registry is asked, accepts,
+    // and C is remembered from then on.
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", w.world.user, w.world.password));
+    w.manifests.secret(
+        "c-auth",
+        &[("serverAddress", url.as_str()), ("auth", auth.as_str())],
+    );
+    let c = w.manifests.pod("c", &["c-auth"]);
+    assert_forwarded(
+        &w.cri
+            .create_container(NO_SANDBOX, &id, &image, c.clone())
+            .await,
+    );
+
+    // With the registry down (killed: connections are refused), A and C are still allowed
+    // (from the records), B is not.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &w.world.registry.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_forwarded(
+        &w.cri
+            .create_container(NO_SANDBOX, &id, &image, w.manifests.pod("a", &["a-login"]))
+            .await,
+    );
+    assert_forwarded(&w.cri.create_container(NO_SANDBOX, &id, &image, c).await);
+    let b = w.manifests.pod("b", &[]);
+    refusal(&w.cri.create_container(NO_SANDBOX, &id, &image, b).await);
+
+    let metrics = w.proxy.metrics_text().await;
+    for series in [
+        "regcred_cri_proxy_image_use_total{decision=\"remembered\"} 3",
+        "regcred_cri_proxy_image_use_total{decision=\"verified\"} 1",
+        "regcred_cri_proxy_image_use_total{decision=\"refused\"} 3",
+    ] {
+        assert!(metrics.contains(series), "{series} not in\n{metrics}");
+    }
+    let log = w.proxy.log_text();
+    assert!(
+        log.contains("team/c-auth") && log.contains("the pod's credentials are accepted"),
+        "{log}"
+    );
+    assert!(!log.contains("CANARY-wrong-cached"));
+    w.assert_password_not_logged();
+
+    // RemoveImage through the proxy drops the image's records (read back from disk).
+    w.cri.remove_image(&image).await.unwrap();
+    let reopened =
+        PullRecords::open(&w.proxy.records_dir(), std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(reopened.access(&id), ImageAccess::Unrecorded);
+}
+
+#[tokio::test]
+async fn preloaded_and_public_images_are_for_every_pod() {
+    let mut w = ProxiedHtpasswd::start_verifying("proxy-preloaded").await;
+    let image = w.world.reference.clone();
+    let id = w.world.image.config_digest().to_owned();
+    // Pulled around the proxy (as by hand, or before regcred ran): no record.
+    w.world
+        .cri
+        .pull(
+            &image,
+            Some(regcred_tests::harness::basic_auth(
+                &w.world.registry.url(),
+                w.world.user,
+                &w.world.password,
+            )),
+            None,
+        )
+        .await
+        .unwrap();
+    let nobody = w.manifests.pod("nobody", &[]);
+    assert_forwarded(
+        &w.cri
+            .create_container(NO_SANDBOX, &id, &image, nobody)
+            .await,
+    );
+    let metrics = w.proxy.metrics_text().await;
+    assert!(
+        metrics.contains("regcred_cri_proxy_image_use_total{decision=\"preloaded\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// The proxy forwarded CreateContainer: containerd answered (no such sandbox).
+fn assert_forwarded(result: &Result<String, tonic::Status>) {
+    match result {
+        Err(status) if status.code() == Code::NotFound || status.code() == Code::Unknown => {
+            assert!(
+                !status.message().contains("regcred"),
+                "the proxy answered, not containerd: {status:?}"
+            );
+        }
+        other => panic!("expected containerd's answer for a missing sandbox, got {other:?}"),
+    }
+}
+
+/// The proxy's refusal message.
+fn refusal(result: &Result<String, tonic::Status>) -> &str {
+    match result {
+        Err(status) if status.code() == Code::PermissionDenied => status.message(),
+        other => panic!("expected the proxy's PERMISSION_DENIED, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn always_verify_and_an_unmatched_allowlist_ask_for_preloaded_images_too() {
+    for (policy, allowlist, allowed) in [
+        (VerificationPolicy::AlwaysVerify, &[][..], false),
+        (
+            VerificationPolicy::NeverVerifyAllowlistedImages,
+            &[][..],
+            false,
+        ),
+        (
+            VerificationPolicy::NeverVerifyAllowlistedImages,
+            &["127.0.0.1/nothing/*"][..],
+            false,
+        ),
+        (VerificationPolicy::NeverVerify, &[][..], true),
+    ] {
+        let mut w = ProxiedHtpasswd::start_verifying_with("proxy-always", policy, allowlist).await;
+        let image = w.world.reference.clone();
+        let id = w.world.image.config_digest().to_owned();
+        let url = w.world.registry.url();
+        let auth = regcred_tests::harness::basic_auth(&url, w.world.user, &w.world.password);
+        w.world.cri.pull(&image, Some(auth), None).await.unwrap();
+        let nobody = w.manifests.pod("nobody", &[]);
+        let answer = w
+            .cri
+            .create_container(NO_SANDBOX, &id, &image, nobody)
+            .await;
+        if allowed {
+            assert_forwarded(&answer);
+        } else {
+            let message = refusal(&answer);
+            assert!(
+                message.contains("the verification policy asks every pod for credentials"),
+                "{policy}: {message}"
+            );
+        }
+        // A pod with its own valid credentials passes under every policy.
+        w.login_secret("login", &url);
+        let member = w.manifests.pod("member", &["login"]);
+        assert_forwarded(
+            &w.cri
+                .create_container(NO_SANDBOX, &id, &image, member)
+                .await,
+        );
+    }
+    // Matching allowlist entries are the allowlist's unit tests (verify.rs): this world's
+    // registry port is known only once it runs.
+}
