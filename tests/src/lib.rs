@@ -7,3 +7,4 @@
 
 pub mod examples;
 pub mod harness;
+pub mod oci_image;

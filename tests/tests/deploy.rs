@@ -38,8 +38,21 @@ fn kubectl() -> PathBuf {
 }
 
 /// `kubectl kustomize deploy/`, one JSON value per object.
-fn render() -> Vec<Value> {
+fn render_default() -> Vec<Value> {
     render_dir(&root().join("deploy"))
+}
+
+/// deploy/ with the opt-in cert-manager component, as README.md's overlay adds it (an
+/// overlay beside a copy of deploy/: kustomize takes relative paths only).
+fn render() -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("deploy"), &dir.path().join("deploy"));
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources: [deploy]\ncomponents: [deploy/webhook/cert-manager]\n",
+    )
+    .unwrap();
+    render_dir(dir.path())
 }
 
 /// `kubectl kustomize DIR`, one JSON value per object.
@@ -279,6 +292,36 @@ fn every_rendered_object_parses_into_its_api_type() {
         "{:?}",
         rendered.cert_manager.keys()
     );
+}
+
+/// `kubectl apply -k deploy/` needs no CRDs: cert-manager is opt-in, and the default is
+/// exactly the opt-in rendering without its four objects and its annotation.
+#[test]
+fn the_default_needs_no_cert_manager() {
+    let default = render_default();
+    assert!(
+        default.iter().all(|o| !o["apiVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("cert-manager.io/")),
+        "deploy/ renders no cert-manager objects"
+    );
+    let mut with: Vec<Value> = render()
+        .into_iter()
+        .filter(|o| {
+            !o["apiVersion"]
+                .as_str()
+                .unwrap()
+                .starts_with("cert-manager.io/")
+        })
+        .collect();
+    for object in &mut with {
+        if object["kind"] == "ValidatingWebhookConfiguration" {
+            let annotations = object["metadata"].as_object_mut().unwrap();
+            assert!(annotations.remove("annotations").is_some());
+        }
+    }
+    assert_eq!(default, with);
 }
 
 #[test]
