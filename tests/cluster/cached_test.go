@@ -169,21 +169,7 @@ func ifNotPresent(pod *corev1.Pod) *corev1.Pod {
 
 func failCreate(t *testing.T, ctx context.Context, ns string, pod *corev1.Pod, patterns ...string) *corev1.Event {
 	t.Helper()
-	if _, err := kit.CreatePod(ctx, ns, pod); err != nil {
-		t.Fatal(err)
-	}
-	var res []*regexp.Regexp
-	for _, p := range patterns {
-		res = append(res, regexp.MustCompile(p))
-	}
-	event, last, err := kit.WaitCreateFailure(ctx, ns, pod.Name, failTimeout, res...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if last.Status.Phase == corev1.PodRunning {
-		t.Fatalf("pod %s/%s is Running", ns, pod.Name)
-	}
-	return event
+	return failWith(t, ctx, ns, pod, kit.WaitCreateFailure, patterns)
 }
 
 // decisions reads regcred_cri_proxy_image_use_total by decision.

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -313,43 +314,19 @@ func (k *Kit) PodEvents(ctx context.Context, ns, name string) ([]corev1.Event, e
 // message matches every pattern, and its container waits with ErrImagePull or
 // ImagePullBackOff; it returns that event.
 func (k *Kit) WaitPullFailure(ctx context.Context, ns, name string, timeout time.Duration, patterns ...*regexp.Regexp) (*corev1.Event, *corev1.Pod, error) {
-	var found *corev1.Event
-	var last *corev1.Pod
-	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		pod, err := k.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		last = pod
-		waiting := false
-		for _, c := range pod.Status.ContainerStatuses {
-			if w := c.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
-				waiting = true
-			}
-		}
-		events, err := k.PodEvents(ctx, ns, name)
-		if err != nil {
-			return false, nil
-		}
-		for i := range events {
-			e := &events[i]
-			if e.Reason != "Failed" || !matchesAll(e.Message, patterns) {
-				continue
-			}
-			found = e
-		}
-		return waiting && found != nil, nil
-	})
-	if err != nil {
-		return nil, last, fmt.Errorf("pod %s/%s: no pull failure matching %v after %s: %s", ns, name, patterns, timeout, k.Describe(ns, name, last))
-	}
-	return found, last, nil
+	return k.waitFailure(ctx, ns, name, timeout, "pull failure", []string{"ErrImagePull", "ImagePullBackOff"}, patterns)
 }
 
 // WaitCreateFailure waits until the pod has a Failed event whose message matches every
 // pattern and its container waits with CreateContainerError (the runtime, here the
 // proxy, refused CreateContainer); it returns that event.
 func (k *Kit) WaitCreateFailure(ctx context.Context, ns, name string, timeout time.Duration, patterns ...*regexp.Regexp) (*corev1.Event, *corev1.Pod, error) {
+	return k.waitFailure(ctx, ns, name, timeout, "CreateContainerError", []string{"CreateContainerError"}, patterns)
+}
+
+// waitFailure waits until a container of the pod waits with one of reasons and a Failed
+// event matches every pattern.
+func (k *Kit) waitFailure(ctx context.Context, ns, name string, timeout time.Duration, what string, reasons []string, patterns []*regexp.Regexp) (*corev1.Event, *corev1.Pod, error) {
 	var found *corev1.Event
 	var last *corev1.Pod
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
@@ -360,7 +337,7 @@ func (k *Kit) WaitCreateFailure(ctx context.Context, ns, name string, timeout ti
 		last = pod
 		waiting := false
 		for _, c := range pod.Status.ContainerStatuses {
-			if w := c.State.Waiting; w != nil && w.Reason == "CreateContainerError" {
+			if w := c.State.Waiting; w != nil && slices.Contains(reasons, w.Reason) {
 				waiting = true
 			}
 		}
@@ -376,7 +353,7 @@ func (k *Kit) WaitCreateFailure(ctx context.Context, ns, name string, timeout ti
 		return waiting && found != nil, nil
 	})
 	if err != nil {
-		return nil, last, fmt.Errorf("pod %s/%s: no CreateContainerError matching %v after %s: %s", ns, name, patterns, timeout, k.Describe(ns, name, last))
+		return nil, last, fmt.Errorf("pod %s/%s: no %s matching %v after %s: %s", ns, name, what, patterns, timeout, k.Describe(ns, name, last))
 	}
 	return found, last, nil
 }

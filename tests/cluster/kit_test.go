@@ -138,6 +138,14 @@ func runPod(t *testing.T, ctx context.Context, ns string, pod *corev1.Pod) *core
 
 func failPod(t *testing.T, ctx context.Context, ns string, pod *corev1.Pod, patterns ...string) *corev1.Event {
 	t.Helper()
+	return failWith(t, ctx, ns, pod, kit.WaitPullFailure, patterns)
+}
+
+// failWith creates pod and waits with wait for its failure matching patterns.
+func failWith(t *testing.T, ctx context.Context, ns string, pod *corev1.Pod,
+	wait func(context.Context, string, string, time.Duration, ...*regexp.Regexp) (*corev1.Event, *corev1.Pod, error),
+	patterns []string) *corev1.Event {
+	t.Helper()
 	if _, err := kit.CreatePod(ctx, ns, pod); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +153,7 @@ func failPod(t *testing.T, ctx context.Context, ns string, pod *corev1.Pod, patt
 	for _, p := range patterns {
 		res = append(res, regexp.MustCompile(p))
 	}
-	event, last, err := kit.WaitPullFailure(ctx, ns, pod.Name, failTimeout, res...)
+	event, last, err := wait(ctx, ns, pod.Name, failTimeout, res...)
 	if err != nil {
 		t.Fatal(err)
 	}

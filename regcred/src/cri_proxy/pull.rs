@@ -184,15 +184,7 @@ impl Inner {
                 image,
                 "PullImage without pod metadata; forwarded without credentials"
             );
-            return self
-                .forward_recording(
-                    &head,
-                    body,
-                    image,
-                    None,
-                    PullOutcome::ForwardedWithoutCredentials,
-                )
-                .await;
+            return self.forward_anonymous(&head, body, image).await;
         };
 
         let (candidates, unreadable) = match self.candidates_for(&pod, image).await {
@@ -201,15 +193,7 @@ impl Inner {
                 unreadable,
             }) => (candidates, unreadable),
             Ok(Resolved::PodUnknown) => {
-                return self
-                    .forward_recording(
-                        &head,
-                        body,
-                        image,
-                        None,
-                        PullOutcome::ForwardedWithoutCredentials,
-                    )
-                    .await;
+                return self.forward_anonymous(&head, body, image).await;
             }
             Err(response) => return response,
         };
@@ -219,15 +203,7 @@ impl Inner {
             if let Some(note) = unreadable {
                 return self.forward_noting(&head, body, image, &note).await;
             }
-            return self
-                .forward_recording(
-                    &head,
-                    body,
-                    image,
-                    None,
-                    PullOutcome::ForwardedWithoutCredentials,
-                )
-                .await;
+            return self.forward_anonymous(&head, body, image).await;
         }
 
         let hidden = secret_values(&candidates);
@@ -418,6 +394,24 @@ impl Inner {
             code,
             message,
         })
+    }
+
+    /// Forwards a PullImage without credentials (none came, none apply) and records a
+    /// success as public.
+    async fn forward_anonymous(
+        &self,
+        head: &RequestHead,
+        body: Bytes,
+        image: &str,
+    ) -> Response<ProxyBody> {
+        self.forward_recording(
+            head,
+            body,
+            image,
+            None,
+            PullOutcome::ForwardedWithoutCredentials,
+        )
+        .await
     }
 
     /// Forwards a PullImage as it came, counts it, and with verification on records a
