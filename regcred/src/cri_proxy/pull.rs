@@ -37,15 +37,7 @@ impl PullView {
     /// proxy then forwards it and lets the runtime answer).
     pub(crate) fn decode(message: &[u8]) -> Option<Self> {
         let request = PullImageRequest::decode(message).ok()?;
-        let pod = request
-            .sandbox_config
-            .and_then(|config| config.metadata)
-            .filter(|m| !m.name.is_empty())
-            .map(|m| PodRef {
-                namespace: m.namespace,
-                name: m.name,
-                uid: m.uid,
-            });
+        let pod = PodRef::from_sandbox(request.sandbox_config);
         Some(Self {
             image: request.image.map(|i| i.image).unwrap_or_default(),
             // An empty `auth` message is "no credentials": kubelet sends none, but a client

@@ -305,15 +305,7 @@ impl Inner {
             self.metrics.image_use(ImageUse::Undecided);
             return self.forward(&head, body).await;
         };
-        let pod = request
-            .sandbox_config
-            .and_then(|c| c.metadata)
-            .filter(|m| !m.name.is_empty())
-            .map(|m| PodRef {
-                namespace: m.namespace,
-                name: m.name,
-                uid: m.uid,
-            });
+        let pod = PodRef::from_sandbox(request.sandbox_config);
         let config = request.config.unwrap_or_default();
         let container = config.metadata.map(|m| m.name).unwrap_or_default();
         let spec = config.image.unwrap_or_default();

@@ -29,6 +29,23 @@ pub struct PodRef {
     pub uid: String,
 }
 
+impl PodRef {
+    /// The pod a request's `sandbox_config` names; `None` without one or without a name
+    /// (not kubelet: crictl and other node-local clients).
+    pub fn from_sandbox(
+        config: Option<regcred_cri_api::runtime::v1::PodSandboxConfig>,
+    ) -> Option<Self> {
+        config
+            .and_then(|c| c.metadata)
+            .filter(|m| !m.name.is_empty())
+            .map(|m| Self {
+                namespace: m.namespace,
+                name: m.name,
+                uid: m.uid,
+            })
+    }
+}
+
 impl fmt::Display for PodRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
