@@ -75,6 +75,9 @@ pub enum ImageUse {
     Refused,
     /// The request names no pod or does not parse: forwarded without a decision.
     Undecided,
+    /// No decision could be made (the pod's Secrets or the policy failed, or the runtime
+    /// was unreachable for a verification pull): the error goes back, the container waits.
+    Failed,
 }
 
 impl ImageUse {
@@ -90,6 +93,7 @@ impl ImageUse {
             Self::Anonymous => "anonymous",
             Self::Refused => "refused",
             Self::Undecided => "undecided",
+            Self::Failed => "failed",
         }
     }
 }

@@ -26,8 +26,8 @@ const AUTH_TAG: u8 = (2 << 3) | 2;
 pub(crate) struct PullView {
     /// `image.image`.
     pub(crate) image: String,
-    /// `auth` is present with at least one field set.
-    pub(crate) has_auth: bool,
+    /// `auth`, when present with at least one field set (kubelet's dockerconfigjson).
+    pub(crate) auth: Option<CriAuthConfig>,
     /// `sandbox_config.metadata`, when it names a pod.
     pub(crate) pod: Option<PodRef>,
 }
@@ -43,7 +43,7 @@ impl PullView {
             // An empty `auth` message is "no credentials": kubelet sends none, but a client
             // that sends an empty one gets the same treatment (the injected field then
             // merges into it, as protobuf merges repeated message fields).
-            has_auth: request.auth.is_some_and(|a| a != CriAuthConfig::default()),
+            auth: request.auth.filter(|a| *a != CriAuthConfig::default()),
             pod,
         })
     }
@@ -132,6 +132,12 @@ pub(crate) enum Resolved {
     PodUnknown,
 }
 
+/// Why a pod's candidates could not be had: the outcome to count and the response to give.
+pub(crate) struct ResolveFailure {
+    pub(crate) outcome: PullOutcome,
+    pub(crate) response: Response<ProxyBody>,
+}
+
 /// The Secret name recorded for credentials kubelet itself sent (dockerconfigjson).
 const KUBELET_CREDENTIALS: &str = "(credentials kubelet sent)";
 
@@ -151,14 +157,13 @@ impl Inner {
                 .await;
         };
         let image = view.image.as_str();
-        if view.has_auth {
+        if let Some(auth) = &view.auth {
             tracing::info!(image, pod = ?view.pod.as_ref().map(ToString::to_string),
                 "PullImage already carries auth; forwarded untouched");
-            let credential = PullImageRequest::decode(&message[..])
-                .ok()
-                .and_then(|r| r.auth)
-                .zip(self.verification.as_ref())
-                .map(|(auth, v)| v.records().hash(CredentialFields::from(&auth)));
+            let credential = self
+                .verification
+                .as_ref()
+                .map(|v| v.records().hash(CredentialFields::from(auth)));
             return self
                 .forward_recording(
                     &head,
@@ -187,7 +192,10 @@ impl Inner {
             Ok(Resolved::PodUnknown) => {
                 return self.forward_anonymous(&head, body, image).await;
             }
-            Err(response) => return response,
+            Err(failure) => {
+                self.metrics.pull(failure.outcome);
+                return failure.response;
+            }
         };
         if candidates.is_empty() {
             tracing::info!(pod = %pod, image,
@@ -253,12 +261,13 @@ impl Inner {
     }
 
     /// The candidates of `pod`'s pull Secrets for `image`, resolved by the policy; `Err`
-    /// is the response to give when the Secrets or the policy fail.
+    /// says what failed (the Secrets or the policy) and the response to give. The caller
+    /// counts it: a pull or a CreateContainer decision.
     pub(crate) async fn candidates_for(
         &self,
         pod: &PodRef,
         image: &str,
-    ) -> Result<Resolved, Response<ProxyBody>> {
+    ) -> Result<Resolved, ResolveFailure> {
         // The lookup and the policy hold a resolution slot; the pull attempts do not.
         let _resolving = Arc::clone(&self.resolving).acquire_owned().await;
         let started = Instant::now();
@@ -266,11 +275,13 @@ impl Inner {
             Ok(secrets) => secrets,
             Err(err) => {
                 tracing::error!(pod = %pod, image, error = %err, "cannot read the pod's pull secrets");
-                self.metrics.pull(PullOutcome::SecretSourceError);
-                return Err(grpc::error_response(
-                    Code::Unavailable,
-                    &format!("regcred: cannot read the pull secrets of pod {pod}: {err}"),
-                ));
+                return Err(ResolveFailure {
+                    outcome: PullOutcome::SecretSourceError,
+                    response: grpc::error_response(
+                        Code::Unavailable,
+                        &format!("regcred: cannot read the pull secrets of pod {pod}: {err}"),
+                    ),
+                });
             }
         };
         for warning in &secrets.warnings {
@@ -299,11 +310,13 @@ impl Inner {
             Ok(resolution) => resolution,
             Err(err) => {
                 tracing::error!(pod = %pod, image, error = %err, "the policy failed");
-                self.metrics.pull(PullOutcome::PolicyError);
-                return Err(grpc::error_response(
-                    Code::Internal,
-                    &format!("regcred: the policy failed for pod {pod}, image {image}: {err}"),
-                ));
+                return Err(ResolveFailure {
+                    outcome: PullOutcome::PolicyError,
+                    response: grpc::error_response(
+                        Code::Internal,
+                        &format!("regcred: the policy failed for pod {pod}, image {image}: {err}"),
+                    ),
+                });
             }
         };
         self.metrics.resolution(started.elapsed());
@@ -485,7 +498,7 @@ mod tests {
     fn reads_image_pod_and_whether_auth_is_set() {
         let view = PullView::decode(&request(None).encode_to_vec()).unwrap();
         assert_eq!(view.image, "127.0.0.1:5000/team/app:v1");
-        assert!(!view.has_auth);
+        assert!(view.auth.is_none());
         let pod = view.pod.unwrap();
         assert_eq!(
             (pod.to_string(), pod.uid.as_str()),
@@ -493,12 +506,17 @@ mod tests {
         );
 
         let empty = PullView::decode(&request(Some(CriAuthConfig::default())).encode_to_vec());
-        assert!(!empty.unwrap().has_auth, "an empty auth is no auth");
+        assert!(empty.unwrap().auth.is_none(), "an empty auth is no auth");
         let set = request(Some(CriAuthConfig {
             auth: "dTpw".into(),
             ..Default::default()
         }));
-        assert!(PullView::decode(&set.encode_to_vec()).unwrap().has_auth);
+        assert!(
+            PullView::decode(&set.encode_to_vec())
+                .unwrap()
+                .auth
+                .is_some()
+        );
         assert_eq!(PullView::decode(b"\xff\xff"), None);
     }
 

@@ -385,7 +385,11 @@ impl Inner {
             ));
         }
 
-        let (candidates, unreadable) = match self.candidates_for(pod, &name).await? {
+        let resolved = self.candidates_for(pod, &name).await.map_err(|failure| {
+            self.metrics.image_use(ImageUse::Failed);
+            failure.response
+        })?;
+        let (candidates, unreadable) = match resolved {
             Resolved::Candidates {
                 candidates,
                 unreadable,
@@ -412,7 +416,10 @@ impl Inner {
         for (candidate, hash) in candidates.iter().zip(&hashes) {
             let request = pull_request(image.clone(), Some(&candidate.auth_config), sandbox);
             self.metrics.injected();
-            let answer = self.attempt(&pull_head, grpc::frame(&request)).await?;
+            let answer = self
+                .attempt(&pull_head, grpc::frame(&request))
+                .await
+                .map_err(|unavailable| self.failed(unavailable))?;
             if answer.code == Code::Ok {
                 let pulled = pulled_ref(&answer.response).unwrap_or_else(|| id.to_owned());
                 for image_id in [pulled.as_str(), id] {
@@ -428,7 +435,10 @@ impl Inner {
         }
         if candidates.is_empty() {
             let request = pull_request(image, None, sandbox);
-            let answer = self.attempt(&pull_head, grpc::frame(&request)).await?;
+            let answer = self
+                .attempt(&pull_head, grpc::frame(&request))
+                .await
+                .map_err(|unavailable| self.failed(unavailable))?;
             if answer.code == Code::Ok {
                 let pulled = pulled_ref(&answer.response).unwrap_or_else(|| id.to_owned());
                 self.keep(records.public(&pulled, &name));
@@ -452,6 +462,13 @@ impl Inner {
         tracing::warn!(pod = %pod, image = %name, id, policy = %verification.policy,
             error = %message, "image use refused");
         Err(grpc::error_response(Code::PermissionDenied, &message))
+    }
+
+    /// Counts a decision that could not be made (the runtime unreachable) and passes its
+    /// response on.
+    fn failed(&self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        self.metrics.image_use(ImageUse::Failed);
+        response
     }
 
     /// Logs a records write that failed; the record is kept in memory.

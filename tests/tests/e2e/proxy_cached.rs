@@ -110,6 +110,35 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
     assert!(!log.contains("CANARY-wrong-cached"));
     w.assert_password_not_logged();
 
+    // With the pull Secret source unreadable, no decision is made: UNAVAILABLE, counted
+    // as failed, and the container is not created.
+    let manifests = w.manifests.path().to_owned();
+    let moved = manifests.with_extension("moved");
+    std::fs::rename(&manifests, &moved).unwrap();
+    let c = regcred_tests::harness::pod_sandbox(
+        crate::proxy_support::NAMESPACE,
+        "c",
+        "c-5f0c-4d7e-9b1a",
+    );
+    let answer = w.cri.create_container(NO_SANDBOX, &id, &image, c).await;
+    std::fs::rename(&moved, &manifests).unwrap();
+    match answer {
+        Err(status) if status.code() == Code::Unavailable => {
+            assert!(
+                status
+                    .message()
+                    .contains("cannot read the pull secrets of pod team/c"),
+                "{status:?}"
+            );
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    let metrics = w.proxy.metrics_text().await;
+    assert!(
+        metrics.contains("regcred_cri_proxy_image_use_total{decision=\"failed\"} 1"),
+        "{metrics}"
+    );
+
     // RemoveImage through the proxy drops the image's records (read back from disk).
     w.cri.remove_image(&image).await.unwrap();
     let reopened =
