@@ -422,7 +422,13 @@ impl Inner {
                 .map_err(|unavailable| self.failed(unavailable))?;
             if answer.code == Code::Ok {
                 let pulled = pulled_ref(&answer.response).unwrap_or_else(|| id.to_owned());
-                for image_id in [pulled.as_str(), id] {
+                // The ID kubelet asked for, and the one the pull got when the tag moved
+                // (one write when they are the same, as they almost always are).
+                let mut ids = vec![id];
+                if pulled != id {
+                    ids.push(pulled.as_str());
+                }
+                for image_id in ids {
                     self.keep(records.credentialed(image_id, &name, hash, &candidate.secret));
                 }
                 return Ok(Allowed::Verified(candidate.secret.clone()));
