@@ -32,6 +32,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use hyper::http::uri::Authority;
+use loona_hpack::huffman::HuffmanDecoder;
 use loona_hpack::{Decoder, Encoder};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -203,6 +204,12 @@ pub struct Normalizer {
     max_frame_size: u32,
     /// Header fields decoded, reused between blocks.
     fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// One Huffman decoder for the connection: loona's `Decoder` builds a new one (a
+    /// table of 257 codes) for every Huffman-coded string, which grpc-go sends on every
+    /// call (`grpc-timeout`), and that was the largest part of the proxy's own CPU time.
+    huffman: HuffmanDecoder,
+    /// A block with its Huffman strings decoded, reused between blocks.
+    plain: Vec<u8>,
     rewritten: u64,
 }
 
@@ -240,6 +247,8 @@ impl Normalizer {
             table_cleared: false,
             max_frame_size,
             fields: Vec::new(),
+            huffman: HuffmanDecoder::new(),
+            plain: Vec::new(),
             rewritten: 0,
         }
     }
@@ -417,6 +426,11 @@ impl Normalizer {
         let mut decoded_size = 0usize;
         let mut too_large = false;
         let mut rewritten = 0;
+        let fragment = if without_huffman(fragment, &mut self.huffman, &mut self.plain) {
+            &self.plain[..]
+        } else {
+            fragment
+        };
         let decoded =
             self.decoder
                 .decode_with_cb(fragment, |name: Cow<'_, [u8]>, value: Cow<'_, [u8]>| {
@@ -472,6 +486,85 @@ impl Normalizer {
         write_block(out, block, &encoded, self.max_frame_size as usize);
         Ok(())
     }
+}
+
+/// Writes `block` to `out` with every Huffman-coded string literal replaced by its
+/// decoded octets (RFC 7541 5.2, H bit 0), which decode to the same header list with the
+/// same dynamic table; returns false, and leaves `out` to be ignored, when the block
+/// has no Huffman string or is not well formed (the HPACK decoder then reads the block as
+/// it came and reports what is wrong with it).
+fn without_huffman(block: &[u8], huffman: &mut HuffmanDecoder, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut copied = 0;
+    let mut at = 0;
+    let mut any = false;
+    while at < block.len() {
+        let first = block[at];
+        // The representation's prefix size and whether a literal name and a value follow.
+        let (prefix, strings) = if first & 0x80 != 0 {
+            (7, false)
+        } else if first & 0x40 != 0 {
+            (6, true)
+        } else if first & 0x20 != 0 {
+            (5, false)
+        } else {
+            (4, true)
+        };
+        let Some((index, used)) = hpack_integer(&block[at..], prefix) else {
+            return false;
+        };
+        at += used;
+        if !strings {
+            continue;
+        }
+        for _ in 0..(if index == 0 { 2 } else { 1 }) {
+            let Some(&head) = block.get(at) else {
+                return false;
+            };
+            let Some((length, used)) = hpack_integer(&block[at..], 7) else {
+                return false;
+            };
+            let Some(octets) = at
+                .checked_add(used)
+                .and_then(|start| block.get(start..start.checked_add(length)?))
+            else {
+                return false;
+            };
+            if head & 0x80 != 0 {
+                let Ok(decoded) = huffman.decode(octets) else {
+                    return false;
+                };
+                out.extend_from_slice(&block[copied..at]);
+                if loona_hpack::encoder::encode_integer_into(decoded.len(), 7, 0, out).is_err() {
+                    return false;
+                }
+                out.extend_from_slice(&decoded);
+                copied = at + used + length;
+                any = true;
+            }
+            at += used + length;
+        }
+    }
+    out.extend_from_slice(&block[copied..]);
+    any
+}
+
+/// An HPACK integer with a `prefix`-bit prefix at the start of `bytes` (RFC 7541 5.1):
+/// its value and how many bytes it took, or `None` when it is cut short or larger than
+/// any length a header block within the limits can hold.
+fn hpack_integer(bytes: &[u8], prefix: u8) -> Option<(usize, usize)> {
+    let mask = (1usize << prefix) - 1;
+    let mut value = usize::from(*bytes.first()?) & mask;
+    if value < mask {
+        return Some((value, 1));
+    }
+    for (i, &byte) in bytes.iter().enumerate().skip(1).take(4) {
+        value += usize::from(byte & 0x7f) << (7 * (i - 1));
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
 }
 
 /// The header block fragment of a HEADERS frame, without padding and priority.
