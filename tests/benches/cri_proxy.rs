@@ -28,6 +28,64 @@ const WARMUP: usize = 200;
 /// same answer direct and through the proxy, after the proxy's decision.
 const NO_SANDBOX: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// A unix socket that relays every connection to `target` byte for byte.
+struct Relay {
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(target: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("relay.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let target = target.to_owned();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+                let accept = async {
+                    loop {
+                        let (mut client, _) = listener.accept().await.unwrap();
+                        let mut upstream = tokio::net::UnixStream::connect(&target).await.unwrap();
+                        tokio::spawn(async move {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    () = accept => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        Self {
+            socket,
+            _dir: dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     let index = ((samples.len() - 1) as f64 * p).round() as usize;
@@ -85,31 +143,38 @@ async fn main() {
         .await;
     let mut proxied = proxy.client().await;
 
+    // The floor of any extra hop: a relay that copies the bytes both ways, unread, on its
+    // own thread and runtime as the in-process proxy has.
+    let relay = Relay::start(containerd.socket());
+    let mut relayed = CriClient::connect(&relay.socket).await.unwrap();
     for (name, is_list) in [("ImageStatus", false), ("ListImages", true)] {
-        let mut direct_times = Vec::with_capacity(ROUNDS);
-        let mut proxied_times = Vec::with_capacity(ROUNDS);
+        let mut times = [
+            Vec::with_capacity(ROUNDS),
+            Vec::with_capacity(ROUNDS),
+            Vec::with_capacity(ROUNDS),
+        ];
         for round in 0..WARMUP + ROUNDS {
-            let started = Instant::now();
-            if is_list {
-                direct.list_images().await.unwrap();
-            } else {
-                direct.image_status(&reference).await.unwrap();
-            }
-            let d = started.elapsed();
-            let started = Instant::now();
-            if is_list {
-                proxied.list_images().await.unwrap();
-            } else {
-                proxied.image_status(&reference).await.unwrap();
-            }
-            let p = started.elapsed();
-            if round >= WARMUP {
-                direct_times.push(d);
-                proxied_times.push(p);
+            for (times, client) in times
+                .iter_mut()
+                .zip([&mut direct, &mut relayed, &mut proxied])
+            {
+                let started = Instant::now();
+                if is_list {
+                    client.list_images().await.unwrap();
+                } else {
+                    client.image_status(&reference).await.unwrap();
+                }
+                if round >= WARMUP {
+                    times.push(started.elapsed());
+                }
             }
         }
-        report(name, &mut direct_times, &mut proxied_times);
+        let [direct_times, relay_times, proxied_times] = &mut times;
+        report(name, direct_times, proxied_times);
+        report(&format!("{name} (byte relay)"), direct_times, relay_times);
     }
+    drop(relayed);
+    drop(relay);
 
     // Resolution on PullImage: the pod's Secrets from a `dir:` source (read again on
     // every pull) and the candidates from the policy module (wasmtime).
