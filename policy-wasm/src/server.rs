@@ -3,8 +3,8 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::glob;
 use crate::reference::ImageRef;
+use crate::{glob, ip};
 
 /// Docker Hub's canonical registry name, as image references spell it.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -37,8 +37,8 @@ impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Dns(name) => f.write_str(name),
-            Self::Ipv4(ip) => write!(f, "{ip}"),
-            Self::Ipv6(ip) => write!(f, "[{ip}]"),
+            Self::Ipv4(ip) => write!(f, "{}", ip::ShowIpv4(*ip)),
+            Self::Ipv6(ip) => write!(f, "[{}]", ip::ShowIpv6(*ip)),
         }
     }
 }
@@ -269,7 +269,7 @@ pub(crate) fn kubelet_reading(key: &str) -> Option<KubeletReading> {
     let ipv6 = authority.starts_with('[')
         && authority
             .find(']')
-            .is_some_and(|close| authority[1..close].parse::<Ipv6Addr>().is_ok());
+            .is_some_and(|close| ip::parse_ipv6(&authority[1..close]).is_some());
     (authority.contains('[') && !ipv6).then_some(KubeletReading::Ignored)
 }
 
@@ -316,7 +316,7 @@ fn parse_authority(authority: &str) -> Result<(Host, Option<u16>), ServerAddress
                 None => return err("has text after the IPv6 address that is not ':PORT'"),
             },
         };
-        let ip: Ipv6Addr = inner[..close].parse().map_err(|_| {
+        let ip = ip::parse_ipv6(&inner[..close]).ok_or_else(|| {
             ServerAddressError(format!("{:?} is not an IPv6 address", &inner[..close]))
         })?;
         return Ok((Host::Ipv6(ip), port.map(parse_port).transpose()?));
@@ -354,10 +354,9 @@ pub(crate) fn parse_host(text: &str) -> Result<Host, ServerAddressError> {
         .split('.')
         .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
     if looks_numeric {
-        return text
-            .parse::<Ipv4Addr>()
+        return ip::parse_ipv4(text)
             .map(Host::Ipv4)
-            .map_err(|_| ServerAddressError(format!("{text:?} is not an IPv4 address")));
+            .ok_or_else(|| ServerAddressError(format!("{text:?} is not an IPv4 address")));
     }
     let lower = text.to_ascii_lowercase();
     for label in lower.split('.') {
