@@ -102,10 +102,14 @@ pub fn convert(secret: &SecretManifest) -> Result<Vec<SecretManifest>, ConvertEr
 
 /// `BASE-REGISTRY` as a DNS-1123 subdomain of at most 253 characters.
 fn secret_name(base: &str, registry: &str) -> String {
-    let registry = registry
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
+    let mut registry = registry;
+    while let Some(rest) = registry.strip_prefix("https://") {
+        registry = rest;
+    }
+    while let Some(rest) = registry.strip_prefix("http://") {
+        registry = rest;
+    }
+    let registry = registry.trim_end_matches('/');
     let mut slug = String::new();
     for c in registry.to_ascii_lowercase().chars() {
         let c = if c.is_ascii_alphanumeric() || c == '.' {

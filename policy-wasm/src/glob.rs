@@ -116,6 +116,56 @@ enum Token {
     One(u64),
 }
 
+/// The state pairs [`contains`] has reached: an insert-only hash set, never iterated (so
+/// its order cannot show). `std`'s `HashSet` cost the policy module about 4 KB of code
+/// (SipHash of `u128`s, hashbrown's growth); this one is linear probing over a table that
+/// doubles at half full, with a multiplicative hash.
+#[derive(Debug, Default)]
+struct Visited {
+    slots: Vec<Option<(u128, u128)>>,
+    len: usize,
+}
+
+impl Visited {
+    /// Where `key` is, or the free slot where it would go. The table must not be empty.
+    fn slot(&self, key: (u128, u128)) -> usize {
+        let mask = self.slots.len() - 1;
+        let folded = key.0 ^ key.1.rotate_left(61);
+        let mixed = ((folded as u64) ^ ((folded >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut at = (mixed >> 40) as usize & mask;
+        while let Some(found) = self.slots[at] {
+            if found == key {
+                break;
+            }
+            at = (at + 1) & mask;
+        }
+        at
+    }
+
+    fn contains(&self, key: &(u128, u128)) -> bool {
+        !self.slots.is_empty() && self.slots[self.slot(*key)].is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Adds `key`, which the set does not hold yet.
+    fn insert(&mut self, key: (u128, u128)) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let grown = vec![None; (self.slots.len() * 2).max(64)];
+            let old = std::mem::replace(&mut self.slots, grown);
+            for kept in old.into_iter().flatten() {
+                let at = self.slot(kept);
+                self.slots[at] = Some(kept);
+            }
+        }
+        let at = self.slot(key);
+        self.slots[at] = Some(key);
+        self.len += 1;
+    }
+}
+
 /// The pattern as tokens; `None` when malformed or longer than a label can be.
 fn tokens(pattern: &str) -> Option<Vec<Token>> {
     let chars: Vec<char> = pattern.chars().collect();
@@ -206,7 +256,8 @@ pub(crate) fn contains(outer: &str, inner: &str) -> Option<bool> {
         }
     }
     let start = (closure(&inner, 1), closure(&outer, 1));
-    let mut visited = std::collections::HashSet::from([start]);
+    let mut visited = Visited::default();
+    visited.insert(start);
     let mut pending = vec![start];
     while let Some((inner_states, outer_states)) = pending.pop() {
         if accepts(&inner, inner_states) && !accepts(&outer, outer_states) {
@@ -231,6 +282,27 @@ pub(crate) fn contains(outer: &str, inner: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn visited_is_a_set() {
+        let mut visited = Visited::default();
+        let mut reference = std::collections::HashSet::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few distinct keys, so that most are seen again.
+            let key = (u128::from(x % 3000) << 70, u128::from(x % 7));
+            assert_eq!(visited.contains(&key), reference.contains(&key), "{key:?}");
+            if !reference.contains(&key) {
+                visited.insert(key);
+                reference.insert(key);
+            }
+            assert_eq!(visited.len(), reference.len());
+        }
+        assert!(reference.len() > 5000, "{}", reference.len());
+    }
     use rstest::rstest;
 
     #[rstest]

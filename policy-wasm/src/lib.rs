@@ -41,6 +41,7 @@
 
 mod convert;
 mod glob;
+mod ip;
 mod reference;
 mod request;
 mod resolve;

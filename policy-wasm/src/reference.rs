@@ -165,9 +165,8 @@ fn parse_domain(domain: &str) -> Result<(Host, Option<u16>), String> {
     let host = if let Some(inner) = host_text.strip_prefix('[') {
         let inner = inner.trim_end_matches(']');
         Host::Ipv6(
-            inner
-                .parse()
-                .map_err(|_| format!("{inner:?} is not an IPv6 address"))?,
+            crate::ip::parse_ipv6(inner)
+                .ok_or_else(|| format!("{inner:?} is not an IPv6 address"))?,
         )
     } else {
         if host_text.contains(['*', '?', '[', ']', '^', '!']) {

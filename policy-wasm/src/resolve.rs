@@ -78,7 +78,8 @@ pub fn resolve(
 }
 
 fn violation_scope(field: &str) -> &'static str {
-    if field.contains(".auths[") || field.starts_with("data[.dockercfg][") {
+    if crate::server::find_str(field, ".auths[").is_some() || field.starts_with("data[.dockercfg][")
+    {
         "an entry"
     } else {
         "the secret"
