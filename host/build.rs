@@ -8,7 +8,8 @@
 //! embed a prebuilt module instead (packaging, cross builds, machines without the target);
 //! it is precompiled like the built one.
 //!
-//! Written to `OUT_DIR`: `regcred_policy.wasm`, and `regcred_policy.cwasm` with
+//! Written to `OUT_DIR`: `regcred_policy.wasm` with `regcred_policy.wasm.sha256` (its
+//! digest, 32 bytes, so that the host does not hash 350 KB at every start), and `regcred_policy.cwasm` with
 //! `regcred_policy.cwasm.meta` (the digests the code was made from and for). In a cross
 //! build, or when precompiling fails (a warning says why), both of the latter are empty
 //! and the host compiles the module when it loads it.
@@ -21,6 +22,7 @@ use regcred_module_build::{MODULE_FILE, build_policy_module, check_wasm_target, 
 
 const CODE_FILE: &str = "regcred_policy.cwasm";
 const METADATA_FILE: &str = "regcred_policy.cwasm.meta";
+const DIGEST_FILE: &str = "regcred_policy.wasm.sha256";
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -37,6 +39,10 @@ fn main() {
         None => read_module(&build_from_workspace(&out_dir)),
     };
     write_if_changed(&out_dir.join(MODULE_FILE), &wasm);
+    write_if_changed(
+        &out_dir.join(DIGEST_FILE),
+        &regcred_module_build::module_sha256(&wasm),
+    );
 
     let (code, metadata) = match precompile_for_target(&wasm) {
         Ok(artifact) => {

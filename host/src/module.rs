@@ -13,6 +13,11 @@ use crate::error::LoadError;
 /// `wasm32-unknown-unknown`, profile `wasm-release`) and embedded at build time.
 pub const DEFAULT_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/regcred_policy.wasm"));
 
+/// The sha256 of [`DEFAULT_MODULE`], computed by the build script from the bytes it
+/// embedded (checked against them by a test): the embedded module is not hashed at start.
+static DEFAULT_MODULE_SHA256: [u8; 32] =
+    *include_bytes!(concat!(env!("OUT_DIR"), "/regcred_policy.wasm.sha256"));
+
 /// [`DEFAULT_MODULE`] compiled by the build script for [`regcred_module_build::engine_config`]
 /// on the build machine (`Engine::precompile_module`); empty in a cross build.
 static PRECOMPILED_CODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/regcred_policy.cwasm"));
@@ -121,19 +126,42 @@ impl fmt::Display for ModuleSource {
 /// ```
 #[derive(Clone)]
 pub struct PolicyModule {
-    bytes: Arc<[u8]>,
+    bytes: ModuleBytes,
     sha256: [u8; 32],
     source: ModuleSource,
     /// Set for [`Self::embedded`] only.
     precompiled: Option<PrecompiledCode>,
 }
 
+/// A module's bytes: the embedded ones where the binary holds them (not copied), or
+/// bytes of the module's own.
+#[derive(Clone)]
+enum ModuleBytes {
+    Static(&'static [u8]),
+    Shared(Arc<[u8]>),
+}
+
+impl std::ops::Deref for ModuleBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Static(bytes) => bytes,
+            Self::Shared(bytes) => bytes,
+        }
+    }
+}
+
 impl PolicyModule {
-    /// The embedded [`DEFAULT_MODULE`].
+    /// The embedded [`DEFAULT_MODULE`]: neither copied nor hashed (its digest was
+    /// recorded when it was built).
     pub fn embedded() -> Self {
-        let mut module = Self::new(Arc::from(DEFAULT_MODULE), ModuleSource::Embedded);
-        module.precompiled = PrecompiledCode::embedded();
-        module
+        Self {
+            bytes: ModuleBytes::Static(DEFAULT_MODULE),
+            sha256: DEFAULT_MODULE_SHA256,
+            source: ModuleSource::Embedded,
+            precompiled: PrecompiledCode::embedded(),
+        }
     }
 
     /// Reads a module file (`.wasm`; the text format is not accepted).
@@ -161,7 +189,7 @@ impl PolicyModule {
     fn new(bytes: Arc<[u8]>, source: ModuleSource) -> Self {
         let sha256 = Sha256::digest(&bytes).into();
         Self {
-            bytes,
+            bytes: ModuleBytes::Shared(bytes),
             sha256,
             source,
             precompiled: None,
@@ -266,6 +294,17 @@ mod tests {
         assert!(module.bytes().starts_with(b"\0asm"));
         assert_eq!(module.source(), &ModuleSource::Embedded);
         assert!(format!("{module:?}").contains(&module.sha256_hex()));
+    }
+
+    #[test]
+    fn the_recorded_digest_is_the_embedded_module_s() {
+        let hashed = PolicyModule::from_bytes(DEFAULT_MODULE);
+        assert_eq!(PolicyModule::embedded().sha256(), hashed.sha256());
+        assert_eq!(
+            DEFAULT_MODULE_SHA256,
+            <[u8; 32]>::from(Sha256::digest(DEFAULT_MODULE))
+        );
+        assert_eq!(PolicyModule::embedded().bytes(), DEFAULT_MODULE);
     }
 
     #[test]

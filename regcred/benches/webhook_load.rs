@@ -1,7 +1,10 @@
 //! Load on the admission webhook: starts the real `regcred webhook` binary (a second
 //! process) on a loopback port and drives it over TLS with kept-alive HTTP/1.1
 //! connections, with a mix of valid and invalid Secrets, for a bounded number of
-//! requests and a bounded time. Prints throughput and latency percentiles.
+//! requests and a bounded time. Prints throughput and latency percentiles, how long the
+//! server took from its spawn until its port accepted a connection and until it answered
+//! its first review, and its resident memory (`VmRSS` in `/proc/PID/status`) right after
+//! that first answer, after 10,000 reviews and at the end, with its peak (`VmHWM`).
 //!
 //! ```sh
 //! cargo bench -p regcred --bench webhook_load
@@ -21,6 +24,11 @@ use std::time::{Duration, Instant};
 
 use regcred_tests::harness::{WebhookClient as Client, webhook_client_config as client_config};
 use serde_json::{Value, json};
+
+/// Warm-up rounds: each sends every workload body once.
+const WARM_UP_ROUNDS: usize = 250;
+/// Resident memory is sampled once this many reviews were answered.
+const MEMORY_SAMPLE_AT: usize = 10_000;
 
 struct Options {
     requests: usize,
@@ -58,7 +66,38 @@ fn options() -> Options {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Just before the process was spawned.
+    spawned: Instant,
+    /// When a TCP connection to its port first succeeded.
+    accepting: Instant,
     _dir: tempfile::TempDir,
+}
+
+/// `VmRSS` and `VmHWM` of a process, in KiB, from `/proc/PID/status`.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("the webhook's /proc/PID/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// A loopback port nobody listens on right now (the server is given it, so the bench can
+/// connect before the server says where it listens).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
 }
 
 impl Drop for Server {
@@ -74,22 +113,25 @@ fn start_server(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, native: bool) -> Ser
     let key_path = dir.path().join("tls.key");
     std::fs::write(&cert_path, cert.cert.pem()).expect("write the certificate");
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write the key");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut command = Command::new(env!("CARGO_BIN_EXE_regcred"));
     if native {
         command.arg("--native");
     }
-    let mut child = command
+    command
         .arg("webhook")
         .arg("--tls-cert")
         .arg(&cert_path)
         .arg("--tls-key")
         .arg(&key_path)
-        .args(["--addr", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--addr")
+        .arg(addr.to_string())
+        .args(["--log-format", "json"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start regcred webhook");
+        .stderr(Stdio::piped());
+    let spawned = Instant::now();
+    let mut child = command.spawn().expect("start regcred webhook");
     // The first log line names the port; later lines (denials) are read and dropped so
     // the pipe never fills.
     let stderr = child.stderr.take().expect("piped stderr");
@@ -103,14 +145,32 @@ fn start_server(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, native: bool) -> Ser
             }
         }
     });
-    let addr = rx
+    // Polled from the spawn: the first connection that succeeds (then closed; the server
+    // sees a client that left before its handshake).
+    let accepting = loop {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break Instant::now();
+        }
+        assert!(
+            spawned.elapsed() < Duration::from_secs(60),
+            "regcred webhook does not accept connections on {addr}"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("regcred webhook exited: {status}");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let announced: SocketAddr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("regcred webhook announces its address")
         .parse()
         .expect("a socket address");
+    assert_eq!(announced, addr, "the webhook listens where it was told");
     Server {
         child,
         addr,
+        spawned,
+        accepting,
         _dir: dir,
     }
 }
@@ -223,6 +283,7 @@ async fn drive(
     config: Arc<rustls::ClientConfig>,
     bodies: Arc<Vec<(Vec<u8>, bool)>>,
     next: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
     total: usize,
     deadline: Instant,
 ) -> Tally {
@@ -240,6 +301,7 @@ async fn drive(
         match client.send("POST", "/validate", body.clone()).await {
             Ok((status, answer)) => {
                 let elapsed = started.elapsed();
+                answered.fetch_add(1, Ordering::Relaxed);
                 tally
                     .latencies_us
                     .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
@@ -283,13 +345,28 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    runtime.block_on(async {
-        // Ready and warm: every body once per connection-worth, answers checked.
+    let pid = server.child.id();
+    let (first_answer, after_start) = runtime.block_on(async {
+        // The first review, as soon as the port accepts: start to serving.
         let mut warm = Client::connect(server.addr, config.clone())
             .await
             .expect("connect");
         assert_eq!(&warm.peer_certificate, cert.cert.der());
-        for _ in 0..250 {
+        let (body, allowed) = &bodies[0];
+        let (status, answer) = warm.review(body.clone()).await;
+        let first_answer = Instant::now();
+        let after_start = memory_kib(pid);
+        assert_eq!(status, 200);
+        let answer: Value = serde_json::from_slice(&answer).expect("JSON");
+        assert_eq!(answer["response"]["allowed"], *allowed);
+        (first_answer, after_start)
+    });
+    runtime.block_on(async {
+        // Warm: every body 250 times, answers checked.
+        let mut warm = Client::connect(server.addr, config.clone())
+            .await
+            .expect("connect");
+        for _ in 0..WARM_UP_ROUNDS {
             for (body, allowed) in bodies.iter() {
                 let (status, answer) = warm.review(body.clone()).await;
                 assert_eq!(status, 200);
@@ -298,6 +375,24 @@ fn main() {
             }
         }
     });
+
+    // Resident memory once 10,000 reviews were answered (warm-up and first included),
+    // sampled by a thread that watches the count.
+    let warmed_up = 1 + WARM_UP_ROUNDS * bodies.len();
+    let answered = Arc::new(AtomicUsize::new(warmed_up));
+    let (sample_tx, sample_rx) = std::sync::mpsc::channel();
+    let sampler = {
+        let answered = answered.clone();
+        std::thread::spawn(move || {
+            while answered.load(Ordering::Relaxed) < MEMORY_SAMPLE_AT {
+                if sample_rx.try_recv().is_ok() {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Some((answered.load(Ordering::Relaxed), memory_kib(pid)))
+        })
+    };
 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -310,6 +405,7 @@ fn main() {
                     config.clone(),
                     bodies.clone(),
                     next.clone(),
+                    answered.clone(),
                     options.requests,
                     deadline,
                 ))
@@ -322,6 +418,11 @@ fn main() {
         tallies
     });
     let elapsed = started.elapsed();
+    let at_end = (answered.load(Ordering::Relaxed), memory_kib(pid));
+    let _ = sample_tx.send(());
+    let at_sample = sampler.join().expect("the memory sampler");
+    let to_accept = server.accepting.duration_since(server.spawned);
+    let to_first_answer = first_answer.duration_since(server.spawned);
     drop(server);
 
     let mut latencies: Vec<u32> = tallies
@@ -340,6 +441,7 @@ fn main() {
         percentile(&latencies, 100.0),
     );
     let policy = if options.native { "native" } else { "wasm" };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     if options.json {
         println!(
             "{}",
@@ -348,6 +450,12 @@ fn main() {
                 "seconds": elapsed.as_secs_f64(), "reviewsPerSecond": throughput,
                 "p50Ms": p50, "p90Ms": p90, "p99Ms": p99, "maxMs": max,
                 "wrongVerdicts": wrong, "errors": errors,
+                "spawnToAcceptMs": ms(to_accept), "spawnToFirstAnswerMs": ms(to_first_answer),
+                "rssAfterStartMiB": mib(after_start.0),
+                "rssAfter10000MiB": at_sample.map(|(_, (rss, _))| mib(rss)),
+                "reviewsAtSample": at_sample.map(|(n, _)| n),
+                "rssAtEndMiB": mib(at_end.1.0), "reviewsAtEnd": at_end.0,
+                "peakRssMiB": mib(at_end.1.1),
             })
         );
     } else {
@@ -361,6 +469,23 @@ fn main() {
         );
         println!("  latency p50 {p50:.3} ms, p90 {p90:.3} ms, p99 {p99:.3} ms, max {max:.3} ms");
         println!("  wrong verdicts {wrong}, transport errors {errors}");
+        println!(
+            "  start: port accepting {:.1} ms after spawn, first review answered {:.1} ms after spawn",
+            ms(to_accept),
+            ms(to_first_answer)
+        );
+        let sampled = at_sample.map_or_else(
+            || format!("not reached ({} reviews)", at_end.0),
+            |(n, (rss, _))| format!("{:.1} MiB (at {n})", mib(rss)),
+        );
+        println!(
+            "  resident: {:.1} MiB after the first review, after 10,000 reviews {sampled}, \
+             {:.1} MiB after {} reviews, peak {:.1} MiB",
+            mib(after_start.0),
+            mib(at_end.1.0),
+            at_end.0,
+            mib(at_end.1.1)
+        );
     }
     assert_eq!(wrong, 0, "the webhook gave wrong verdicts under load");
 }

@@ -36,5 +36,6 @@ pub use build::{
     MODULE_FILE, PROFILE, TARGET, build_policy_module, check_wasm_target, policy_target_dir,
 };
 pub use precompile::{
-    METADATA_LEN, Precompiled, compatibility_digest, engine_config, parse_metadata, precompile,
+    METADATA_LEN, Precompiled, compatibility_digest, engine_config, module_sha256, parse_metadata,
+    precompile,
 };

@@ -98,6 +98,13 @@ pub fn parse_metadata(bytes: &[u8]) -> Option<([u8; 32], [u8; 32])> {
     Some((wasm_sha256, engine_digest))
 }
 
+/// The sha256 of module bytes: what [`Precompiled::wasm_sha256`] holds, and what the
+/// build script records beside the embedded module so that a host need not hash it at
+/// every start.
+pub fn module_sha256(wasm: &[u8]) -> [u8; 32] {
+    Sha256::digest(wasm).into()
+}
+
 /// Compiles `wasm` with an engine made from [`engine_config`], for the CPU this runs on.
 ///
 /// # Errors
@@ -111,7 +118,7 @@ pub fn precompile(wasm: &[u8]) -> Result<Precompiled, String> {
         .map_err(|err| format!("cannot precompile the policy module: {err:#}"))?;
     Ok(Precompiled {
         code,
-        wasm_sha256: Sha256::digest(wasm).into(),
+        wasm_sha256: module_sha256(wasm),
         engine_digest: compatibility_digest(&engine),
     })
 }
