@@ -44,7 +44,6 @@
 
 mod containerd;
 mod cri;
-mod fake_kube;
 mod image;
 mod kube_api;
 mod process;
@@ -56,7 +55,6 @@ mod webhook_client;
 
 pub use containerd::Containerd;
 pub use cri::{ConnectError, CriClient, basic_auth, image_spec, pod_sandbox};
-pub use fake_kube::{FakeKubeApi, api_pod, api_regcred_secret};
 pub use image::{
     CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, PushError, TestImage,
     oci_architecture, parse_challenge, sha256_digest,
