@@ -49,7 +49,7 @@ pub const ADMIN_USER: &str = "regcred-tests-admin";
 pub const PROXY_USER: &str = "regcred-cri-proxy";
 
 /// How a missing `etcd` or `kube-apiserver` is obtained.
-const BUILD_HINT: &str = "build them with `scripts/cluster build` and put \
+const BUILD_HINT: &str = "build them with `scripts/cluster build etcd kube-apiserver` and put \
                           `$(scripts/cluster bin-dir)` on PATH (scripts/test does)";
 /// How long etcd may take to listen.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
