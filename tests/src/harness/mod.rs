@@ -24,7 +24,9 @@
 //!   [`pod_sandbox`] for the `sandbox_config` kubelet sends.
 //! - [`Proxy`]: the regcred CRI proxy between them, in-process or the real `regcred
 //!   cri-proxy` binary; [`RecordingRuntime`], a runtime stand-in that records request
-//!   bytes; [`FakeKubeApi`], a stand-in for the Kubernetes API (pods and Secrets).
+//!   bytes.
+//! - [`KubeApi`]: the real etcd and kube-apiserver (from `PATH`: `scripts/cluster build`)
+//!   with static token users, RBAC and an audit log, for the proxy's `kube` source.
 //!
 //! ```no_run
 //! # async fn run() {
@@ -42,8 +44,8 @@
 
 mod containerd;
 mod cri;
-mod fake_kube;
 mod image;
+mod kube_api;
 mod process;
 mod proxy;
 mod recording_runtime;
@@ -53,15 +55,15 @@ mod webhook_client;
 
 pub use containerd::Containerd;
 pub use cri::{ConnectError, CriClient, basic_auth, image_spec, pod_sandbox};
-pub use fake_kube::{FakeKubeApi, api_pod, api_regcred_secret};
 pub use image::{
     CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, PushError, TestImage,
     oci_architecture, parse_challenge, sha256_digest,
 };
+pub use kube_api::{ADMIN_USER, ApiRequest, KubeApi, PROXY_USER, config_from_file, regcred_secret};
 pub use process::{
     CapturedLogs, ChildProcess, KEEP_DIRS_ENV, assert_logs_exclude, fixture_dir,
     free_loopback_addr, free_port, print_logs_if_panicking, read_lossy, require_program,
-    require_root,
+    require_program_from, require_root,
 };
 pub use proxy::{Proxy, ProxyBuilder, REGCRED_BIN_ENV, regcred_binary};
 pub use recording_runtime::{

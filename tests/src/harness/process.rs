@@ -24,6 +24,14 @@ pub fn require_program(program: &str, debian_package: &str) -> PathBuf {
     })
 }
 
+/// The absolute path of `program`, or a panic that says how to get it (`how`): for
+/// programs no Debian package provides, such as the Kubernetes binaries.
+pub fn require_program_from(program: &str, how: &str) -> PathBuf {
+    find_on_path(program).unwrap_or_else(|| {
+        panic!("`{program}` is not on PATH; the tests run the real program: {how}")
+    })
+}
+
 fn find_on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

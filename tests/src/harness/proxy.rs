@@ -32,8 +32,8 @@ pub const REGCRED_BIN_ENV: &str = "REGCRED_BIN";
 enum Secrets {
     /// `dir:PATH`.
     Dir(PathBuf),
-    /// `kube`, against this API server URL (in-process) or kubeconfig (binary).
-    Kube { server: String, ttl: Duration },
+    /// `kube`, with this kubeconfig (in-process: read by the harness; binary: `KUBECONFIG`).
+    Kube { kubeconfig: PathBuf, ttl: Duration },
 }
 
 /// Configures a [`Proxy`].
@@ -68,11 +68,12 @@ impl ProxyBuilder {
         self
     }
 
-    /// Read pods and Secrets from the Kubernetes API at `server` (`http://127.0.0.1:PORT`),
-    /// caching answers for `ttl` (whole seconds for the binary).
-    pub fn kube(mut self, server: &str, ttl: Duration) -> Self {
+    /// Read pods and Secrets from the Kubernetes API this kubeconfig names (server, CA
+    /// and credentials: [`super::KubeApi::proxy_kubeconfig`]), caching answers for `ttl`
+    /// (whole seconds for the binary).
+    pub fn kube(mut self, kubeconfig: &Path, ttl: Duration) -> Self {
         self.secrets = Secrets::Kube {
-            server: server.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
             ttl,
         };
         self
@@ -126,11 +127,11 @@ impl ProxyBuilder {
 
     fn start_binary(&self, dir: &Path, socket: &Path, log: &Path) -> Running {
         let mut args: Vec<String> = Vec::new();
-        if let Secrets::Kube { server, .. } = &self.secrets {
+        if let Secrets::Kube { kubeconfig, .. } = &self.secrets {
             // `env` sets KUBECONFIG for the proxy alone (tests run in parallel).
-            let kubeconfig = dir.join("kubeconfig");
-            std::fs::write(&kubeconfig, kubeconfig_yaml(server)).expect("writing kubeconfig");
-            args.push(format!("KUBECONFIG={}", kubeconfig.display()));
+            let copy = dir.join("kubeconfig");
+            std::fs::copy(kubeconfig, &copy).expect("copying the kubeconfig");
+            args.push(format!("KUBECONFIG={}", copy.display()));
         }
         args.extend([
             regcred_binary().display().to_string(),
@@ -214,14 +215,16 @@ impl ProxyBuilder {
                 runtime.block_on(async move {
                     let source: Arc<dyn PullSecretSource> = match secrets {
                         Secrets::Dir(dir) => Arc::new(DirSource::new(dir)),
-                        Secrets::Kube { server, ttl } => {
-                            let config = kube::Config::new(server.parse().expect("API URL"));
+                        Secrets::Kube { kubeconfig, ttl } => {
+                            let config = super::kube_api::config_from_file(&kubeconfig).await;
                             let client = kube::Client::try_from(config).expect("kube client");
                             Arc::new(
                                 KubeSource::builder(client)
                                     .ttl(ttl)
-                                    // kube retries a 503 for a while; tests need not wait.
-                                    .request_timeout(Duration::from_millis(500))
+                                    // Generous for a loaded machine; an outage in the
+                                    // tests (the API server stopped) is a refused
+                                    // connection, answered at once.
+                                    .request_timeout(Duration::from_secs(5))
                                     .build(),
                             )
                         }
@@ -260,15 +263,6 @@ fn shared_policy() -> PolicyRunner {
     POLICY
         .get_or_init(|| PolicyRunner::wasm().expect("the embedded policy module loads"))
         .clone()
-}
-
-/// A kubeconfig for an API server on plain HTTP without authentication.
-fn kubeconfig_yaml(server: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
-         users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
-         current-context: fake\n"
-    )
 }
 
 /// The `regcred` binary: `$REGCRED_BIN`, else `regcred` in the target directory this

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use regcred_tests::harness::{Containerd, Registry, TestImage, TokenServer, require_program};
+use regcred_tests::harness::{
+    Containerd, KubeApi, Registry, TestImage, TokenServer, require_program,
+};
 
 fn process_is_alive(pid: u32) -> bool {
     // A zombie would still have /proc/PID: the fixture reaps its child, so it is gone.
@@ -35,6 +37,36 @@ async fn dropping_fixtures_kills_their_processes_and_removes_their_directories()
         !containerd_socket.parent().expect("dir").exists(),
         "containerd directory left behind"
     );
+}
+
+#[tokio::test]
+async fn the_kube_api_stops_and_restarts_its_api_server_and_drop_kills_both() {
+    let mut api = KubeApi::start().await;
+    let etcd = api.etcd_pid();
+    let first = api.apiserver_pid().expect("running");
+    let dir = api.dir().to_owned();
+    assert!(process_is_alive(etcd) && process_is_alive(first));
+
+    api.stop_apiserver();
+    assert!(
+        !process_is_alive(first),
+        "kube-apiserver {first} still running"
+    );
+    assert!(process_is_alive(etcd), "etcd outlives the outage");
+    api.restart_apiserver().await;
+    // The data survived the restart (the same etcd): the namespace set up before is there.
+    let uid = api.create_pod("lifecycle", "before", &[]).await;
+    api.stop_apiserver();
+    api.restart_apiserver().await;
+    let again = api.recreate_pod("lifecycle", "before", &[]).await;
+    assert_ne!(uid, again);
+    let second = api.apiserver_pid().expect("running again");
+
+    drop(api);
+    for pid in [etcd, second] {
+        assert!(!process_is_alive(pid), "{pid} still running after drop");
+    }
+    assert!(!dir.exists(), "the kube API directory is left behind");
 }
 
 #[tokio::test]

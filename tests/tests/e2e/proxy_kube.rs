@@ -1,14 +1,13 @@
-//! The proxy's `kube` pull secret source, against a stand-in for the Kubernetes API.
+//! The proxy's `kube` pull secret source against the real Kubernetes API server.
 //!
-//! No kube-apiserver can be installed on the machines these tests run on, so
-//! [`FakeKubeApi`] plays it: a local HTTP server that answers `GET` of pods and Secrets
-//! with the JSON the real API server sends (k8s-openapi `Pod` and `Secret` objects,
-//! `Status` objects for 404, 403 and 503). The proxy's kube-rs client talks to it as it
-//! would to a cluster; containerd and the registry are real.
+//! [`KubeApi`] starts etcd and kube-apiserver on loopback; the proxy authenticates as
+//! its own user (a bearer token, the harness's CA) with the rights the deployment's RBAC
+//! grants (get pods, get secrets), so a 403 is RBAC's own refusal. What the proxy asked
+//! is read from the API server's audit log. containerd and the registry are real too.
 
 use std::time::Duration;
 
-use regcred_tests::harness::{FakeKubeApi, Proxy, api_pod, api_regcred_secret, pod_sandbox};
+use regcred_tests::harness::{KubeApi, Proxy, pod_sandbox, regcred_secret};
 use tonic::Code;
 
 use crate::HtpasswdWorld;
@@ -16,7 +15,7 @@ use crate::HtpasswdWorld;
 const NS: &str = "team";
 
 fn login(world: &HtpasswdWorld, name: &str, password: &str) -> k8s_openapi::api::core::v1::Secret {
-    api_regcred_secret(
+    regcred_secret(
         NS,
         name,
         &[
@@ -27,22 +26,28 @@ fn login(world: &HtpasswdWorld, name: &str, password: &str) -> k8s_openapi::api:
     )
 }
 
+/// `get` of a pod or Secret in [`NS`] answered with `code`, as [`KubeApi::requests`]
+/// lists it.
+fn get(resource: &str, name: &str, code: u16) -> String {
+    format!("get /api/v1/namespaces/{NS}/{resource}/{name} {code}")
+}
+
 #[tokio::test]
 async fn pulls_with_secrets_from_the_api_and_follows_a_rotation() {
     let mut world = HtpasswdWorld::start("proxy-kube-rotate").await;
-    let api = FakeKubeApi::start();
-    api.put_pod(api_pod(NS, "app-0", "uid-app-0", &["missing", "login"]));
-    api.put_secret(login(&world, "login", "old-password"));
+    let api = KubeApi::start().await;
+    let uid = api.create_pod(NS, "app-0", &["missing", "login"]).await;
+    api.put_secret(login(&world, "login", "old-password")).await;
     let ttl = Duration::from_millis(300);
     let proxy = Proxy::builder(
         world.containerd.socket(),
         std::path::Path::new("/nonexistent"),
     )
-    .kube(&api.url(), ttl)
+    .kube(api.proxy_kubeconfig(), ttl)
     .start()
     .await;
     let mut cri = proxy.client().await;
-    let sandbox = pod_sandbox(NS, "app-0", "uid-app-0");
+    let sandbox = pod_sandbox(NS, "app-0", &uid);
 
     let status = cri
         .pull(&world.reference, None, Some(sandbox.clone()))
@@ -53,54 +58,59 @@ async fn pulls_with_secrets_from_the_api_and_follows_a_rotation() {
         "{}",
         status.message()
     );
-    let requests = api.requests();
-    assert_eq!(
-        requests,
-        [
-            "/api/v1/namespaces/team/pods/app-0",
-            "/api/v1/namespaces/team/secrets/missing",
-            "/api/v1/namespaces/team/secrets/login",
-        ]
-    );
+    let first = [
+        get("pods", "app-0", 200),
+        get("secrets", "missing", 404),
+        get("secrets", "login", 200),
+    ];
+    assert_eq!(api.requests().await, first);
 
     // Rotated in the API: used once the cached copy is older than the TTL.
-    api.put_secret(login(&world, "login", &world.password));
+    api.put_secret(login(&world, "login", &world.password))
+        .await;
     tokio::time::sleep(ttl + Duration::from_millis(50)).await;
     let pulled = cri.pull(&world.reference, None, Some(sandbox)).await;
     assert_eq!(pulled.unwrap(), world.image.config_digest());
+    // Every cached answer had expired: the pod, the 404 and the Secret were asked again.
+    assert_eq!(api.requests().await, [first.clone(), first].concat());
     assert!(
         proxy.log_text().contains("missing"),
         "the missing secret is logged"
     );
     world.cri.remove_image(&world.reference).await.unwrap();
     regcred_tests::harness::assert_logs_exclude(
-        &[&world.registry, &world.containerd, &proxy],
+        &[&world.registry, &world.containerd, &proxy, &api],
         &world.password,
     );
+    regcred_tests::harness::assert_logs_exclude(&[&proxy, &api], api.proxy_token());
 }
 
 #[tokio::test]
 async fn api_outage_serves_cached_secrets_for_a_bounded_time_then_fails_clearly() {
     let mut world = HtpasswdWorld::start("proxy-kube-outage").await;
-    let api = FakeKubeApi::start();
-    api.put_pod(api_pod(NS, "app-1", "uid-app-1", &["login"]));
-    api.put_secret(login(&world, "login", &world.password));
+    let mut api = KubeApi::start().await;
+    let uid_1 = api.create_pod(NS, "app-1", &["login"]).await;
+    // A pod the proxy has not seen when the outage begins.
+    let uid_2 = api.create_pod(NS, "app-2", &["login"]).await;
+    api.put_secret(login(&world, "login", &world.password))
+        .await;
     // TTL 0 s: every pull asks the API; the stale window is the default (5 min).
     let proxy = Proxy::builder(
         world.containerd.socket(),
         std::path::Path::new("/nonexistent"),
     )
-    .kube(&api.url(), Duration::ZERO)
+    .kube(api.proxy_kubeconfig(), Duration::ZERO)
     .start()
     .await;
     let mut cri = proxy.client().await;
-    let sandbox = pod_sandbox(NS, "app-1", "uid-app-1");
+    let sandbox = pod_sandbox(NS, "app-1", &uid_1);
     cri.pull(&world.reference, None, Some(sandbox.clone()))
         .await
         .expect("pulled with the API up");
     world.cri.remove_image(&world.reference).await.unwrap();
 
-    api.set_outage(true);
+    // The outage: the API server process is stopped, its port refuses connections.
+    api.stop_apiserver();
     cri.pull(&world.reference, None, Some(sandbox))
         .await
         .expect("pulled with the cached copy during the outage");
@@ -111,12 +121,11 @@ async fn api_outage_serves_cached_secrets_for_a_bounded_time_then_fails_clearly(
     );
 
     // A pod never seen before: nothing cached, the pull fails with the API's error.
-    api.put_pod(api_pod(NS, "app-2", "uid-app-2", &["login"]));
     let status = cri
         .pull(
             &world.reference,
             None,
-            Some(pod_sandbox(NS, "app-2", "uid-app-2")),
+            Some(pod_sandbox(NS, "app-2", &uid_2)),
         )
         .await
         .expect_err("no cached copy");
@@ -132,25 +141,23 @@ async fn api_outage_serves_cached_secrets_for_a_bounded_time_then_fails_clearly(
 #[tokio::test]
 async fn forbidden_secret_is_an_answer_logged_clearly_through_the_real_binary() {
     let world = HtpasswdWorld::start("proxy-kube-forbidden").await;
-    let api = FakeKubeApi::start();
-    api.put_pod(api_pod(NS, "app-3", "uid-app-3", &["login"]));
-    api.put_secret(login(&world, "login", &world.password));
-    api.forbid_secret(NS, "login");
+    let api = KubeApi::start().await;
+    let uid = api.create_pod(NS, "app-3", &["login"]).await;
+    api.put_secret(login(&world, "login", &world.password))
+        .await;
+    // RBAC: the proxy user's Role no longer names this Secret.
+    api.forbid_secret(NS, "login").await;
     let proxy = Proxy::builder(
         world.containerd.socket(),
         std::path::Path::new("/nonexistent"),
     )
-    .kube(&api.url(), Duration::from_secs(10))
+    .kube(api.proxy_kubeconfig(), Duration::from_secs(10))
     .binary()
     .start()
     .await;
     let mut cri = proxy.client().await;
     let status = cri
-        .pull(
-            &world.reference,
-            None,
-            Some(pod_sandbox(NS, "app-3", "uid-app-3")),
-        )
+        .pull(&world.reference, None, Some(pod_sandbox(NS, "app-3", &uid)))
         .await
         .expect_err("without the refused secret the registry refuses the pull");
     // A 403 is an answer (issue 14, finding 2): no credentials from that Secret, the pull
@@ -169,9 +176,10 @@ async fn forbidden_secret_is_an_answer_logged_clearly_through_the_real_binary() 
         log.contains("secret team/login of pod team/app-3") && log.contains("403 Forbidden"),
         "{log}"
     );
-    assert!(
-        api.requests()
-            .contains(&"/api/v1/namespaces/team/secrets/login".to_owned())
+    assert_eq!(
+        api.requests().await,
+        [get("pods", "app-3", 200), get("secrets", "login", 403)]
     );
-    regcred_tests::harness::assert_logs_exclude(&[&proxy], &world.password);
+    regcred_tests::harness::assert_logs_exclude(&[&proxy, &api], &world.password);
+    regcred_tests::harness::assert_logs_exclude(&[&proxy, &api], api.proxy_token());
 }
