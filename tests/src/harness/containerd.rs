@@ -1,22 +1,97 @@
-//! containerd (the Debian package, 1.6) with its CRI plugin, in a temporary directory:
-//! its own root, state, socket and registry host configuration.
+//! containerd with its CRI plugin, in a temporary directory: its own root, state, socket
+//! and registry host configuration.
+//!
+//! Which containerd: the kit's runtime `REGCRED_TEST_RUNTIME` names (`containerd-2.3`, the
+//! default, `containerd-2.4`, or Debian's `containerd-1.6`), whose binaries
+//! `scripts/cluster runtime-dir NAME` locates and `scripts/cluster build NAME` builds.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use super::cri::CriClient;
 use super::process::{
-    CapturedLogs, ChildProcess, fixture_dir, print_logs_if_panicking, require_program, require_root,
+    CapturedLogs, ChildProcess, fixture_dir, print_logs_if_panicking, require_root,
 };
 
 /// How long containerd may take until its CRI socket answers.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The variable naming the runtime the end-to-end tests run (a `scripts/cluster` runtime).
+pub const RUNTIME_ENV: &str = "REGCRED_TEST_RUNTIME";
+
+/// The runtime the tests run when [`RUNTIME_ENV`] is not set: the containerd LTS.
+pub const DEFAULT_RUNTIME: &str = "containerd-2.3";
+
+/// How containerd 2.x pulls CRI images: through its transfer service (2.x's default) or
+/// the client's own pull (`use_local_image_pull = true`, the 1.x path). containerd 1.6
+/// has only the local pull and ignores the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPath {
+    /// The transfer service, containerd 2.x's default.
+    Transfer,
+    /// `use_local_image_pull = true`.
+    Local,
+}
+
+/// The test runtime: its name and the directory with `containerd`, `containerd-shim-runc-v2`,
+/// `ctr` and `runc`.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// The `scripts/cluster` name, e.g. `containerd-2.3`.
+    pub name: String,
+    /// Where its binaries are.
+    pub dir: PathBuf,
+}
+
+impl Runtime {
+    /// Whether this runtime is containerd 1.x (configuration version 2, no transfer
+    /// service for CRI pulls).
+    pub fn is_containerd_1(&self) -> bool {
+        self.name.starts_with("containerd-1.")
+    }
+}
+
+/// The runtime [`RUNTIME_ENV`] names (default [`DEFAULT_RUNTIME`]), located once by
+/// `scripts/cluster runtime-dir`; panics with the build command when it is not built.
+pub fn test_runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let name = std::env::var(RUNTIME_ENV).unwrap_or_else(|_| DEFAULT_RUNTIME.to_owned());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster");
+        let out = std::process::Command::new(&script)
+            .args(["runtime-dir", &name])
+            .output()
+            .unwrap_or_else(|e| panic!("running {} runtime-dir: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{RUNTIME_ENV}={name}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        for binary in ["containerd", "containerd-shim-runc-v2", "ctr", "runc"] {
+            let path = if binary == "runc" && name == "containerd-1.6" {
+                PathBuf::from("/usr/sbin/runc")
+            } else {
+                dir.join(binary)
+            };
+            assert!(
+                path.is_file(),
+                "{} of the test runtime {name} is missing; build it with \
+                 `scripts/cluster build {name}` (scripts/test does), or run scripts/setup \
+                 for Debian's containerd-1.6",
+                path.display()
+            );
+        }
+        Runtime { name, dir }
+    })
+}
+
 /// A running containerd whose CRI ImageService answers on [`Containerd::socket`].
 ///
-/// Configuration (`config.toml` in the directory): `native` snapshotter, CNI
+/// Configuration (`config.toml` in the directory): `overlayfs` snapshotter (`native` on 1.6), CNI
 /// configuration in an empty directory (no pods are run), registry hosts from
 /// `certs.d/HOST/hosts.toml`, written by [`Containerd::add_plain_http_registry`]; containerd
 /// reads them at each pull, so registries may be added after start. Drop kills the process
@@ -30,12 +105,19 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd and waits until its CRI ImageService answers.
+    /// Starts the test runtime's containerd ([`test_runtime`]), pulling through its
+    /// default path, and waits until its CRI ImageService answers.
     ///
-    /// Panics (the test fails) when containerd is not installed, when not running as
-    /// root, or when it does not come up; the panic carries its log.
+    /// Panics (the test fails) when containerd is not built or installed, when not
+    /// running as root, or when it does not come up; the panic carries its log.
     pub async fn start() -> Self {
-        let program = require_program("containerd", "containerd");
+        Self::start_with(PullPath::Transfer).await
+    }
+
+    /// [`Containerd::start`] with the CRI image pull path chosen.
+    pub async fn start_with(pull: PullPath) -> Self {
+        let runtime = test_runtime();
+        let program = runtime.dir.join("containerd");
         require_root("containerd");
         let dir = fixture_dir("containerd");
         let base = dir.path();
@@ -43,45 +125,25 @@ impl Containerd {
         std::fs::create_dir_all(base.join("cni")).expect("creating the CNI directory");
         let socket = base.join("containerd.sock");
         let config = base.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-
-[grpc]
-  address = "{socket}"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  # Never pulled: no pod is run, but the CRI plugin wants a sandbox image name.
-  sandbox_image = "127.0.0.1:1/regcred-e2e/pause:none"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{certs}"
-"#,
-                root = base.join("root").display(),
-                state = base.join("state").display(),
-                socket = socket.display(),
-                opt = base.join("opt").display(),
-                cni = base.join("cni").display(),
-                certs = base.join("certs.d").display(),
-            ),
-        )
-        .expect("writing the containerd config");
+        let text = if runtime.is_containerd_1() {
+            config_v2(base, &socket)
+        } else {
+            config_v3(base, &socket, runtime, pull)
+        };
+        std::fs::write(&config, text).expect("writing the containerd config");
 
         let log = base.join("containerd.log");
-        let mut process = ChildProcess::spawn(
+        // The shim is found on PATH: the runtime's own first.
+        let path = std::env::join_paths(std::iter::once(runtime.dir.clone()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
+        .expect("PATH");
+        let mut process = ChildProcess::spawn_with_env(
             "containerd",
             &program,
             [std::ffi::OsStr::new("--config"), config.as_os_str()],
             &log,
+            [(std::ffi::OsStr::new("PATH"), path.as_os_str())],
         );
         let started = Instant::now();
         loop {
@@ -154,6 +216,90 @@ state = "{state}"
     pub fn log_text(&self) -> String {
         self.process.log_text()
     }
+}
+
+/// containerd 1.x: configuration version 2, one CRI plugin section.
+fn config_v2(base: &Path, socket: &Path) -> String {
+    format!(
+        r#"version = 2
+root = "{root}"
+state = "{state}"
+
+[grpc]
+  address = "{socket}"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  # Never pulled: no pod is run, but the CRI plugin wants a sandbox image name.
+  sandbox_image = "127.0.0.1:1/regcred-e2e/pause:none"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{certs}"
+"#,
+        root = base.join("root").display(),
+        state = base.join("state").display(),
+        socket = socket.display(),
+        opt = base.join("opt").display(),
+        cni = base.join("cni").display(),
+        certs = base.join("certs.d").display(),
+    )
+}
+
+/// containerd 2.x: configuration version 3, the CRI image service in its own section
+/// (where the pull path is chosen) with overlayfs; no host file is imported
+/// (`imports = []`), NRI off (no pod is run), the TTRPC and debug sockets in the directory.
+fn config_v3(base: &Path, socket: &Path, runtime: &Runtime, pull: PullPath) -> String {
+    format!(
+        r#"version = 3
+root = "{root}"
+state = "{state}"
+imports = []
+
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[debug]
+  address = "{debug}"
+
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{opt}"
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+[plugins.'io.containerd.cri.v1.images']
+  # overlayfs, a real node's snapshotter: the transfer service unpacks only for the
+  # snapshotters of its unpack configuration (by default overlayfs), and a CRI pull
+  # into `native` fails with "no unpack platforms defined".
+  snapshotter = "overlayfs"
+  use_local_image_pull = {local}
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    # Never pulled: no pod is run, but the CRI plugin wants a sandbox image name.
+    sandbox = "127.0.0.1:1/regcred-e2e/pause:none"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{certs}"
+[plugins.'io.containerd.cri.v1.runtime']
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+    BinaryName = "{runc}"
+    Root = "{runc_root}"
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    conf_dir = "{cni}"
+"#,
+        root = base.join("root").display(),
+        state = base.join("state").display(),
+        socket = socket.display(),
+        debug = base.join("debug.sock").display(),
+        opt = base.join("opt").display(),
+        local = pull == PullPath::Local,
+        certs = base.join("certs.d").display(),
+        runc = runtime.dir.join("runc").display(),
+        runc_root = base.join("runc").display(),
+        cni = base.join("cni").display(),
+    )
 }
 
 impl CapturedLogs for Containerd {

@@ -16,8 +16,9 @@
 //!   ([`Registry::start_with_token_auth`]).
 //! - [`TokenServer`]: an OAuth2 / Docker token server in-process (RS256 JWTs with an
 //!   `x5c` or `kid` header; password, refresh-token and Basic grants).
-//! - [`Containerd`]: containerd 1.6 with the CRI plugin, `native` snapshotter and
-//!   `hosts.toml` for the loopback registries.
+//! - [`Containerd`]: containerd (2.3 by default, [`RUNTIME_ENV`] chooses) with the CRI
+//!   plugin, `native` snapshotter and `hosts.toml` for the loopback registries; pulls
+//!   through the transfer service or the local pull ([`PullPath`]).
 //! - [`TestImage`]: a one-layer OCI image built in memory and pushed through the
 //!   registry's HTTP API.
 //! - [`CriClient`]: a tonic client of a CRI ImageService over a unix socket, and
@@ -53,7 +54,7 @@ mod registry;
 mod token_server;
 mod webhook_client;
 
-pub use containerd::Containerd;
+pub use containerd::{Containerd, DEFAULT_RUNTIME, PullPath, RUNTIME_ENV, Runtime, test_runtime};
 pub use cri::{ConnectError, CriClient, basic_auth, image_spec, pod_sandbox};
 pub use image::{
     CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, PushError, TestImage,

@@ -107,6 +107,23 @@ impl ChildProcess {
         args: impl IntoIterator<Item = impl AsRef<OsStr>>,
         log: &Path,
     ) -> Self {
+        Self::spawn_with_env(
+            name,
+            program,
+            args,
+            log,
+            std::iter::empty::<(&OsStr, &OsStr)>(),
+        )
+    }
+
+    /// [`ChildProcess::spawn`] with these environment variables set for the program.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        log: &Path,
+        env: impl IntoIterator<Item = (impl AsRef<OsStr>, impl AsRef<OsStr>)>,
+    ) -> Self {
         use std::os::unix::process::CommandExt as _;
 
         let setpriv = require_program("setpriv", "util-linux");
@@ -118,6 +135,7 @@ impl ChildProcess {
             .args(["--pdeathsig", "KILL", "--"])
             .arg(program)
             .args(args)
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -4,10 +4,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use regcred_cri_api::runtime::v1::AuthConfig;
-use regcred_tests::harness::pod_sandbox;
+use regcred_tests::harness::{PullPath, pod_sandbox};
 use rstest::rstest;
 
-use crate::{HtpasswdWorld, timed_pull};
+use crate::{HtpasswdWorld, refused_by_basic_registry, timed_pull};
 
 /// The `AuthConfig` a case sends.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +77,8 @@ impl Credentials {
 enum Outcome {
     /// Pulled; the image reference is the image's config digest.
     Pulled,
-    /// Refused by the registry: the gRPC error mentions `401`.
+    /// Refused by the registry: the gRPC error mentions `401` (containerd 1.6) or
+    /// containerd 2.x's "no basic auth credentials" ([`refused_by_basic_registry`]).
     Unauthorized,
     /// Failed before reaching the registry: the error contains this text.
     FailsWith(&'static str),
@@ -106,9 +107,13 @@ enum Outcome {
     Outcome::Unauthorized
 )]
 #[tokio::test]
-async fn pull_image_with(#[case] credentials: Credentials, #[case] outcome: Outcome) {
-    let test = format!("{credentials:?}").to_lowercase();
-    let mut world = HtpasswdWorld::start(&test).await;
+async fn pull_image_with(
+    #[case] credentials: Credentials,
+    #[case] outcome: Outcome,
+    #[values(PullPath::Transfer, PullPath::Local)] pull: PullPath,
+) {
+    let test = format!("{credentials:?}-{pull:?}").to_lowercase();
+    let mut world = HtpasswdWorld::start_with(&test, pull).await;
     let auth = credentials.auth_config(&world);
     let sandbox = Some(pod_sandbox(
         "team-a",
@@ -128,7 +133,10 @@ async fn pull_image_with(#[case] credentials: Credentials, #[case] outcome: Outc
         }
         (Outcome::Unauthorized, Err(status)) => {
             assert_eq!(status.code(), tonic::Code::Unknown, "{status}");
-            assert!(status.message().contains("401"), "not a 401: {status}");
+            assert!(
+                refused_by_basic_registry(status.message()),
+                "not refused by the registry: {status}"
+            );
         }
         (Outcome::FailsWith(text), Err(status)) => {
             println!("containerd says: {}", status.message());
@@ -137,7 +145,7 @@ async fn pull_image_with(#[case] credentials: Credentials, #[case] outcome: Outc
                 "unexpected error: {status}"
             );
             assert!(
-                !status.message().contains("401"),
+                !refused_by_basic_registry(status.message()),
                 "reached the registry: {status}"
             );
         }

@@ -3,7 +3,7 @@
 
 use regcred_cri_api::runtime::v1::AuthConfig;
 use regcred_tests::harness::{
-    Containerd, CriClient, Grant, KeyReference, Registry, TestImage, TokenServer,
+    Containerd, CriClient, Grant, KeyReference, PullPath, Registry, TestImage, TokenServer,
     assert_logs_exclude, pod_sandbox,
 };
 use rstest::rstest;
@@ -47,7 +47,13 @@ struct TokenWorld {
 }
 
 impl TokenWorld {
-    async fn start(test: &str, key_reference: KeyReference, anonymous: Anonymous) -> Self {
+    async fn start(
+        test: &str,
+        key_reference: KeyReference,
+        anonymous: Anonymous,
+        pull: PullPath,
+    ) -> Self {
+        let test = &format!("{test}-{pull:?}").to_lowercase();
         let password = canary_password(test);
         let refresh_token = format!("{}-refresh", canary_password(test));
         let mut tokens = TokenServer::builder()
@@ -65,7 +71,7 @@ impl TokenWorld {
             .push(&registry.url(), &repository, "v1", Some((USER, &password)))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let containerd = Containerd::start().await;
+        let containerd = Containerd::start_with(pull).await;
         containerd.add_plain_http_registry(&registry.host());
         let cri = containerd.client().await;
         let reference = registry.image(&repository, "v1");
@@ -109,11 +115,15 @@ impl TokenWorld {
 #[case::x5c_header(KeyReference::X5c)]
 #[case::kid_header(KeyReference::Kid)]
 #[tokio::test]
-async fn identity_token_pulls_with_the_refresh_token_grant(#[case] key_reference: KeyReference) {
+async fn identity_token_pulls_with_the_refresh_token_grant(
+    #[case] key_reference: KeyReference,
+    #[values(PullPath::Transfer, PullPath::Local)] pull: PullPath,
+) {
     let mut world = TokenWorld::start(
         &format!("identity-{key_reference:?}").to_lowercase(),
         key_reference,
         Anonymous::EmptyToken,
+        pull,
     )
     .await;
     let auth = AuthConfig {
@@ -144,10 +154,18 @@ async fn identity_token_pulls_with_the_refresh_token_grant(#[case] key_reference
     world.assert_secrets_not_logged(&[]);
 }
 
+#[rstest]
 #[tokio::test]
-async fn username_password_pulls_with_the_password_grant() {
-    let mut world =
-        TokenWorld::start("token-password", KeyReference::X5c, Anonymous::EmptyToken).await;
+async fn username_password_pulls_with_the_password_grant(
+    #[values(PullPath::Transfer, PullPath::Local)] pull: PullPath,
+) {
+    let mut world = TokenWorld::start(
+        "token-password",
+        KeyReference::X5c,
+        Anonymous::EmptyToken,
+        pull,
+    )
+    .await;
     let auth = AuthConfig {
         username: USER.to_owned(),
         password: world.password.clone(),
@@ -178,9 +196,12 @@ async fn username_password_pulls_with_the_password_grant() {
 #[case::anonymous_token_without_access(Anonymous::EmptyToken)]
 #[case::anonymous_refused(Anonymous::Refused)]
 #[tokio::test]
-async fn registry_token_alone_is_ignored_and_the_pull_is_anonymous(#[case] anonymous: Anonymous) {
+async fn registry_token_alone_is_ignored_and_the_pull_is_anonymous(
+    #[case] anonymous: Anonymous,
+    #[values(PullPath::Transfer, PullPath::Local)] pull: PullPath,
+) {
     let test = format!("registry-token-{anonymous:?}").to_lowercase();
-    let mut world = TokenWorld::start(&test, KeyReference::X5c, anonymous).await;
+    let mut world = TokenWorld::start(&test, KeyReference::X5c, anonymous, pull).await;
     // A token the registry would accept: containerd ignores the field, so it goes anonymous.
     let valid = world
         .tokens
@@ -196,7 +217,7 @@ async fn registry_token_alone_is_ignored_and_the_pull_is_anonymous(#[case] anony
         world.cri.pull(&reference, Some(auth), None),
     )
     .await;
-    let status = pulled.expect_err("a registry token alone does not pull on containerd 1.6");
+    let status = pulled.expect_err("a registry token alone does not pull on containerd");
     let refusal = anonymous.refusal_text();
     assert!(
         status.message().contains(refusal),
@@ -219,9 +240,10 @@ async fn token_registry_refuses(
     #[case] identity_token: Option<&str>,
     #[case] anonymous: Anonymous,
     #[case] refusal: &str,
+    #[values(PullPath::Transfer, PullPath::Local)] pull: PullPath,
 ) {
     let test = format!("refuses-{}-{anonymous:?}", identity_token.is_some()).to_lowercase();
-    let mut world = TokenWorld::start(&test, KeyReference::X5c, anonymous).await;
+    let mut world = TokenWorld::start(&test, KeyReference::X5c, anonymous, pull).await;
     let auth = identity_token.map(|token| AuthConfig {
         identity_token: token.to_owned(),
         server_address: world.registry.url(),
