@@ -39,11 +39,7 @@ import (
 // remembers).
 func regcredBinary(t testing.TB) string {
 	t.Helper()
-	profile := "release"
-	if p, err := os.ReadFile(filepath.Join(kit.Dir, "kit-profile")); err == nil {
-		profile = strings.TrimSpace(string(p))
-	}
-	dir := map[string]string{"dev": "debug", "release": "release"}[profile]
+	dir := map[string]string{"dev": "debug", "release": "release"}[kit.Desc.Profile]
 	bin, err := filepath.Abs(filepath.Join("..", "..", "target", dir, "regcred"))
 	if err != nil {
 		t.Fatal(err)

@@ -82,13 +82,13 @@ func median(d []time.Duration) time.Duration {
 // digest and ID references), so the next pod pulls it again.
 func removeImage(b *testing.B, ctx context.Context) {
 	b.Helper()
-	sock := kit.Dir + "/containerd/containerd.sock"
-	out, err := exec.CommandContext(ctx, "ctr", "--address", sock, "-n", "k8s.io", "images", "ls", "-q").Output()
+	sock := kit.FirstNode().ContainerdSocket
+	out, err := exec.CommandContext(ctx, kit.Ctr(), "--address", sock, "-n", "k8s.io", "images", "ls", "-q").Output()
 	if err != nil {
 		b.Fatalf("ctr images ls: %v", err)
 	}
-	id := kit.Internal["IMAGE_ID"]
-	digest := kit.Internal["IMAGE_DIGEST"]
+	id := kit.Desc.Images.Hello.ID
+	digest := kit.Desc.Images.Hello.Digest
 	var refs []string
 	for _, ref := range strings.Fields(string(out)) {
 		if ref == id || strings.HasSuffix(ref, "@"+digest) || strings.Contains(ref, "/"+strings.Split(kit.Env["REGCRED_CLUSTER_IMAGE"], ":")[0]+":") {
@@ -99,7 +99,7 @@ func removeImage(b *testing.B, ctx context.Context) {
 		return
 	}
 	args := append([]string{"--address", sock, "-n", "k8s.io", "images", "rm", "--sync"}, refs...)
-	if out, err := exec.CommandContext(ctx, "ctr", args...).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, kit.Ctr(), args...).CombinedOutput(); err != nil {
 		b.Fatalf("ctr images rm: %v\n%s", err, out)
 	}
 }

@@ -24,16 +24,16 @@ import (
 func TestCachedPrivateImageNeedsThePodsOwnCredentials(t *testing.T) {
 	ctx := context2(t, 10*time.Minute)
 	basic := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"]
-	image := basic + "/" + kit.Internal["CACHED_IMAGE"]
-	id := kit.Internal["CACHED_IMAGE_ID"]
-	if kit.Internal["CACHED_IMAGE"] == "" || id == "" {
-		t.Fatalf("the kit's registries.env has no CACHED_IMAGE/CACHED_IMAGE_ID: %v", kit.Internal)
+	image := basic + "/" + kit.Desc.Images.Cached.Name
+	id := kit.Desc.Images.Cached.ID
+	if kit.Desc.Images.Cached.Name == "" || id == "" {
+		t.Fatalf("the kit's kit.json has no cached image name or ID: %+v", kit.Desc.Images)
 	}
 
 	// kubelet's own checks are at their defaults: no verification policy in its
 	// configuration (so NeverVerifyPreloadedImages, with KubeletEnsureSecretPulledImages
 	// on by default since 1.35).
-	config, err := os.ReadFile(filepath.Join(kit.Dir, "kubelet", "config.yaml"))
+	config, err := os.ReadFile(kit.FirstNode().KubeletConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,11 +131,11 @@ func TestCachedPrivateImageNeedsThePodsOwnCredentials(t *testing.T) {
 
 	// A public image (anonymous registry) and an image imported into containerd by hand
 	// (never pulled): every pod uses them, with or without pull secrets.
-	open := kit.Env["REGCRED_CLUSTER_PUBLIC_REGISTRY"] + "/" + kit.Internal["OPEN_IMAGE"]
+	open := kit.Env["REGCRED_CLUSTER_PUBLIC_REGISTRY"] + "/" + kit.Desc.Images.Open.Name
 	runPod(t, ctx, nsB, ifNotPresent(kit.PodSpec("open-1", open)))
 	runPod(t, ctx, nsD, ifNotPresent(kit.PodSpec("open-2", open, "wrong")))
 	importPreloaded(t, ctx)
-	runPod(t, ctx, nsB, ifNotPresent(kit.PodSpec("preloaded", kit.Internal["PRELOADED_IMAGE"])))
+	runPod(t, ctx, nsB, ifNotPresent(kit.PodSpec("preloaded", kit.Desc.Images.Preloaded.Name)))
 
 	after := decisions(t)
 	for decision, least := range map[string]float64{"preloaded": 1, "public": 1} {
@@ -193,7 +193,7 @@ func anyLine(lines []map[string]any, message, key, value string) bool {
 
 func readRecords(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(kit.Dir, "cri-proxy-records", "pulled-images.json"))
+	data, err := os.ReadFile(filepath.Join(kit.FirstNode().ProxyRecordsDir, "pulled-images.json"))
 	if err != nil {
 		t.Fatalf("the proxy's pulled-image records: %v", err)
 	}
@@ -204,7 +204,7 @@ func readRecords(t *testing.T) string {
 // every process under it (the docker-registry processes, in their own process groups).
 func registryProcesses(t *testing.T) []int {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(kit.Dir, "pids", "registries.pid"))
+	data, err := os.ReadFile(kit.Desc.PidFiles["registries"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,8 +245,8 @@ func registryProcesses(t *testing.T) []int {
 
 func importPreloaded(t *testing.T, ctx context.Context) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, "ctr", "--address", kit.Env["REGCRED_CLUSTER_CONTAINERD_SOCKET"],
-		"-n", "k8s.io", "images", "import", filepath.Join(kit.Dir, "preloaded.oci.tar"))
+	cmd := exec.CommandContext(ctx, kit.Ctr(), "--address", kit.Env["REGCRED_CLUSTER_CONTAINERD_SOCKET"],
+		"-n", "k8s.io", "images", "import", kit.Desc.Images.Preloaded.Archive)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("importing the preloaded image: %v\n%s", err, out)
 	}

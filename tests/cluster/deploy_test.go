@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,13 +41,8 @@ const (
 	daemonSetSocket = "/run/regcred/cri-proxy.sock"
 )
 
-// kitProfile is the Cargo profile the kit runs (DIR/kit-profile).
-func kitProfile() string {
-	if p, err := os.ReadFile(filepath.Join(kit.Dir, "kit-profile")); err == nil {
-		return strings.TrimSpace(string(p))
-	}
-	return "release"
-}
+// kitProfile is the Cargo profile the kit runs.
+func kitProfile() string { return kit.Desc.Profile }
 
 // servingPair is a serving certificate for dnsNames signed by ca, as PEM.
 func (ca *testCA) servingPair(t testing.TB, dnsNames ...string) (certPEM, keyPEM []byte) {
@@ -176,17 +172,20 @@ func TestDeployOnTheKit(t *testing.T) {
 	manifestDigest, configDigest := digest("manifest"), digest("config")
 	t.Logf("scripts/image (%s) in %s: manifest %s", kitProfile(), time.Since(started).Round(time.Millisecond), manifestDigest)
 
-	ctrArgs := []string{"--address", filepath.Join(kit.Dir, "containerd", "containerd.sock"), "-n", "k8s.io"}
-	if out, err := exec.CommandContext(ctx, "ctr", append(ctrArgs, "images", "import", archive)...).CombinedOutput(); err != nil {
-		t.Fatalf("ctr images import: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		_ = exec.Command("ctr", append(ctrArgs, "images", "rm", deployImageName+":"+deployImageTag)...).Run()
-	})
-	listed, err := exec.CommandContext(ctx, "ctr", append(ctrArgs, "images", "ls")...).CombinedOutput()
-	if err != nil || !strings.Contains(string(listed), deployImageName+":"+deployImageTag) ||
-		!strings.Contains(string(listed), manifestDigest) {
-		t.Fatalf("the imported image is not listed with its digest %s: %v\n%s", manifestDigest, err, listed)
+	// Into every node's containerd: the webhook's pods may be scheduled on any node.
+	for i := range kit.Nodes() {
+		ctrArgs := []string{"--address", kit.Desc.Nodes[i].ContainerdSocket, "-n", "k8s.io"}
+		if out, err := exec.CommandContext(ctx, kit.Ctr(), append(ctrArgs, "images", "import", archive)...).CombinedOutput(); err != nil {
+			t.Fatalf("ctr images import on %s: %v\n%s", kit.Nodes()[i], err, out)
+		}
+		t.Cleanup(func() {
+			_ = exec.Command(kit.Ctr(), append(ctrArgs, "images", "rm", deployImageName+":"+deployImageTag)...).Run()
+		})
+		listed, err := exec.CommandContext(ctx, kit.Ctr(), append(ctrArgs, "images", "ls")...).CombinedOutput()
+		if err != nil || !strings.Contains(string(listed), deployImageName+":"+deployImageTag) ||
+			!strings.Contains(string(listed), manifestDigest) {
+			t.Fatalf("the imported image is not listed with its digest %s on %s: %v\n%s", manifestDigest, kit.Nodes()[i], err, listed)
+		}
 	}
 
 	// 2. The overlay: deploy/ as it is (a copy beside it: kustomize takes relative paths
@@ -303,8 +302,8 @@ images:
 		if c.Image != deployImageName+":"+deployImageTag || !strings.Contains(c.ImageID, strings.TrimPrefix(configDigest, "sha256:")) && !strings.Contains(c.ImageID, strings.TrimPrefix(manifestDigest, "sha256:")) {
 			t.Errorf("pod %s runs %s (%s), not the imported image (config %s)", p.Name, c.Image, c.ImageID, configDigest)
 		}
-		if p.Spec.NodeName != kit.Node() {
-			t.Errorf("pod %s on node %q", p.Name, p.Spec.NodeName)
+		if !slices.Contains(kit.Nodes(), p.Spec.NodeName) {
+			t.Errorf("pod %s on node %q, not one of the kit's %v", p.Name, p.Spec.NodeName, kit.Nodes())
 		}
 	}
 	t.Logf("webhook Deployment Ready: %d pods, image %s", len(pods.Items), pods.Items[0].Status.ContainerStatuses[0].ImageID)

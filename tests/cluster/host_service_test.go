@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// pidFile reads DIR/pids/NAME.pid.
-func pidFile(t *testing.T, name string) int {
+// pidFile reads a PID file the kit's description names.
+func pidFile(t *testing.T, path string) int {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(kit.Dir, "pids", name+".pid"))
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +79,7 @@ func TestHostServiceProxyRecovers(t *testing.T) {
 	// kubelet's runtime and image endpoints are both the proxy: no sandbox, no image
 	// check, no pull; the pods stay Pending for as long as the proxy is away.
 	offset := proxyLogSize(t)
-	killAndWait(t, pidFile(t, "cri-proxy"))
+	killAndWait(t, pidFile(t, kit.FirstNode().PidFiles.Proxy))
 	killed := time.Now()
 	for _, pod := range []*corev1.Pod{kit.PodSpec("pull-while-down", image, "creds"), present} {
 		if _, err := kit.CreatePod(ctx, ns, pod); err != nil {
@@ -126,7 +125,7 @@ func TestHostServiceProxyRecovers(t *testing.T) {
 	t.Logf("both pods Running %.1f s after the proxy was back (kubelet's back-off)", time.Since(back).Seconds())
 
 	// 3. Supervised: SIGKILL the proxy, create a pod that pulls at once.
-	child := pidFile(t, "cri-proxy-child")
+	child := pidFile(t, kit.FirstNode().PidFiles.ProxyChild)
 	killAndWait(t, child)
 	killed = time.Now()
 	if _, err := kit.CreatePod(ctx, ns, kit.PodSpec("pull-after-kill", image, "creds")); err != nil {
@@ -138,7 +137,7 @@ func TestHostServiceProxyRecovers(t *testing.T) {
 		t.Fatalf("the supervised proxy did not come back: %v", err)
 	}
 	t.Logf("supervised proxy accepting again %.2f s after SIGKILL", time.Since(killed).Seconds())
-	if again := pidFile(t, "cri-proxy-child"); again == child {
+	if again := pidFile(t, kit.FirstNode().PidFiles.ProxyChild); again == child {
 		t.Errorf("the proxy's PID is still %d", child)
 	}
 	if _, err := kit.WaitRunning(ctx, ns, "pull-after-kill", runTimeout); err != nil {

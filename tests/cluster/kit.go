@@ -41,6 +41,7 @@ var EnvNames = []string{
 	"REGCRED_CLUSTER_BASIC_REGISTRY", "REGCRED_CLUSTER_TOKEN_REGISTRY", "REGCRED_CLUSTER_PUBLIC_REGISTRY",
 	"REGCRED_CLUSTER_BASIC_USERNAME", "REGCRED_CLUSTER_BASIC_PASSWORD", "REGCRED_CLUSTER_REFRESH_TOKEN",
 	"REGCRED_CLUSTER_IMAGE", "REGCRED_CLUSTER_PROXY_LOG", "REGCRED_CLUSTER_PROXY_SOCKET",
+	"REGCRED_CLUSTER_NODES", "REGCRED_CLUSTER_RUNTIME", "REGCRED_CLUSTER_HELM", "REGCRED_CLUSTER_CTR",
 }
 
 // Kit is a running kit.
@@ -49,12 +50,64 @@ type Kit struct {
 	Env map[string]string
 	// Dir is the kit's directory (where cluster.env is).
 	Dir string
-	// Internal holds the kit's own files (ports.env, registries.env): ports and log paths.
-	Internal map[string]string
-	Config   *rest.Config
-	Client   kubernetes.Interface
+	// Desc is DIR/kit.json, the typed description `up` writes: the only file of DIR the
+	// tests read besides cluster.env.
+	Desc   Description
+	Config *rest.Config
+	Client kubernetes.Interface
 	// Script is scripts/cluster.
 	Script string
+}
+
+// Description is DIR/kit.json: everything a test may need to know of a running kit.
+type Description struct {
+	Version     int                                               `json:"version"`
+	Dir         string                                            `json:"dir"`
+	Kubeconfig  string                                            `json:"kubeconfig"`
+	APIServer   string                                            `json:"apiServer"`
+	Profile     string                                            `json:"profile"`
+	Kubernetes  string                                            `json:"kubernetes"`
+	Binaries    struct{ Kubectl, Helm, Ctr, Runc string }         `json:"binaries"`
+	Runtime     struct{ Name, Version, BinDir string }            `json:"runtime"`
+	Registries  struct{ Basic, Token, Public, TokenRealm string } `json:"registries"`
+	Credentials struct{ Username, Password, RefreshToken string } `json:"credentials"`
+	Images      struct {
+		Hello     ImageDescription `json:"hello"`
+		Cached    ImageDescription `json:"cached"`
+		Open      ImageDescription `json:"open"`
+		Preloaded ImageDescription `json:"preloaded"`
+		Pause     ImageDescription `json:"pause"`
+	} `json:"images"`
+	// Logs and PidFiles of the control plane's parts and the registries, by part name.
+	Logs     map[string]string `json:"logs"`
+	PidFiles map[string]string `json:"pidFiles"`
+	Nodes    []NodeDescription `json:"nodes"`
+}
+
+// ImageDescription is one of the kit's images: its name (without registry), image ID
+// and manifest digest where known, and an archive to import by hand.
+type ImageDescription struct {
+	Name    string `json:"name"`
+	ID      string `json:"id"`
+	Digest  string `json:"digest"`
+	Archive string `json:"archive"`
+}
+
+// NodeDescription is one node of the kit.
+type NodeDescription struct {
+	Name              string                                                  `json:"name"`
+	IP                string                                                  `json:"ip"`
+	Dir               string                                                  `json:"dir"`
+	ContainerdSocket  string                                                  `json:"containerdSocket"`
+	NRISocket         string                                                  `json:"nriSocket"`
+	ProxySocket       string                                                  `json:"proxySocket"`
+	ProxyMetrics      string                                                  `json:"proxyMetrics"`
+	KubeletKubeconfig string                                                  `json:"kubeletKubeconfig"`
+	KubeletConfig     string                                                  `json:"kubeletConfig"`
+	ProxyRecordsDir   string                                                  `json:"proxyRecordsDir"`
+	ProxyModeFile     string                                                  `json:"proxyModeFile"`
+	Logs              struct{ Kubelet, Containerd, Proxy string }             `json:"logs"`
+	PidFiles          struct{ Kubelet, Containerd, Proxy, ProxyChild string } `json:"pidFiles"`
 }
 
 // ReadEnvFile parses NAME=value lines.
@@ -92,15 +145,17 @@ func Load(envFile, script string) (*Kit, error) {
 		}
 	}
 	dir := filepath.Dir(envFile)
-	internal := map[string]string{}
-	for _, file := range []string{"ports.env", "registries.env"} {
-		more, err := ReadEnvFile(filepath.Join(dir, file))
-		if err != nil {
-			return nil, fmt.Errorf("reading the kit's %s: %w", file, err)
-		}
-		for k, v := range more {
-			internal[k] = v
-		}
+	var desc Description
+	data, err := os.ReadFile(filepath.Join(dir, "kit.json"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the kit's description: %w", err)
+	}
+	if err := json.Unmarshal(data, &desc); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "kit.json"), err)
+	}
+	if desc.Version != 1 || len(desc.Nodes) == 0 {
+		return nil, fmt.Errorf("%s: version %d with %d nodes; this test suite reads version 1 with a node or more",
+			filepath.Join(dir, "kit.json"), desc.Version, len(desc.Nodes))
 	}
 	config, err := clientcmd.BuildConfigFromFlags("", env["REGCRED_CLUSTER_KUBECONFIG"])
 	if err != nil {
@@ -111,11 +166,21 @@ func Load(envFile, script string) (*Kit, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Kit{Env: env, Dir: dir, Internal: internal, Config: config, Client: client, Script: script}, nil
+	return &Kit{Env: env, Dir: dir, Desc: desc, Config: config, Client: client, Script: script}, nil
 }
 
-// Node is the kit's node name.
+// Node is the kit's first node's name.
 func (k *Kit) Node() string { return k.Env["REGCRED_CLUSTER_NODE"] }
+
+// Nodes are the names of all the kit's nodes, the first first.
+func (k *Kit) Nodes() []string { return strings.Split(k.Env["REGCRED_CLUSTER_NODES"], ",") }
+
+// FirstNode is the description of the kit's first node (the one kit.Node() names).
+func (k *Kit) FirstNode() *NodeDescription { return &k.Desc.Nodes[0] }
+
+// Ctr is the path of the ctr client of the kit's runtime (containerd 2.x's ctr for a
+// containerd 2.x kit, not whatever ctr is first on PATH).
+func (k *Kit) Ctr() string { return k.Desc.Binaries.Ctr }
 
 // Image is the image reference REGISTRY/REGCRED_CLUSTER_IMAGE, registry one of
 // BASIC, TOKEN, PUBLIC.

@@ -27,6 +27,12 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
+// anonymousRefusal is what the runtime says when the Basic-auth registry refuses a pull
+// without credentials: containerd 1.6 passes the registry's "401 Unauthorized" on;
+// containerd 2.x answers the Basic challenge itself with "authorization failed: no basic
+// auth credentials" and never shows the 401.
+const anonymousRefusal = `401 Unauthorized|no basic auth credentials`
+
 // How long a pod may take to run, or to show its pull failure.
 const (
 	runTimeout  = 120 * time.Second
@@ -195,7 +201,7 @@ func proxyLogSize(t *testing.T) int64 {
 
 func metrics(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get("http://127.0.0.1:" + kit.Internal["PROXY_METRICS_PORT"] + "/metrics")
+	resp, err := http.Get("http://" + kit.FirstNode().ProxyMetrics + "/metrics")
 	if err != nil {
 		t.Fatalf("the proxy's metrics: %v", err)
 	}
@@ -323,7 +329,7 @@ func TestProxySecretInNamespaceItMayNotRead(t *testing.T) {
 	}
 	runPod(t, ctx, allowed, kit.PodSpec("readable", kit.Image("BASIC"), "creds"))
 	event := failPod(t, ctx, denied, kit.PodSpec("unreadable", kit.Image("BASIC"), "creds"),
-		`401 Unauthorized`, `regcred: pull secret\(s\) of pod `+denied+`/unreadable that could not be read, so not used: `+denied+`/creds: 403 Forbidden`,
+		anonymousRefusal, `regcred: pull secret\(s\) of pod `+denied+`/unreadable that could not be read, so not used: `+denied+`/creds: 403 Forbidden`,
 		`secrets "creds" is forbidden`, `cannot get resource "secrets"`, `in the namespace "`+denied+`"`)
 	t.Logf("the event: %s", event.Message)
 }
@@ -350,7 +356,7 @@ func TestProxyWithNodeCredentials(t *testing.T) {
 		t.Fatalf("the proxy did not log a pull with the Secret for %s/node-mode: %v", ns, lines)
 	}
 
-	nodeConfig, err := clientcmd.BuildConfigFromFlags("", filepath.Join(kit.Dir, "kubelet.kubeconfig"))
+	nodeConfig, err := clientcmd.BuildConfigFromFlags("", kit.FirstNode().KubeletKubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +386,7 @@ func restartProxy(t *testing.T, ctx context.Context, args ...string) {
 	t.Helper()
 	// The mode the kit runs the proxy in now, restored after the test.
 	before := []string{"node"}
-	if mode, err := os.ReadFile(filepath.Join(kit.Dir, "proxy-mode")); err == nil {
+	if mode, err := os.ReadFile(kit.FirstNode().ProxyModeFile); err == nil {
 		switch m := strings.TrimSpace(string(mode)); m {
 		case "sa", "node":
 			before = []string{m}
@@ -464,7 +470,7 @@ func TestPulls(t *testing.T) {
 		t.Parallel()
 		ctx := context2(t, 3*time.Minute)
 		ns := namespace(t, ctx)
-		event := failPod(t, ctx, ns, kit.PodSpec("anonymous", kit.Image("BASIC")), `401 Unauthorized`)
+		event := failPod(t, ctx, ns, kit.PodSpec("anonymous", kit.Image("BASIC")), anonymousRefusal)
 		t.Logf("the event: %s", event.Message)
 	})
 
@@ -563,8 +569,16 @@ func TestNoSecretValueInEventsStatusOrLogs(t *testing.T) {
 		status, _ := json.Marshal(p.Status)
 		texts = append(texts, struct{ what, text string }{"status of pod " + p.Namespace + "/" + p.Name, string(status)})
 	}
-	for _, name := range []string{"kubelet", "cri-proxy", "containerd", "kube-apiserver"} {
-		data, err := os.ReadFile(filepath.Join(kit.Dir, "logs", name+".log"))
+	var logs []struct{ name, path string }
+	for _, node := range kit.Desc.Nodes {
+		logs = append(logs, struct{ name, path string }{node.Name + "'s kubelet", node.Logs.Kubelet},
+			struct{ name, path string }{node.Name + "'s cri-proxy", node.Logs.Proxy},
+			struct{ name, path string }{node.Name + "'s containerd", node.Logs.Containerd})
+	}
+	logs = append(logs, struct{ name, path string }{"kube-apiserver", kit.Desc.Logs["kube-apiserver"]})
+	for _, l := range logs {
+		name := l.name
+		data, err := os.ReadFile(l.path)
 		if err != nil {
 			t.Fatal(err)
 		}
