@@ -36,7 +36,8 @@ func onNode(pod *corev1.Pod, node string) *corev1.Pod {
 }
 
 // Every node of the kit is Ready and runs the runtime cluster.env names
-// (REGCRED_CLUSTER_RUNTIME, e.g. "containerd 2.3.7"), as kubelet reports it.
+// (REGCRED_CLUSTER_RUNTIME, e.g. "containerd 2.3.7") and the kubelet of the kit's
+// Kubernetes release (kit.json), as kubelet reports them.
 func TestEveryNodeReadyOnTheKitsRuntime(t *testing.T) {
 	ctx := context2(t, time.Minute)
 	runtime := kit.Env["REGCRED_CLUSTER_RUNTIME"]
@@ -54,6 +55,9 @@ func TestEveryNodeReadyOnTheKitsRuntime(t *testing.T) {
 		if got, want := node.Status.NodeInfo.ContainerRuntimeVersion, "containerd://"+version; got != want {
 			t.Errorf("node %s runs %q, want %q", node.Name, got, want)
 		}
+		if got, want := node.Status.NodeInfo.KubeletVersion, kit.Desc.Kubernetes; got != want {
+			t.Errorf("node %s runs kubelet %q, the kit says %q", node.Name, got, want)
+		}
 		ready := false
 		for _, c := range node.Status.Conditions {
 			ready = ready || c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
@@ -68,7 +72,7 @@ func TestEveryNodeReadyOnTheKitsRuntime(t *testing.T) {
 	if !slices.Equal(names, want) {
 		t.Errorf("the API server has nodes %v, cluster.env names %v", names, want)
 	}
-	t.Logf("%d nodes Ready on %s", len(names), runtime)
+	t.Logf("%d nodes Ready on %s, kubelet %s", len(names), runtime, kit.Desc.Kubernetes)
 }
 
 // The Node authorizer gives a node's credentials (those its regcred proxy reads the API
