@@ -48,7 +48,10 @@ pub enum RecordsError {
 }
 
 /// The credential fields a record's hash is made of (the `AuthConfig` the runtime got).
-#[derive(Debug, Clone, Copy)]
+///
+/// Its `Debug` shows the username and server address and only whether each secret field
+/// is set: the values are what the records exist not to keep.
+#[derive(Clone, Copy)]
 pub struct CredentialFields<'a> {
     /// `username`.
     pub username: &'a str,
@@ -62,6 +65,20 @@ pub struct CredentialFields<'a> {
     pub identity_token: &'a str,
     /// `registry_token`.
     pub registry_token: &'a str,
+}
+
+impl std::fmt::Debug for CredentialFields<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |value: &str| if value.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("CredentialFields")
+            .field("username", &self.username)
+            .field("password", &shown(self.password))
+            .field("auth", &shown(self.auth))
+            .field("server_address", &self.server_address)
+            .field("identity_token", &shown(self.identity_token))
+            .field("registry_token", &shown(self.registry_token))
+            .finish()
+    }
 }
 
 impl<'a> From<&'a regcred_types::AuthConfig> for CredentialFields<'a> {
@@ -427,6 +444,26 @@ fn write_atomically(file: &Path, state: &RecordsFile) -> Result<(), RecordsError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_fields_debug_shows_no_secret_value() {
+        let fields = CredentialFields {
+            username: "robot",
+            password: "CANARY-password",
+            auth: "CANARY-auth",
+            server_address: "https://r.example",
+            identity_token: "CANARY-identity",
+            registry_token: "",
+        };
+        let shown = format!("{fields:?} {fields:#?}");
+        assert!(!shown.contains("CANARY"), "{shown}");
+        assert!(
+            shown.contains("robot") && shown.contains("https://r.example"),
+            "{shown}"
+        );
+        assert!(shown.contains(r#"password: "<redacted>""#), "{shown}");
+        assert!(shown.contains(r#"registry_token: """#), "{shown}");
+    }
 
     fn fields(password: &'static str) -> CredentialFields<'static> {
         CredentialFields {
