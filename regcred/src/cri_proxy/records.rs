@@ -19,6 +19,10 @@ use sha2::{Digest as _, Sha256};
 
 /// The file name in the records directory.
 pub const RECORDS_FILE: &str = "pulled-images.json";
+/// The lock file in the records directory: one process per directory.
+pub(crate) const LOCK_FILE: &str = ".lock";
+/// The prefix of the temporary files a rewrite makes beside the records (tempfile's).
+const TEMPORARY_PREFIX: &str = ".tmp";
 /// Format version of the file.
 const VERSION: u32 = 1;
 
@@ -33,6 +37,31 @@ pub enum RecordsError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// The directory holds files that are not regcred's: it is not a records directory
+    /// (`--pull-records-dir /var/lib` would otherwise be made mode 0700).
+    #[error(
+        "pulled-image records {path}: not a regcred records directory, it holds {entry}; \
+         give --pull-records-dir a directory of regcred's own (default \
+         /var/lib/regcred/cri-proxy), missing or empty"
+    )]
+    NotOurs {
+        /// The directory.
+        path: PathBuf,
+        /// A name in it that is not regcred's.
+        entry: String,
+    },
+    /// Another process holds the directory's lock.
+    #[error(
+        "pulled-image records {path}: another process uses this records directory (its lock \
+         {lock} is held); run one regcred node agent per directory (the host service or the \
+         DaemonSet, not both)"
+    )]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
     },
     /// The file is not a records file this version understands.
     #[error(
@@ -125,6 +154,8 @@ pub struct PullRecords {
     file: Option<PathBuf>,
     ttl: Duration,
     state: Mutex<RecordsFile>,
+    /// The directory's lock file, locked for as long as these records live.
+    _lock: Option<std::fs::File>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -183,49 +214,106 @@ impl PullRecords {
             file: None,
             ttl,
             state: Mutex::new(RecordsFile::fresh()),
+            _lock: None,
         }
     }
 
-    /// The records in `dir` (created, mode 0700, when missing); records older than `ttl`
-    /// no longer count.
+    /// The records in `dir`, for this process alone: the directory is created (mode
+    /// 0700) when missing, must hold nothing but regcred's records when it exists (it is
+    /// then made mode 0700), and its lock file is held until the records are dropped.
+    /// Records older than `ttl` no longer count.
     ///
     /// # Errors
     ///
-    /// [`RecordsError`] when the directory cannot be created or the file cannot be read
-    /// or does not parse: the proxy does not start, rather than forget which images are
-    /// private.
+    /// [`RecordsError`] when the directory cannot be created, holds other files
+    /// ([`RecordsError::NotOurs`]), is locked by another process ([`RecordsError::Locked`]),
+    /// or the file cannot be read or does not parse: the proxy does not start, rather than
+    /// forget which images are private or share them with another process.
     pub fn open(dir: &Path, ttl: Duration) -> Result<Self, RecordsError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| RecordsError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+                    let name = entry.map_err(io(dir))?.file_name();
+                    let name = name.to_string_lossy();
+                    if name != RECORDS_FILE
+                        && name != LOCK_FILE
+                        && !name.starts_with(TEMPORARY_PREFIX)
+                    {
+                        return Err(RecordsError::NotOurs {
+                            path: dir.to_owned(),
+                            entry: name.into_owned(),
+                        });
+                    }
+                }
+            }
+            Err(err) => return Err(io(dir)(err)),
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(io(dir))?;
         }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(RecordsError::Locked {
+                    path: dir.to_owned(),
+                    lock: lock_path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(io(&lock_path)(err)),
+        }
+        let mut records = Self::read(dir, ttl)?;
+        records._lock = Some(lock);
+        Ok(records)
+    }
+
+    /// The records in `dir` as they are on disk, without the lock and without writing:
+    /// for looking at the records of a running agent (tools and tests). Changes stay in
+    /// memory.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordsError`] when the file cannot be read or does not parse.
+    pub fn inspect(dir: &Path, ttl: Duration) -> Result<Self, RecordsError> {
+        let file = dir.join(RECORDS_FILE);
+        let bytes = std::fs::read(&file).map_err(|source| RecordsError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        Ok(Self {
+            file: None,
+            ttl,
+            state: Mutex::new(parse(&file, &bytes)?),
+            _lock: None,
+        })
+    }
+
+    /// Reads (or creates) the file in `dir`, which this process has locked.
+    fn read(dir: &Path, ttl: Duration) -> Result<Self, RecordsError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RecordsError::Io { path, source }
+        };
         let file = dir.join(RECORDS_FILE);
         let state = match std::fs::read(&file) {
-            Ok(bytes) => {
-                let parsed: RecordsFile =
-                    serde_json::from_slice(&bytes).map_err(|err| RecordsError::Invalid {
-                        path: file.clone(),
-                        reason: err.to_string(),
-                    })?;
-                if parsed.version != VERSION || parsed.salt.len() != 64 {
-                    return Err(RecordsError::Invalid {
-                        path: file,
-                        reason: format!(
-                            "version {} with a salt of {} hex digits, expected version {VERSION} and 64",
-                            parsed.version,
-                            parsed.salt.len()
-                        ),
-                    });
-                }
-                parsed
-            }
+            Ok(bytes) => parse(&file, &bytes)?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let fresh = RecordsFile::fresh();
                 write_atomically(&file, &fresh)?;
@@ -237,6 +325,7 @@ impl PullRecords {
             file: Some(file),
             ttl,
             state: Mutex::new(state),
+            _lock: None,
         })
     }
 
@@ -424,6 +513,26 @@ impl RecordsFile {
     }
 }
 
+/// The records file's bytes, checked: this version's format and a whole salt.
+fn parse(file: &Path, bytes: &[u8]) -> Result<RecordsFile, RecordsError> {
+    let parsed: RecordsFile =
+        serde_json::from_slice(bytes).map_err(|err| RecordsError::Invalid {
+            path: file.to_owned(),
+            reason: err.to_string(),
+        })?;
+    if parsed.version != VERSION || parsed.salt.len() != 64 {
+        return Err(RecordsError::Invalid {
+            path: file.to_owned(),
+            reason: format!(
+                "version {} with a salt of {} hex digits, expected version {VERSION} and 64",
+                parsed.version,
+                parsed.salt.len()
+            ),
+        });
+    }
+    Ok(parsed)
+}
+
 fn write_atomically(file: &Path, state: &RecordsFile) -> Result<(), RecordsError> {
     let io = |source| RecordsError::Io {
         path: file.to_owned(),
@@ -477,6 +586,44 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_with_other_files_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kubelet"), b"not ours").unwrap();
+        #[cfg(unix)]
+        let mode = {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            || std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777
+        };
+        let err = PullRecords::open(dir.path(), Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(&err, RecordsError::NotOurs { entry, .. } if entry == "kubelet"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("not a regcred records directory"),
+            "{err}"
+        );
+        #[cfg(unix)]
+        assert_eq!(mode(), 0o755, "the directory's mode is left alone");
+        assert!(!dir.path().join(RECORDS_FILE).exists());
+
+        // Missing (with missing parents) or empty: made regcred's own, mode 0700.
+        let fresh = dir.path().join("a/b/records");
+        PullRecords::open(&fresh, Duration::from_secs(1)).unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        PullRecords::open(empty.path(), Duration::from_secs(1)).unwrap();
+        #[cfg(unix)]
+        for d in [fresh.as_path(), empty.path()] {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(d).unwrap().permissions().mode() & 0o777,
+                0o700
+            );
+        }
+    }
+
+    #[test]
     fn records_survive_a_reopen_and_hold_no_secret() {
         let dir = tempfile::tempdir().unwrap();
         let records = PullRecords::open(dir.path(), Duration::from_secs(3600)).unwrap();
@@ -487,6 +634,14 @@ mod tests {
             .credentialed("sha256:aa", "r/team/app:v1", &hash, "team/pull")
             .unwrap();
         records.public("sha256:bb", "r/public:v1").unwrap();
+        // Another opener is refused while these records live; a look is not.
+        assert!(matches!(
+            PullRecords::open(dir.path(), Duration::from_secs(3600)),
+            Err(RecordsError::Locked { .. })
+        ));
+        let looked = PullRecords::inspect(dir.path(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(looked.access("sha256:aa"), ImageAccess::Private);
+        drop(records);
 
         let reopened = PullRecords::open(dir.path(), Duration::from_secs(3600)).unwrap();
         assert_eq!(reopened.access("sha256:aa"), ImageAccess::Private);

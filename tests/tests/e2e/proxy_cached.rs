@@ -142,7 +142,7 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
     // RemoveImage through the proxy drops the image's records (read back from disk).
     w.cri.remove_image(&image).await.unwrap();
     let reopened =
-        PullRecords::open(&w.proxy.records_dir(), std::time::Duration::from_secs(60)).unwrap();
+        PullRecords::inspect(&w.proxy.records_dir(), std::time::Duration::from_secs(60)).unwrap();
     assert_eq!(reopened.access(&id), ImageAccess::Unrecorded);
 }
 
