@@ -21,6 +21,8 @@ use sha2::{Digest as _, Sha256};
 pub const RECORDS_FILE: &str = "pulled-images.json";
 /// The lock file in the records directory: one process per directory.
 pub(crate) const LOCK_FILE: &str = ".lock";
+/// How many names an image's record keeps: the most recently pulled or verified.
+const MAX_NAMES: usize = 16;
 /// The prefix of the temporary files a rewrite makes beside the records (tempfile's).
 const TEMPORARY_PREFIX: &str = ".tmp";
 /// Format version of the file.
@@ -171,8 +173,9 @@ struct RecordsFile {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ImageRecord {
-    /// Names the image was pulled as.
-    names: BTreeSet<String>,
+    /// Names the image was pulled as, the most recently used last; at most
+    /// [`MAX_NAMES`] (pod authors choose them: a record must not grow with them).
+    names: Vec<String>,
     /// Seconds since the epoch of the last pull with credentials (the image stays private
     /// while it is on the node, whatever the age of its credential records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +186,17 @@ struct ImageRecord {
     /// The credentials that pulled it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     credentials: Vec<CredentialRecord>,
+}
+
+impl ImageRecord {
+    /// Notes that the image was pulled or verified as `name`: it moves to the end, and
+    /// the least recently used names beyond [`MAX_NAMES`] go.
+    fn name_used(&mut self, name: &str) {
+        self.names.retain(|n| n != name);
+        self.names.push(name.to_owned());
+        let excess = self.names.len().saturating_sub(MAX_NAMES);
+        self.names.drain(..excess);
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -382,12 +396,12 @@ impl PullRecords {
         })
     }
 
-    /// The names `image_id` was pulled as.
+    /// The names `image_id` was pulled as, the most recently used first.
     pub fn names(&self, image_id: &str) -> Vec<String> {
         self.lock()
             .images
             .get(image_id)
-            .map(|r| r.names.iter().cloned().collect())
+            .map(|r| r.names.iter().rev().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -407,7 +421,7 @@ impl PullRecords {
         let at = now();
         self.change(|state| {
             let record = state.images.entry(image_id.to_owned()).or_default();
-            record.names.insert(name.to_owned());
+            record.name_used(name);
             record.private_since.get_or_insert(at);
             record.credentials.retain(|c| c.hash != hash);
             record.credentials.push(CredentialRecord {
@@ -427,7 +441,7 @@ impl PullRecords {
         let at = now();
         self.change(|state| {
             let record = state.images.entry(image_id.to_owned()).or_default();
-            record.names.insert(name.to_owned());
+            record.name_used(name);
             record.public_at = Some(at);
         })
     }
@@ -583,6 +597,26 @@ mod tests {
             identity_token: "",
             registry_token: "",
         }
+    }
+
+    #[test]
+    fn an_image_keeps_its_most_recent_names_only() {
+        let records = PullRecords::in_memory(Duration::from_secs(3600));
+        let hash = records.hash(fields("pw"));
+        for i in 0..100 {
+            records
+                .credentialed("sha256:aa", &format!("r/app:tag-{i}"), &hash, "team/pull")
+                .unwrap();
+        }
+        records
+            .credentialed("sha256:aa", "r/app:tag-90", &hash, "team/pull")
+            .unwrap();
+        let names = records.names("sha256:aa");
+        assert_eq!(names.len(), MAX_NAMES, "{names:?}");
+        assert_eq!(names[0], "r/app:tag-90", "most recent first: {names:?}");
+        assert_eq!(names[1], "r/app:tag-99", "{names:?}");
+        assert!(!names.contains(&"r/app:tag-83".to_owned()), "{names:?}");
+        assert_eq!(records.access("sha256:aa"), ImageAccess::Private);
     }
 
     #[test]
