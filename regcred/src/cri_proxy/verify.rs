@@ -217,10 +217,12 @@ impl Allowed {
     }
 }
 
-/// The raw bytes of the last length-delimited field `number` of a protobuf message.
-fn raw_field(message: &[u8], number: u64) -> Option<&[u8]> {
+/// The raw bytes of the length-delimited field `number` of a protobuf message, every
+/// occurrence merged (concatenated) as protobuf merges an embedded message; `None` when
+/// the field is absent or the message cannot be walked (truncated, or a group).
+fn raw_field(message: &[u8], number: u64) -> Option<Vec<u8>> {
     let mut rest = message;
-    let mut found = None;
+    let mut found: Option<Vec<u8>> = None;
     while !rest.is_empty() {
         let key = prost::encoding::decode_varint(&mut rest).ok()?;
         let (field, wire) = (key >> 3, key & 7);
@@ -233,11 +235,16 @@ fn raw_field(message: &[u8], number: u64) -> Option<&[u8]> {
             2 => {
                 let len = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
                 if field == number {
-                    found = Some(rest.get(..len)?);
+                    // Repeated occurrences of an embedded message merge, as protobuf
+                    // merges them: their bytes concatenated are the merged message.
+                    found
+                        .get_or_insert_with(Vec::new)
+                        .extend_from_slice(rest.get(..len)?);
                 }
                 len
             }
             5 => 4,
+            // Groups (3, 4) and wire types that do not exist: not decidable.
             _ => return None,
         };
         rest = rest.get(skip..)?;
@@ -297,13 +304,21 @@ impl Inner {
         };
         let decoded = grpc::single_message(&body).and_then(|message| {
             let request = CreateContainerRequest::decode(&message[..]).ok()?;
-            let sandbox = raw_field(&message, 3)?.to_vec();
+            let sandbox = raw_field(&message, 3)?;
             Some((request, sandbox))
         });
         let Some((request, sandbox)) = decoded else {
-            tracing::warn!("CreateContainerRequest does not parse; forwarded as is");
-            self.metrics.image_use(ImageUse::Undecided);
-            return self.forward(&head, body).await;
+            // With verification on, what cannot be decided is not let through.
+            tracing::warn!(
+                "CreateContainerRequest does not parse or has no sandbox config; refused"
+            );
+            self.metrics.image_use(ImageUse::Refused);
+            return grpc::error_response(
+                Code::PermissionDenied,
+                "regcred: CreateContainer refused: the request does not parse as a \
+                 CreateContainerRequest with a sandbox config, so whether its pod may use \
+                 the image cannot be decided (image verification is on)",
+            );
         };
         let pod = PodRef::from_sandbox(request.sandbox_config);
         let config = request.config.unwrap_or_default();
@@ -650,7 +665,53 @@ mod tests {
     }
 
     #[test]
-    fn raw_field_finds_the_last_length_delimited_field() {
+    fn raw_field_merges_repeated_occurrences_and_gives_up_on_groups() {
+        let first = regcred_cri_api::runtime::v1::PodSandboxConfig {
+            hostname: "h".into(),
+            ..Default::default()
+        };
+        let second = regcred_cri_api::runtime::v1::PodSandboxConfig {
+            metadata: Some(regcred_cri_api::runtime::v1::PodSandboxMetadata {
+                name: "p".into(),
+                namespace: "ns".into(),
+                uid: "u".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        };
+        let mut bytes = CreateContainerRequest {
+            sandbox_config: Some(first),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        bytes.extend(
+            CreateContainerRequest {
+                sandbox_config: Some(second),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        // prost merges the two occurrences; the raw bytes say the same.
+        let merged = CreateContainerRequest::decode(&bytes[..])
+            .unwrap()
+            .sandbox_config
+            .unwrap();
+        let raw = regcred_cri_api::runtime::v1::PodSandboxConfig::decode(
+            &raw_field(&bytes, 3).unwrap()[..],
+        )
+        .unwrap();
+        assert_eq!(raw, merged);
+        assert_eq!(raw.hostname, "h");
+        assert_eq!(raw.metadata.unwrap().name, "p");
+
+        // A group (start-group wire type 3) cannot be walked: nothing to decide with.
+        let mut grouped = bytes.clone();
+        grouped.extend([(9 << 3) | 3, (9 << 3) | 4]);
+        assert_eq!(raw_field(&grouped, 3), None);
+    }
+
+    #[test]
+    fn raw_field_finds_a_length_delimited_field_and_skips_the_others() {
         let request = CreateContainerRequest {
             pod_sandbox_id: "sb".into(),
             config: None,
@@ -662,10 +723,10 @@ mod tests {
         let mut bytes = request.encode_to_vec();
         // An unknown varint field and a fixed64 field after it are skipped.
         bytes.extend([0x20, 0x96, 0x01, 0x29, 0, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(raw_field(&bytes, 1), Some(&b"sb"[..]));
+        assert_eq!(raw_field(&bytes, 1).as_deref(), Some(&b"sb"[..]));
         let sandbox = raw_field(&bytes, 3).unwrap();
         assert_eq!(
-            regcred_cri_api::runtime::v1::PodSandboxConfig::decode(sandbox)
+            regcred_cri_api::runtime::v1::PodSandboxConfig::decode(&sandbox[..])
                 .unwrap()
                 .hostname,
             "h"
@@ -689,7 +750,7 @@ mod tests {
             Some(&auth),
             &sandbox,
         );
-        assert_eq!(raw_field(&bytes, 3), Some(&sandbox[..]));
+        assert_eq!(raw_field(&bytes, 3).as_deref(), Some(&sandbox[..]));
         let decoded = PullImageRequest::decode(&bytes[..]).unwrap();
         assert_eq!(decoded.image.unwrap().image, "r.io/a:v1");
         assert_eq!(decoded.auth.unwrap().password, "p");

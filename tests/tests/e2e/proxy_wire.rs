@@ -345,3 +345,42 @@ impl hyper::body::Body for Flood {
         )))))
     }
 }
+
+/// With verification on, a CreateContainer the proxy cannot decide is refused, never
+/// forwarded: one with a group field (wire type 3, which the CRI never sends but a
+/// fuzzer or a future runtime client might) and one without a sandbox config.
+#[tokio::test]
+async fn an_undecidable_create_container_is_refused_not_forwarded() {
+    let runtime = RecordingRuntime::start();
+    let manifests = Manifests::new();
+    let proxy = Proxy::builder(runtime.socket(), manifests.path())
+        .verify_images()
+        .start()
+        .await;
+    let mut with_group = regcred_cri_api::runtime::v1::CreateContainerRequest {
+        pod_sandbox_id: "sb".into(),
+        sandbox_config: Some(pod_sandbox("team", "app", "uid-1")),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    with_group.extend([(9 << 3) | 3, (9 << 3) | 4]);
+    let without_sandbox = regcred_cri_api::runtime::v1::CreateContainerRequest {
+        pod_sandbox_id: "sb".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for sent in [&with_group, &without_sandbox] {
+        let answer = raw_call(proxy.socket(), methods::CREATE_CONTAINER, sent).await;
+        assert_eq!(answer.code, Code::PermissionDenied, "{}", answer.message);
+        assert!(
+            answer.message.contains("cannot be decided"),
+            "{}",
+            answer.message
+        );
+    }
+    assert!(
+        runtime.calls().is_empty(),
+        "the runtime got {} calls",
+        runtime.calls().len()
+    );
+}
