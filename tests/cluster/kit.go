@@ -110,7 +110,7 @@ type NodeDescription struct {
 	PidFiles          struct{ Kubelet, Containerd, Proxy, ProxyChild string } `json:"pidFiles"`
 }
 
-// ReadEnvFile parses NAME=value lines.
+// ReadEnvFile parses NAME=value lines (a value may be single-quoted).
 func ReadEnvFile(path string) (map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -127,6 +127,11 @@ func ReadEnvFile(path string) (map[string]string, error) {
 		name, value, ok := strings.Cut(line, "=")
 		if !ok {
 			return nil, fmt.Errorf("%s:%d: not NAME=value", path, n)
+		}
+		// A value with a space is single-quoted, so that the file stays one a shell can
+		// source (REGCRED_CLUSTER_RUNTIME='containerd 2.3.7').
+		if len(value) >= 2 && value[0] == '\'' && value[len(value)-1] == '\'' {
+			value = value[1 : len(value)-1]
 		}
 		env[name] = value
 	}
