@@ -222,7 +222,9 @@ func proxyLines(log, ns, pod string) []map[string]any {
 		if fields == nil {
 			fields = entry
 		}
-		if fmt.Sprint(fields["pod"]) == ns+"/"+pod || strings.Contains(fmt.Sprint(fields["pod"]), `"`+ns+"/"+pod+`"`) {
+		// The field's value is the plain ns/name (it was Rust's Debug of an Option,
+		// `Some("ns/name")`, before issue 25's logs a machine can read).
+		if fields["pod"] == ns+"/"+pod {
 			lines = append(lines, fields)
 		}
 	}

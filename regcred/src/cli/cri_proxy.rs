@@ -185,7 +185,10 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             runtime_profile = ?args.runtime_profile,
             metrics_addr = ?args.metrics_addr,
             verification = %verification_policy,
-            records = ?proxy.verification().and_then(|v| v.records().file()),
+            records = proxy
+                .verification()
+                .and_then(|v| v.records().file())
+                .map(|path| tracing::field::display(path.display())),
             "regcred cri-proxy serving"
         );
         proxy.serve(listener, shutdown_signal("proxy")).await;

@@ -158,8 +158,12 @@ impl Inner {
         };
         let image = view.image.as_str();
         if let Some(auth) = &view.auth {
-            tracing::info!(image, pod = ?view.pod.as_ref().map(ToString::to_string),
-                "PullImage already carries auth; forwarded untouched");
+            // (an absent pod leaves the field out; a present one is its plain `ns/name`)
+            tracing::info!(
+                image,
+                pod = view.pod.as_ref().map(tracing::field::display),
+                "PullImage already carries auth; forwarded untouched"
+            );
             let credential = self
                 .verification
                 .as_ref()
