@@ -144,7 +144,8 @@ pub enum ImageAccess {
     /// No record: the image was on the node before regcred pulled it (preloaded), or it
     /// came by another way.
     Unrecorded,
-    /// A pull without credentials succeeded within the record lifetime: public.
+    /// A pull without credentials succeeded within the record lifetime, and none with
+    /// credentials was ever recorded: public.
     Public,
     /// Pulled with credentials: a pod needs credentials of its own.
     Private,
@@ -374,10 +375,13 @@ impl PullRecords {
         let Some(record) = state.images.get(image_id) else {
             return ImageAccess::Unrecorded;
         };
-        if record.public_at.is_some_and(|at| self.fresh(at)) {
-            ImageAccess::Public
-        } else if record.private_since.is_some() {
+        // Private wins: once pulled with credentials, a pull without them under some name
+        // (a mirror, another repository with the same bytes) does not make it public;
+        // each pod then shows its own access.
+        if record.private_since.is_some() {
             ImageAccess::Private
+        } else if record.public_at.is_some_and(|at| self.fresh(at)) {
+            ImageAccess::Public
         } else {
             ImageAccess::Unrecorded
         }
@@ -597,6 +601,26 @@ mod tests {
             identity_token: "",
             registry_token: "",
         }
+    }
+
+    #[test]
+    fn private_wins_over_a_later_pull_without_credentials() {
+        let records = PullRecords::in_memory(Duration::from_secs(3600));
+        let hash = records.hash(fields("pw"));
+        records
+            .credentialed("sha256:aa", "r/team/app:v1", &hash, "team/pull")
+            .unwrap();
+        records
+            .public("sha256:aa", "mirror.example/app:v1")
+            .unwrap();
+        assert_eq!(records.access("sha256:aa"), ImageAccess::Private);
+        // The other order too.
+        records.public("sha256:bb", "mirror.example/b:v1").unwrap();
+        assert_eq!(records.access("sha256:bb"), ImageAccess::Public);
+        records
+            .credentialed("sha256:bb", "r/team/b:v1", &hash, "team/pull")
+            .unwrap();
+        assert_eq!(records.access("sha256:bb"), ImageAccess::Private);
     }
 
     #[test]

@@ -274,6 +274,17 @@ fn pull_request(
     }
 }
 
+/// Why a verification pull that succeeded grants nothing: `name` now names another
+/// image (the tag moved), so the pull proved `how` for that image, not for the one on the
+/// node that the container wants.
+fn moved(how: &str, name: &str, pulled: &str) -> String {
+    format!(
+        "{how}: the registry now serves another image for {name} ({pulled}), so this pull \
+         proves nothing about the image on the node; pull the image again (imagePullPolicy: \
+         Always) or name it by digest"
+    )
+}
+
 /// The message of a buffered unary response.
 fn response_message(response: &Response<ProxyBody>) -> Option<Bytes> {
     match response.body() {
@@ -437,16 +448,13 @@ impl Inner {
                 .map_err(|unavailable| self.failed(unavailable))?;
             if answer.code == Code::Ok {
                 let pulled = pulled_ref(&answer.response).unwrap_or_else(|| id.to_owned());
-                // The ID kubelet asked for, and the one the pull got when the tag moved
-                // (one write when they are the same, as they almost always are).
-                let mut ids = vec![id];
-                if pulled != id {
-                    ids.push(pulled.as_str());
+                // The pull proved the credentials for the image it got, and only for it.
+                self.keep(records.credentialed(&pulled, &name, hash, &candidate.secret));
+                if pulled == id {
+                    return Ok(Allowed::Verified(candidate.secret.clone()));
                 }
-                for image_id in ids {
-                    self.keep(records.credentialed(image_id, &name, hash, &candidate.secret));
-                }
-                return Ok(Allowed::Verified(candidate.secret.clone()));
+                refusals.push(moved(&candidate.secret, &name, &pulled));
+                break;
             }
             refusals.push(format!(
                 "{}: {}",
@@ -463,13 +471,17 @@ impl Inner {
             if answer.code == Code::Ok {
                 let pulled = pulled_ref(&answer.response).unwrap_or_else(|| id.to_owned());
                 self.keep(records.public(&pulled, &name));
-                return Ok(Allowed::Anonymous);
+                if pulled == id {
+                    return Ok(Allowed::Anonymous);
+                }
+                refusals.push(moved("a pull without credentials", &name, &pulled));
+            } else {
+                refusals.push(format!(
+                    "the pod has no pull secret for this image, and the registry refused a pull \
+                     without credentials: {}",
+                    answer.message
+                ));
             }
-            refusals.push(format!(
-                "the pod has no pull secret for this image, and the registry refused a pull \
-                 without credentials: {}",
-                answer.message
-            ));
         }
         self.metrics.image_use(ImageUse::Refused);
         let mut message = format!(

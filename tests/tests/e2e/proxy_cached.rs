@@ -247,3 +247,57 @@ async fn always_verify_and_an_unmatched_allowlist_ask_for_preloaded_images_too()
     // Matching allowlist entries are the allowlist's unit tests (verify.rs): this world's
     // registry port is known only once it runs.
 }
+
+/// A verification pull grants only what it proved (issue 23, finding 11): when the tag now
+/// names another image, a pod whose credentials the registry accepts is still refused the
+/// image on the node, with words that say why and what to do; its credentials are
+/// recorded for the image the pull got.
+#[tokio::test]
+async fn a_moved_tag_proves_nothing_about_the_image_on_the_node() {
+    let mut w = ProxiedHtpasswd::start_verifying("proxy-moved-tag").await;
+    let image = w.world.reference.clone();
+    let id = w.world.image.config_digest().to_owned();
+    let url = w.world.registry.url();
+    w.login_secret("a-login", &url);
+    let a = w.manifests.pod("a", &["a-login"]);
+    assert_eq!(w.cri.pull(&image, None, Some(a)).await.unwrap(), id);
+
+    // The tag moves: another image is pushed under the same name.
+    let newer = regcred_tests::harness::TestImage::new("regcred e2e proxy-moved-tag, newer");
+    let repository = "private/proxy-moved-tag";
+    newer
+        .push(
+            &url,
+            repository,
+            "v1",
+            Some((w.world.user, &w.world.password)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let newer_id = newer.config_digest().to_owned();
+    assert_ne!(newer_id, id);
+
+    // C's Secret is valid but new to the records: the registry is asked and serves the
+    // newer image, which proves nothing about the one on the node.
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", w.world.user, w.world.password));
+    w.manifests.secret(
+        "c-auth",
+        &[("serverAddress", url.as_str()), ("auth", auth.as_str())],
+    );
+    let c = w.manifests.pod("c", &["c-auth"]);
+    let message = refusal(&w.cri.create_container(NO_SANDBOX, &id, &image, c).await).to_owned();
+    for expected in [
+        "regcred: pod team/c may not use image",
+        "team/c-auth: the registry now serves another image",
+        newer_id.as_str(),
+        "imagePullPolicy: Always",
+    ] {
+        assert!(message.contains(expected), "{expected:?} not in {message}");
+    }
+    let records =
+        PullRecords::inspect(&w.proxy.records_dir(), std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(records.access(&newer_id), ImageAccess::Private);
+    w.assert_password_not_logged();
+}
