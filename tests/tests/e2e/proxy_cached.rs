@@ -12,18 +12,51 @@ use crate::proxy_support::ProxiedHtpasswd;
 /// A sandbox ID containerd does not have.
 const NO_SANDBOX: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[tokio::test]
-async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
-    let mut w = ProxiedHtpasswd::start_verifying("proxy-cached").await;
+/// A verifying proxy in front of containerd, and pod A's pull of the private image with
+/// its Secret `a-login`: the world, the image reference, its ID, the registry URL and A's
+/// sandbox.
+async fn pulled_by_a(
+    test: &str,
+) -> (
+    ProxiedHtpasswd,
+    String,
+    String,
+    String,
+    regcred_cri_api::runtime::v1::PodSandboxConfig,
+) {
+    let mut w = ProxiedHtpasswd::start_verifying(test).await;
     let image = w.world.reference.clone();
     let id = w.world.image.config_digest().to_owned();
     let url = w.world.registry.url();
-
-    // Pod A pulls with its Secret.
     w.login_secret("a-login", &url);
     let a = w.manifests.pod("a", &["a-login"]);
-    let pulled = w.cri.pull(&image, None, Some(a.clone())).await.unwrap();
+    let pulled = w
+        .cri
+        .pull(&image, None, Some(a.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("pod A's pull: {e}"));
     assert_eq!(pulled, id);
+    (w, image, id, url, a)
+}
+
+/// Pod C, whose Secret `c-auth` holds the same valid credentials as A's in the `auth`
+/// form: valid, but a credential the records do not know yet.
+fn pod_c_with_auth(
+    w: &ProxiedHtpasswd,
+    url: &str,
+) -> regcred_cri_api::runtime::v1::PodSandboxConfig {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", w.world.user, w.world.password));
+    w.manifests
+        .secret("c-auth", &[("serverAddress", url), ("auth", auth.as_str())]);
+    w.manifests.pod("c", &["c-auth"])
+}
+
+#[tokio::test]
+async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
+    // Pod A pulls with its Secret.
+    let (mut w, image, id, url, a) = pulled_by_a("proxy-cached").await;
     let records = std::fs::read_to_string(w.proxy.records_dir().join(RECORDS_FILE)).unwrap();
     assert!(records.contains(&id), "{records}");
     assert!(
@@ -64,14 +97,7 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
 
     // C has another Secret with valid credentials (`auth`): the registry is asked, accepts,
     // and C is remembered from then on.
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", w.world.user, w.world.password));
-    w.manifests.secret(
-        "c-auth",
-        &[("serverAddress", url.as_str()), ("auth", auth.as_str())],
-    );
-    let c = w.manifests.pod("c", &["c-auth"]);
+    let c = pod_c_with_auth(&w, &url);
     assert_forwarded(
         &w.cri
             .create_container(NO_SANDBOX, &id, &image, c.clone())
@@ -254,13 +280,7 @@ async fn always_verify_and_an_unmatched_allowlist_ask_for_preloaded_images_too()
 /// recorded for the image the pull got.
 #[tokio::test]
 async fn a_moved_tag_proves_nothing_about_the_image_on_the_node() {
-    let mut w = ProxiedHtpasswd::start_verifying("proxy-moved-tag").await;
-    let image = w.world.reference.clone();
-    let id = w.world.image.config_digest().to_owned();
-    let url = w.world.registry.url();
-    w.login_secret("a-login", &url);
-    let a = w.manifests.pod("a", &["a-login"]);
-    assert_eq!(w.cri.pull(&image, None, Some(a)).await.unwrap(), id);
+    let (mut w, image, id, url, _) = pulled_by_a("proxy-moved-tag").await;
 
     // The tag moves: another image is pushed under the same name.
     let newer = regcred_tests::harness::TestImage::new("regcred e2e proxy-moved-tag, newer");
@@ -279,14 +299,7 @@ async fn a_moved_tag_proves_nothing_about_the_image_on_the_node() {
 
     // C's Secret is valid but new to the records: the registry is asked and serves the
     // newer image, which proves nothing about the one on the node.
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", w.world.user, w.world.password));
-    w.manifests.secret(
-        "c-auth",
-        &[("serverAddress", url.as_str()), ("auth", auth.as_str())],
-    );
-    let c = w.manifests.pod("c", &["c-auth"]);
+    let c = pod_c_with_auth(&w, &url);
     let message = refusal(&w.cri.create_container(NO_SANDBOX, &id, &image, c).await).to_owned();
     for expected in [
         "regcred: pod team/c may not use image",
