@@ -294,9 +294,14 @@ impl PullRecords {
             }
             Err(std::fs::TryLockError::Error(err)) => return Err(io(&lock_path)(err)),
         }
-        let mut records = Self::read(dir, ttl)?;
-        records._lock = Some(lock);
-        Ok(records)
+        let file = dir.join(RECORDS_FILE);
+        let state = read_or_create(&file)?;
+        Ok(Self {
+            file: Some(file),
+            ttl,
+            state: Mutex::new(state),
+            _lock: Some(lock),
+        })
     }
 
     /// The records in `dir` as they are on disk, without the lock and without writing:
@@ -316,30 +321,6 @@ impl PullRecords {
             file: None,
             ttl,
             state: Mutex::new(parse(&file, &bytes)?),
-            _lock: None,
-        })
-    }
-
-    /// Reads (or creates) the file in `dir`, which this process has locked.
-    fn read(dir: &Path, ttl: Duration) -> Result<Self, RecordsError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RecordsError::Io { path, source }
-        };
-        let file = dir.join(RECORDS_FILE);
-        let state = match std::fs::read(&file) {
-            Ok(bytes) => parse(&file, &bytes)?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let fresh = RecordsFile::fresh();
-                write_atomically(&file, &fresh)?;
-                fresh
-            }
-            Err(err) => return Err(io(&file)(err)),
-        };
-        Ok(Self {
-            file: Some(file),
-            ttl,
-            state: Mutex::new(state),
             _lock: None,
         })
     }
@@ -433,6 +414,7 @@ impl PullRecords {
                 secret: secret.to_owned(),
                 at,
             });
+            true
         })
     }
 
@@ -445,8 +427,14 @@ impl PullRecords {
         let at = now();
         self.change(|state| {
             let record = state.images.entry(image_id.to_owned()).or_default();
+            // A private image stays private (`access`): its public time would count for
+            // nothing, and the rewrite (two fsyncs) would cost every anonymous check.
+            if record.private_since.is_some() {
+                return false;
+            }
             record.name_used(name);
             record.public_at = Some(at);
+            true
         })
     }
 
@@ -457,7 +445,10 @@ impl PullRecords {
     /// As [`Self::credentialed`].
     pub fn remove(&self, image_id: &str) -> Result<bool, RecordsError> {
         let mut removed = false;
-        self.change(|state| removed = state.images.remove(image_id).is_some())?;
+        self.change(|state| {
+            removed = state.images.remove(image_id).is_some();
+            removed
+        })?;
         Ok(removed)
     }
 
@@ -475,9 +466,13 @@ impl PullRecords {
             let before = state.images.len();
             state.images.retain(|id, _| present.contains(id));
             forgotten = before - state.images.len();
+            let mut expired = 0;
             for record in state.images.values_mut() {
+                let before = record.credentials.len();
                 record.credentials.retain(|c| c.at >= cutoff);
+                expired += before - record.credentials.len();
             }
+            forgotten > 0 || expired > 0
         })?;
         Ok(forgotten)
     }
@@ -496,9 +491,13 @@ impl PullRecords {
         now().saturating_sub(at) <= self.ttl.as_secs()
     }
 
-    fn change(&self, edit: impl FnOnce(&mut RecordsFile)) -> Result<(), RecordsError> {
+    /// Applies `edit`, which says whether it changed anything, and writes the file when
+    /// it did.
+    fn change(&self, edit: impl FnOnce(&mut RecordsFile) -> bool) -> Result<(), RecordsError> {
         let mut state = self.lock();
-        edit(&mut state);
+        if !edit(&mut state) {
+            return Ok(());
+        }
         match &self.file {
             // Written under the lock, so that two changes cannot land in the wrong order.
             Some(file) => write_atomically(file, &state),
@@ -528,6 +527,23 @@ impl RecordsFile {
             salt: hex(&salt),
             images: BTreeMap::new(),
         }
+    }
+}
+
+/// The records in `file` (which this process has locked), or a fresh file written there
+/// when there is none.
+fn read_or_create(file: &Path) -> Result<RecordsFile, RecordsError> {
+    match std::fs::read(file) {
+        Ok(bytes) => parse(file, &bytes),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let fresh = RecordsFile::fresh();
+            write_atomically(file, &fresh)?;
+            Ok(fresh)
+        }
+        Err(source) => Err(RecordsError::Io {
+            path: file.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -614,6 +630,11 @@ mod tests {
             .public("sha256:aa", "mirror.example/app:v1")
             .unwrap();
         assert_eq!(records.access("sha256:aa"), ImageAccess::Private);
+        assert_eq!(
+            records.names("sha256:aa"),
+            ["r/team/app:v1"],
+            "a private image's record is not touched by a pull without credentials"
+        );
         // The other order too.
         records.public("sha256:bb", "mirror.example/b:v1").unwrap();
         assert_eq!(records.access("sha256:bb"), ImageAccess::Public);
