@@ -71,12 +71,9 @@ pub fn test_runtime() -> &'static Runtime {
             String::from_utf8_lossy(&out.stderr).trim()
         );
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        // (Debian's containerd-1.6 is /usr/bin, where its runc package links runc too.)
         for binary in ["containerd", "containerd-shim-runc-v2", "ctr", "runc"] {
-            let path = if binary == "runc" && name == "containerd-1.6" {
-                PathBuf::from("/usr/sbin/runc")
-            } else {
-                dir.join(binary)
-            };
+            let path = dir.join(binary);
             assert!(
                 path.is_file(),
                 "{} of the test runtime {name} is missing; build it with \
