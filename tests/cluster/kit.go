@@ -61,17 +61,22 @@ type Kit struct {
 
 // Description is DIR/kit.json: everything a test may need to know of a running kit.
 type Description struct {
-	Version     int                                               `json:"version"`
-	Dir         string                                            `json:"dir"`
-	Kubeconfig  string                                            `json:"kubeconfig"`
-	APIServer   string                                            `json:"apiServer"`
-	Profile     string                                            `json:"profile"`
-	Kubernetes  string                                            `json:"kubernetes"`
-	Binaries    struct{ Kubectl, Helm, Ctr, Runc string }         `json:"binaries"`
-	Runtime     struct{ Name, Version, BinDir string }            `json:"runtime"`
-	Registries  struct{ Basic, Token, Public, TokenRealm string } `json:"registries"`
-	Credentials struct{ Username, Password, RefreshToken string } `json:"credentials"`
-	Images      struct {
+	Version    int    `json:"version"`
+	Dir        string `json:"dir"`
+	Kubeconfig string `json:"kubeconfig"`
+	APIServer  string `json:"apiServer"`
+	Profile    string `json:"profile"`
+	Kubernetes string `json:"kubernetes"`
+	// Mode is nri (regcred-nri decides at container creation; kubelet's runtime endpoint
+	// is containerd's) or runtime-proxy (legacy: kubelet's runtime endpoint is the proxy).
+	Mode string `json:"mode"`
+	// NRITolerationAnnotation lets a pod's containers start while regcred-nri is away.
+	NRITolerationAnnotation string                                                `json:"nriTolerationAnnotation"`
+	Binaries                struct{ Kubectl, Helm, Ctr, Runc, RegcredNri string } `json:"binaries"`
+	Runtime                 struct{ Name, Version, BinDir string }                `json:"runtime"`
+	Registries              struct{ Basic, Token, Public, TokenRealm string }     `json:"registries"`
+	Credentials             struct{ Username, Password, RefreshToken string }     `json:"credentials"`
+	Images                  struct {
 		Hello     ImageDescription `json:"hello"`
 		Cached    ImageDescription `json:"cached"`
 		Open      ImageDescription `json:"open"`
@@ -95,19 +100,20 @@ type ImageDescription struct {
 
 // NodeDescription is one node of the kit.
 type NodeDescription struct {
-	Name              string                                                  `json:"name"`
-	IP                string                                                  `json:"ip"`
-	Dir               string                                                  `json:"dir"`
-	ContainerdSocket  string                                                  `json:"containerdSocket"`
-	NRISocket         string                                                  `json:"nriSocket"`
-	ProxySocket       string                                                  `json:"proxySocket"`
-	ProxyMetrics      string                                                  `json:"proxyMetrics"`
-	KubeletKubeconfig string                                                  `json:"kubeletKubeconfig"`
-	KubeletConfig     string                                                  `json:"kubeletConfig"`
-	ProxyRecordsDir   string                                                  `json:"proxyRecordsDir"`
-	ProxyModeFile     string                                                  `json:"proxyModeFile"`
-	Logs              struct{ Kubelet, Containerd, Proxy string }             `json:"logs"`
-	PidFiles          struct{ Kubelet, Containerd, Proxy, ProxyChild string } `json:"pidFiles"`
+	Name              string                                                       `json:"name"`
+	IP                string                                                       `json:"ip"`
+	Dir               string                                                       `json:"dir"`
+	ContainerdSocket  string                                                       `json:"containerdSocket"`
+	NRISocket         string                                                       `json:"nriSocket"`
+	ProxySocket       string                                                       `json:"proxySocket"`
+	DecisionsSocket   string                                                       `json:"decisionsSocket"`
+	ProxyMetrics      string                                                       `json:"proxyMetrics"`
+	KubeletKubeconfig string                                                       `json:"kubeletKubeconfig"`
+	KubeletConfig     string                                                       `json:"kubeletConfig"`
+	ProxyRecordsDir   string                                                       `json:"proxyRecordsDir"`
+	ProxyModeFile     string                                                       `json:"proxyModeFile"`
+	Logs              struct{ Kubelet, Containerd, Proxy, NRI string }             `json:"logs"`
+	PidFiles          struct{ Kubelet, Containerd, Proxy, ProxyChild, NRI string } `json:"pidFiles"`
 }
 
 // ReadEnvFile parses NAME=value lines (a value may be single-quoted).

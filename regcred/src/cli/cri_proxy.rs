@@ -8,9 +8,9 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use regcred::cri_proxy::{
-    CriProxy, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource,
-    ImageVerification, KubeSource, PullRecords, PullSecretSource, SecretsFrom, VerificationPolicy,
-    unix_socket_path,
+    CriProxy, DEFAULT_DECISION_BUDGET, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL,
+    DirSource, ImageVerification, KubeSource, PullRecords, PullSecretSource, SecretsFrom,
+    VerificationPolicy, unix_socket_path,
 };
 use regcred::serve::{
     BlockingExecutor, LogFormat, bind_unix, init_logging, serve_metrics, shutdown_signal,
@@ -26,11 +26,22 @@ const DEFAULT_PULL_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Arguments of `regcred cri-proxy`.
 #[derive(Debug, Args)]
 pub(crate) struct CriProxyArgs {
-    /// Where kubelet connects: its imageServiceEndpoint and its containerRuntimeEndpoint
-    /// (the proxy decides at CreateContainer who may use a private image already on the
-    /// node; see --image-pull-credentials-verification-policy).
+    /// Where kubelet connects: its imageServiceEndpoint. In the legacy runtime-proxy mode
+    /// (runtimes without an NRI validator: containerd before 2.2) also its
+    /// containerRuntimeEndpoint, and the proxy decides at CreateContainer who may use a
+    /// private image already on the node.
     #[arg(long, value_name = "unix:///PATH")]
     listen: String,
+    /// NRI mode (the default setup on containerd 2.2 and later): answer `regcred-nri`'s
+    /// questions on this socket (who may use which image at container creation); kubelet's
+    /// containerRuntimeEndpoint then stays the runtime's own socket.
+    #[arg(long, value_name = "unix:///PATH")]
+    nri_decisions: Option<String>,
+    /// Milliseconds one NRI decision may take before it is refused (a verification pull
+    /// still under way finishes in the background); keep it under the runtime's NRI
+    /// plugin_request_timeout (2 s by default).
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_DECISION_BUDGET.as_millis() as u64)]
+    nri_decision_budget_ms: u64,
     /// The container runtime's CRI socket.
     #[arg(
         long,
@@ -102,6 +113,13 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
     init_logging(args.log_level, args.log_format);
     let config = load_config(&args.config)?;
     let listen = unix_socket_path(&args.listen)?;
+    let decisions = args
+        .nri_decisions
+        .as_deref()
+        .map(unix_socket_path)
+        .transpose()
+        .context("--nri-decisions")?;
+    let budget = Duration::from_millis(args.nri_decision_budget_ms.max(1));
     let runtime_socket = unix_socket_path(&args.runtime)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -164,6 +182,23 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             .await
             .with_context(|| format!("cannot listen on {}", listen.display()))?;
         let (stop, stopped) = tokio::sync::watch::channel(());
+        let decisions_task = match &decisions {
+            Some(path) => {
+                let listener = bind_unix(path).await.with_context(|| {
+                    format!("cannot listen on {} (--nri-decisions)", path.display())
+                })?;
+                let proxy = proxy.clone();
+                let mut stopped = stopped.clone();
+                Some(tokio::spawn(async move {
+                    proxy
+                        .serve_decisions(listener, budget, async move {
+                            let _ = stopped.changed().await;
+                        })
+                        .await;
+                }))
+            }
+            None => None,
+        };
         if let Some(addr) = args.metrics_addr {
             let metrics_listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -185,6 +220,7 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             runtime_profile = ?args.runtime_profile,
             metrics_addr = ?args.metrics_addr,
             verification = %verification_policy,
+            nri_decisions = decisions.as_ref().map(|p| tracing::field::display(p.display())),
             records = proxy
                 .verification()
                 .and_then(|v| v.records().file())
@@ -194,8 +230,13 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         proxy.serve(listener, shutdown_signal("proxy")).await;
         let _ = stop.send(());
         drop(stopped);
-        if let Err(err) = std::fs::remove_file(&listen) {
-            tracing::warn!(error = %err, "cannot remove {}", listen.display());
+        if let Some(task) = decisions_task {
+            let _ = task.await;
+        }
+        for socket in std::iter::once(&listen).chain(decisions.as_ref()) {
+            if let Err(err) = std::fs::remove_file(socket) {
+                tracing::warn!(error = %err, "cannot remove {}", socket.display());
+            }
         }
         tracing::info!("regcred cri-proxy stopped");
         anyhow::Ok(())

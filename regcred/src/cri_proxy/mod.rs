@@ -50,6 +50,7 @@
 //! ```
 
 pub mod authority;
+mod decide;
 mod grpc;
 mod metrics;
 mod pull;
@@ -78,6 +79,7 @@ use crate::serve::{BlockingExecutor, HttpServer, Protocols};
 use grpc::ProxyBody;
 use runtime::{RequestHead, RuntimeConnection};
 
+pub use decide::{DECIDE_PATH, DEFAULT_DECISION_BUDGET, Decision, DecisionRequest};
 pub use metrics::{ImageUse, ProxyMetrics, PullOutcome};
 pub use records::{CredentialFields, ImageAccess, PullRecords, RECORDS_FILE, RecordsError};
 pub use source::{

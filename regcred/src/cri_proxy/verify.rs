@@ -186,7 +186,7 @@ fn normalize(name: &str) -> String {
 }
 
 /// How the decision went (the `decision` label of the metric).
-enum Allowed {
+pub(crate) enum Allowed {
     /// Verification is off.
     NotVerified,
     /// The records say public.
@@ -204,7 +204,7 @@ enum Allowed {
 }
 
 impl Allowed {
-    fn metric(&self) -> ImageUse {
+    pub(crate) fn metric(&self) -> ImageUse {
         match self {
             Self::NotVerified => ImageUse::NotVerified,
             Self::Public => ImageUse::Public,
@@ -256,7 +256,7 @@ fn raw_field(message: &[u8], number: u64) -> Option<Vec<u8>> {
 fn pull_request(
     image: ImageSpec,
     auth: Option<&regcred_types::AuthConfig>,
-    sandbox: &[u8],
+    sandbox: Option<&[u8]>,
 ) -> Bytes {
     let request = PullImageRequest {
         image: Some(image),
@@ -264,10 +264,12 @@ fn pull_request(
         sandbox_config: None,
     };
     let mut out = BytesMut::from(&request.encode_to_vec()[..]);
-    // Field 3, length-delimited: the sandbox config as kubelet sent it.
-    out.extend_from_slice(&[(3 << 3) | 2]);
-    prost::encoding::encode_varint(sandbox.len() as u64, &mut out);
-    out.extend_from_slice(sandbox);
+    if let Some(sandbox) = sandbox {
+        // Field 3, length-delimited: the sandbox config as kubelet sent it.
+        out.extend_from_slice(&[(3 << 3) | 2]);
+        prost::encoding::encode_varint(sandbox.len() as u64, &mut out);
+        out.extend_from_slice(sandbox);
+    }
     match auth {
         Some(auth) => pulling::with_auth(&out, auth),
         None => out.freeze(),
@@ -342,33 +344,47 @@ impl Inner {
             return self.forward(&head, body).await;
         };
         match self
-            .may_use(verification, &head, &pod, &spec, &sandbox)
+            .may_use(verification, &pod, &spec, Some(&sandbox))
             .await
         {
             Ok(allowed) => {
-                self.metrics.image_use(allowed.metric());
-                match &allowed {
-                    Allowed::Remembered(secret) | Allowed::Verified(secret) => {
-                        tracing::info!(pod = %pod, container, image = %spec.user_specified_image,
-                            id = %spec.image, secret, decision = allowed.metric().as_str(),
-                            "the pod's credentials are accepted for the image");
-                    }
-                    _ => tracing::debug!(pod = %pod, container, image = %spec.image,
-                        decision = allowed.metric().as_str(), "image use allowed"),
-                }
+                self.allowed(&pod, &container, &spec, &allowed);
                 self.forward(&head, body).await
             }
             Err(refusal) => refusal,
         }
     }
 
-    async fn may_use(
+    /// Counts and logs an allowed use.
+    pub(crate) fn allowed(
+        &self,
+        pod: &PodRef,
+        container: &str,
+        spec: &ImageSpec,
+        allowed: &Allowed,
+    ) {
+        self.metrics.image_use(allowed.metric());
+        match allowed {
+            Allowed::Remembered(secret) | Allowed::Verified(secret) => {
+                tracing::info!(pod = %pod, container, image = %spec.user_specified_image,
+                    id = %spec.image, secret, decision = allowed.metric().as_str(),
+                    "the pod's credentials are accepted for the image");
+            }
+            _ => tracing::debug!(pod = %pod, container, image = %spec.image,
+                decision = allowed.metric().as_str(), "image use allowed"),
+        }
+    }
+
+    /// Whether `pod` may use the image `spec` names (its ID in `image`, the name kubelet
+    /// asked for in `user_specified_image`); a refusal is the gRPC error response to
+    /// return, its metric already counted. `sandbox` is the pod's sandbox config as
+    /// kubelet sent it, passed on in a verification pull (NRI mode has none).
+    pub(crate) async fn may_use(
         &self,
         verification: &ImageVerification,
-        head: &RequestHead,
         pod: &PodRef,
         spec: &ImageSpec,
-        sandbox: &[u8],
+        sandbox: Option<&[u8]>,
     ) -> Result<Allowed, Response<ProxyBody>> {
         let records = &verification.records;
         let id = spec.image.as_str();
@@ -430,7 +446,7 @@ impl Inner {
             return Ok(Allowed::Remembered(secret));
         }
 
-        let pull_head = head.with_path(regcred_cri_api::methods::PULL_IMAGE);
+        let pull_head = RequestHead::unary(regcred_cri_api::methods::PULL_IMAGE);
         let image = ImageSpec {
             image: name.clone(),
             user_specified_image: name.clone(),
@@ -565,7 +581,7 @@ impl Inner {
     }
 
     /// The ID of `image` on the node, asked of the runtime.
-    async fn image_id(&self, head: &RequestHead, image: &str) -> Option<String> {
+    pub(crate) async fn image_id(&self, head: &RequestHead, image: &str) -> Option<String> {
         let request = ImageStatusRequest {
             image: Some(ImageSpec {
                 image: image.to_owned(),
@@ -760,11 +776,14 @@ mod tests {
                 ..Default::default()
             },
             Some(&auth),
-            &sandbox,
+            Some(&sandbox),
         );
         assert_eq!(raw_field(&bytes, 3).as_deref(), Some(&sandbox[..]));
         let decoded = PullImageRequest::decode(&bytes[..]).unwrap();
         assert_eq!(decoded.image.unwrap().image, "r.io/a:v1");
         assert_eq!(decoded.auth.unwrap().password, "p");
+        // NRI mode has no sandbox config: none is sent.
+        let bare = pull_request(ImageSpec::default(), None, None);
+        assert_eq!(raw_field(&bare, 3), None);
     }
 }

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+)
+
+func TestQuestionOnContainerd23NamesTheImageByAnnotationOnly(t *testing.T) {
+	pod := &api.PodSandbox{Namespace: "team", Name: "web", Uid: "u-1"}
+	ctr := &api.Container{Name: "app", Annotations: map[string]string{ImageNameAnnotation: "r.io/app:v1"}}
+	q := Question(pod, ctr)
+	want := DecisionRequest{Namespace: "team", Pod: "web", UID: "u-1", Container: "app", Image: "r.io/app:v1"}
+	if q != want {
+		t.Fatalf("got %+v, want %+v", q, want)
+	}
+}
+
+func TestQuestionOnContainerd24CarriesTheImageID(t *testing.T) {
+	pod := &api.PodSandbox{Namespace: "team", Name: "web", Uid: "u-1"}
+	ctr := &api.Container{Name: "app", Image: &api.Image{Name: "r.io/app:v1", Digest: "sha256:index", ConfigDigest: "sha256:config"}}
+	q := Question(pod, ctr)
+	if q.Image != "r.io/app:v1" || q.ImageID != "sha256:config" {
+		t.Fatalf("got %+v: want the name and the config digest (the CRI image ID)", q)
+	}
+}
+
+// agent serves handler on a unix socket in a temporary directory.
+func agent(t *testing.T, handler http.HandlerFunc) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "decisions.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: handler}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "unix://" + path
+}
+
+func validate(t *testing.T, endpoint string, timeout time.Duration) error {
+	t.Helper()
+	client, err := NewAgentClient(endpoint, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Plugin{agent: client, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return p.ValidateContainerAdjustment(context.Background(), &api.ValidateContainerAdjustmentRequest{
+		Pod:       &api.PodSandbox{Namespace: "team", Name: "web", Uid: "u-1"},
+		Container: &api.Container{Name: "app", Annotations: map[string]string{ImageNameAnnotation: "r.io/app:v1"}},
+	})
+}
+
+func TestAnAllowedContainerIsCreatedAndARefusalCarriesTheAgentsMessage(t *testing.T) {
+	var asked DecisionRequest
+	allow := true
+	endpoint := agent(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != DecidePath {
+			http.Error(w, "wrong call", http.StatusNotFound)
+			return
+		}
+		_ = json.NewDecoder(r.Body).Decode(&asked)
+		_ = json.NewEncoder(w).Encode(Decision{Allowed: allow, Decision: "refused", Message: "regcred: pod team/web may not use image r.io/app:v1: no"})
+	})
+	if err := validate(t, endpoint, time.Second); err != nil {
+		t.Fatalf("allowed, but: %v", err)
+	}
+	if asked.Pod != "web" || asked.UID != "u-1" || asked.Image != "r.io/app:v1" {
+		t.Fatalf("the agent was asked %+v", asked)
+	}
+	allow = false
+	err := validate(t, endpoint, time.Second)
+	if err == nil || err.Error() != "regcred: pod team/web may not use image r.io/app:v1: no" {
+		t.Fatalf("want the agent's message, got %v", err)
+	}
+}
+
+func TestNoAnswerRefusesTheContainer(t *testing.T) {
+	slow := agent(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	})
+	broken := agent(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "boom", http.StatusInternalServerError)
+	})
+	garbled := agent(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("{")) })
+	gone := "unix://" + filepath.Join(t.TempDir(), "nobody.sock")
+	for name, endpoint := range map[string]string{"slow": slow, "broken": broken, "garbled": garbled, "gone": gone} {
+		err := validate(t, endpoint, 200*time.Millisecond)
+		if err == nil || !strings.Contains(err.Error(), "the regcred node agent did not answer") || !strings.Contains(err.Error(), "team/web") {
+			t.Errorf("%s agent: want a refusal naming regcred and the pod, got %v", name, err)
+		}
+	}
+}
+
+func TestTheAgentEndpointMustBeAnAbsoluteUnixSocket(t *testing.T) {
+	for _, bad := range []string{"tcp://127.0.0.1:1", "unix://relative.sock", "x.sock"} {
+		if _, err := NewAgentClient(bad, time.Second); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
