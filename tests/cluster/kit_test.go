@@ -576,6 +576,14 @@ func TestNoSecretValueInEventsStatusOrLogs(t *testing.T) {
 		logs = append(logs, struct{ name, path string }{node.Name + "'s kubelet", node.Logs.Kubelet},
 			struct{ name, path string }{node.Name + "'s cri-proxy", node.Logs.Proxy},
 			struct{ name, path string }{node.Name + "'s containerd", node.Logs.Containerd})
+		if kit.Desc.Mode == "nri" {
+			logs = append(logs, struct{ name, path string }{node.Name + "'s regcred-nri", node.Logs.NRI})
+		}
+		// The records file and the NRI plugin's refusals (in containerd's and kubelet's
+		// logs, checked above) must not hold a value either.
+		if records, err := os.ReadFile(filepath.Join(node.ProxyRecordsDir, "pulled-images.json")); err == nil {
+			texts = append(texts, struct{ what, text string }{node.Name + "'s pulled-image records", string(records)})
+		}
 	}
 	logs = append(logs, struct{ name, path string }{"kube-apiserver", kit.Desc.Logs["kube-apiserver"]})
 	for _, l := range logs {

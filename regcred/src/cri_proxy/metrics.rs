@@ -65,6 +65,8 @@ pub enum ImageUse {
     Preloaded,
     /// Preloaded and in the allowlist.
     Allowlisted,
+    /// This pod was allowed the image before, within the record lifetime.
+    PodOnRecord,
     /// The pod's credentials are on record for the image.
     Remembered,
     /// The registry accepted the pod's credentials just now.
@@ -88,6 +90,7 @@ impl ImageUse {
             Self::Public => "public",
             Self::Preloaded => "preloaded",
             Self::Allowlisted => "allowlisted",
+            Self::PodOnRecord => "pod_on_record",
             Self::Remembered => "remembered",
             Self::Verified => "verified",
             Self::Anonymous => "anonymous",

@@ -23,6 +23,9 @@ pub const RECORDS_FILE: &str = "pulled-images.json";
 pub(crate) const LOCK_FILE: &str = ".lock";
 /// How many names an image's record keeps: the most recently pulled or verified.
 const MAX_NAMES: usize = 16;
+/// How many pods an image's record remembers as allowed: the most recently decided (a
+/// node runs at most a few hundred pods; the record must not grow with pod churn).
+const MAX_POD_GRANTS: usize = 256;
 /// The prefix of the temporary files a rewrite makes beside the records (tempfile's).
 const TEMPORARY_PREFIX: &str = ".tmp";
 /// Format version of the file.
@@ -187,6 +190,10 @@ struct ImageRecord {
     /// The credentials that pulled it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     credentials: Vec<CredentialRecord>,
+    /// Pods that were allowed to use it, by uid: their containers restart without a
+    /// question to the API server or the registry until the record lifetime ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pods: Vec<PodGrant>,
 }
 
 impl ImageRecord {
@@ -208,6 +215,19 @@ struct CredentialRecord {
     /// The Secret the credentials came from (`namespace/name`), for logs.
     secret: String,
     /// Seconds since the epoch of the last pull or verification with them.
+    at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PodGrant {
+    /// `namespace/name`.
+    pod: String,
+    /// The pod's uid (a pod deleted and created again under its name is another pod).
+    uid: String,
+    /// The Secret whose credentials were accepted (empty for a pull without credentials).
+    secret: String,
+    /// Seconds since the epoch of the decision.
     at: u64,
 }
 
@@ -381,6 +401,54 @@ impl PullRecords {
         })
     }
 
+    /// The Secret (empty for none) of the grant that lets the pod `pod` (`namespace/name`)
+    /// with `uid` use `image_id`, within the lifetime.
+    pub fn granted(&self, image_id: &str, pod: &str, uid: &str) -> Option<String> {
+        if uid.is_empty() {
+            return None;
+        }
+        let state = self.lock();
+        state
+            .images
+            .get(image_id)?
+            .pods
+            .iter()
+            .find(|g| g.uid == uid && g.pod == pod && self.fresh(g.at))
+            .map(|g| g.secret.clone())
+    }
+
+    /// Records that the pod `pod` with `uid` may use `image_id` (its credentials from
+    /// `secret` were accepted); nothing for a pod without a uid.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::credentialed`].
+    pub fn grant(
+        &self,
+        image_id: &str,
+        pod: &str,
+        uid: &str,
+        secret: &str,
+    ) -> Result<(), RecordsError> {
+        if uid.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        self.change(|state| {
+            let record = state.images.entry(image_id.to_owned()).or_default();
+            record.pods.retain(|g| g.uid != uid);
+            record.pods.push(PodGrant {
+                pod: pod.to_owned(),
+                uid: uid.to_owned(),
+                secret: secret.to_owned(),
+                at,
+            });
+            let excess = record.pods.len().saturating_sub(MAX_POD_GRANTS);
+            record.pods.drain(..excess);
+            true
+        })
+    }
+
     /// The names `image_id` was pulled as, the most recently used first.
     pub fn names(&self, image_id: &str) -> Vec<String> {
         self.lock()
@@ -468,9 +536,10 @@ impl PullRecords {
             forgotten = before - state.images.len();
             let mut expired = 0;
             for record in state.images.values_mut() {
-                let before = record.credentials.len();
+                let before = record.credentials.len() + record.pods.len();
                 record.credentials.retain(|c| c.at >= cutoff);
-                expired += before - record.credentials.len();
+                record.pods.retain(|g| g.at >= cutoff);
+                expired += before - record.credentials.len() - record.pods.len();
             }
             forgotten > 0 || expired > 0
         })?;
@@ -617,6 +686,56 @@ mod tests {
             identity_token: "",
             registry_token: "",
         }
+    }
+
+    #[test]
+    fn a_pod_grant_is_its_uids_alone_survives_a_restart_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let records_dir = dir.path().join("records");
+        {
+            let records = PullRecords::open(&records_dir, Duration::from_secs(3600)).unwrap();
+            records
+                .grant("sha256:aa", "team/web", "uid-1", "team/pull")
+                .unwrap();
+            // No uid, no identity: nothing recorded.
+            records.grant("sha256:aa", "team/web", "", "x").unwrap();
+            assert_eq!(records.granted("sha256:aa", "team/web", ""), None);
+        }
+        let records = PullRecords::open(&records_dir, Duration::from_secs(3600)).unwrap();
+        assert_eq!(
+            records.granted("sha256:aa", "team/web", "uid-1").as_deref(),
+            Some("team/pull")
+        );
+        // The same name with another uid (deleted and created again), another image,
+        // another pod with the uid: not granted.
+        assert_eq!(records.granted("sha256:aa", "team/web", "uid-2"), None);
+        assert_eq!(records.granted("sha256:bb", "team/web", "uid-1"), None);
+        assert_eq!(records.granted("sha256:aa", "team/db", "uid-1"), None);
+        for n in 0..MAX_POD_GRANTS + 10 {
+            records
+                .grant("sha256:aa", &format!("team/p{n}"), &format!("u{n}"), "")
+                .unwrap();
+        }
+        assert_eq!(
+            records.lock().images["sha256:aa"].pods.len(),
+            MAX_POD_GRANTS
+        );
+        assert_eq!(
+            records.granted("sha256:aa", "team/web", "uid-1"),
+            None,
+            "oldest out"
+        );
+        assert!(records.granted("sha256:aa", "team/p265", "u265").is_some());
+        // Past the lifetime a grant counts for nothing, and `retain` drops it.
+        records.lock().images.get_mut("sha256:aa").unwrap().pods[0].at = 0;
+        let first = records.lock().images["sha256:aa"].pods[0].clone();
+        assert_eq!(records.granted("sha256:aa", &first.pod, &first.uid), None);
+        let present = BTreeSet::from(["sha256:aa".to_owned()]);
+        records.retain(&present).unwrap();
+        assert_eq!(
+            records.lock().images["sha256:aa"].pods.len(),
+            MAX_POD_GRANTS - 1
+        );
     }
 
     #[test]

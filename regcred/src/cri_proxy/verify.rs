@@ -195,6 +195,9 @@ pub(crate) enum Allowed {
     Preloaded,
     /// In the allowlist.
     Allowlisted,
+    /// This pod (namespace, name and uid) was allowed the image within the record lifetime
+    /// (by the credentials of this Secret; empty for none): no API or registry question.
+    Granted(String),
     /// The pod's credentials (from this Secret) are on record for the image.
     Remembered(String),
     /// The registry accepted the pod's credentials (from this Secret) just now.
@@ -210,6 +213,7 @@ impl Allowed {
             Self::Public => ImageUse::Public,
             Self::Preloaded => ImageUse::Preloaded,
             Self::Allowlisted => ImageUse::Allowlisted,
+            Self::Granted(_) => ImageUse::PodOnRecord,
             Self::Remembered(_) => ImageUse::Remembered,
             Self::Verified(_) => ImageUse::Verified,
             Self::Anonymous => ImageUse::Anonymous,
@@ -370,6 +374,11 @@ impl Inner {
                     id = %spec.image, secret, decision = allowed.metric().as_str(),
                     "the pod's credentials are accepted for the image");
             }
+            Allowed::Granted(secret) => {
+                tracing::info!(pod = %pod, container, image = %spec.user_specified_image,
+                    id = %spec.image, secret, decision = allowed.metric().as_str(),
+                    "the pod was allowed the image before; allowed from the records");
+            }
             _ => tracing::debug!(pod = %pod, container, image = %spec.image,
                 decision = allowed.metric().as_str(), "image use allowed"),
         }
@@ -380,6 +389,28 @@ impl Inner {
     /// return, its metric already counted. `sandbox` is the pod's sandbox config as
     /// kubelet sent it, passed on in a verification pull (NRI mode has none).
     pub(crate) async fn may_use(
+        &self,
+        verification: &ImageVerification,
+        pod: &PodRef,
+        spec: &ImageSpec,
+        sandbox: Option<&[u8]>,
+    ) -> Result<Allowed, Response<ProxyBody>> {
+        let records = &verification.records;
+        let id = spec.image.as_str();
+        let allowed = self.check(verification, pod, spec, sandbox).await?;
+        // What needed the pod's Secrets (the API) or the registry is remembered for this
+        // pod: its containers restart through an API or registry outage.
+        match &allowed {
+            Allowed::Remembered(secret) | Allowed::Verified(secret) => {
+                self.keep(records.grant(id, &pod.to_string(), &pod.uid, secret));
+            }
+            Allowed::Anonymous => self.keep(records.grant(id, &pod.to_string(), &pod.uid, "")),
+            _ => {}
+        }
+        Ok(allowed)
+    }
+
+    async fn check(
         &self,
         verification: &ImageVerification,
         pod: &PodRef,
@@ -406,6 +437,9 @@ impl Inner {
                 return Ok(Allowed::Allowlisted);
             }
             _ => {}
+        }
+        if let Some(secret) = records.granted(id, &pod.to_string(), &pod.uid) {
+            return Ok(Allowed::Granted(secret));
         }
         let shown = if name.is_empty() {
             id.to_owned()
