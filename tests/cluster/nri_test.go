@@ -387,3 +387,28 @@ func TestPodOnRecordRestartsThroughAnAPIAndRegistryOutage(t *testing.T) {
 		}
 	}
 }
+
+// How the agent learns which image a container is created from: containerd 2.4 puts the
+// image ID (its config digest) in the NRI request; containerd 2.3 gives only the name
+// kubelet asked for, and the agent asks the image service which ID that name has now.
+func TestNRIImageIdentityPerRuntimeVersion(t *testing.T) {
+	needNRI(t)
+	ctx := context2(t, 2*time.Minute)
+	ns := namespace(t, ctx)
+	want := "image-service"
+	if !strings.HasPrefix(kit.Desc.Runtime.Version, "2.3.") {
+		want = "runtime"
+	}
+	offset := proxyLogSize(t)
+	open := kit.Env["REGCRED_CLUSTER_PUBLIC_REGISTRY"] + "/" + kit.Desc.Images.Open.Name
+	runPod(t, ctx, ns, kit.PodSpec("identified", open))
+	lines := proxyLines(proxyLogSince(t, offset), ns, "identified")
+	if !anyLine(lines, "image identified", "id_from", want) {
+		t.Fatalf("containerd %s: want the image's ID from the %s; the agent's lines of the pod: %v", kit.Desc.Runtime.Version, want, lines)
+	}
+	for _, l := range lines {
+		if l["message"] == "image identified" && l["id"] != kit.Desc.Images.Open.ID {
+			t.Errorf("the agent identified %v, the image's ID is %s", l["id"], kit.Desc.Images.Open.ID)
+		}
+	}
+}

@@ -248,6 +248,11 @@ impl Inner {
                 ),
             );
         }
+        let id_from = if request.image_id.is_empty() {
+            "image-service"
+        } else {
+            "runtime"
+        };
         let id = if request.image_id.is_empty() {
             let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
             match self.image_id(&head, &request.image).await {
@@ -267,6 +272,8 @@ impl Inner {
         } else {
             request.image_id
         };
+        tracing::debug!(pod = %pod, container = request.container, image = request.image,
+            id, id_from, "image identified");
         let spec = ImageSpec {
             image: id,
             user_specified_image: request.image,
