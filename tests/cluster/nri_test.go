@@ -3,6 +3,7 @@ package kit
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -108,12 +109,17 @@ func TestNRIModeLeavesKubeletsRuntimeEndpointToContainerd(t *testing.T) {
 				t.Errorf("%s: kubelet's config has no line %q:\n%s", node.Name, strings.TrimSpace(want), config)
 			}
 		}
-		containerd, err := os.ReadFile(filepath.Join(filepath.Dir(node.ContainerdSocket), "config.toml"))
+		// containerd's configuration as it reads it (the kit's file and the drop-in
+		// deploy/nri ships, merged): its default validator requires regcred.
+		dump, err := exec.Command(filepath.Join(kit.Desc.Runtime.BinDir, "containerd"), "--config",
+			filepath.Join(filepath.Dir(node.ContainerdSocket), "config.toml"), "config", "dump").Output()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("containerd config dump: %v", err)
 		}
-		if !strings.Contains(string(containerd), `required_plugins = ["regcred"]`) {
-			t.Errorf("%s: containerd's default validator does not require regcred:\n%s", node.Name, containerd)
+		for _, want := range []string{"required_plugins = ['regcred']", "tolerate_missing_plugins_annotation = '" + kit.Desc.NRITolerationAnnotation + "'", "socket_path = '" + node.NRISocket + "'"} {
+			if !strings.Contains(string(dump), want) {
+				t.Errorf("%s: containerd's configuration has no %s:\n%s", node.Name, want, dump)
+			}
 		}
 	}
 }
