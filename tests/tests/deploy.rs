@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -169,6 +171,13 @@ fn parse_all() -> Rendered {
             }
             ("rbac.authorization.k8s.io/v1", "Role") => drop(typed::<Role>(&object)),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(typed::<RoleBinding>(&object)),
+            // NRI mode's admission rule (deploy/admission); the kit's API server runs it.
+            ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+                drop(typed::<ValidatingAdmissionPolicy>(&object));
+            }
+            ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+                drop(typed::<ValidatingAdmissionPolicyBinding>(&object));
+            }
             _ => panic!("deploy/ renders {api_version} {kind}, which this test does not check"),
         }
     }

@@ -105,7 +105,7 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
     );
 
     // With the registry down (killed: connections are refused), A and C are still allowed
-    // (from the records), B is not.
+    // (from the records: these very pods were allowed before, `pod_on_record`), B is not.
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &w.world.registry.pid().to_string()])
         .status()
@@ -122,7 +122,8 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
 
     let metrics = w.proxy.metrics_text().await;
     for series in [
-        "regcred_cri_proxy_image_use_total{decision=\"remembered\"} 3",
+        "regcred_cri_proxy_image_use_total{decision=\"remembered\"} 1",
+        "regcred_cri_proxy_image_use_total{decision=\"pod_on_record\"} 2",
         "regcred_cri_proxy_image_use_total{decision=\"verified\"} 1",
         "regcred_cri_proxy_image_use_total{decision=\"refused\"} 3",
     ] {
@@ -136,15 +137,16 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
     assert!(!log.contains("CANARY-wrong-cached"));
     w.assert_password_not_logged();
 
-    // With the pull Secret source unreadable, no decision is made: UNAVAILABLE, counted
-    // as failed, and the container is not created.
+    // With the pull Secret source unreadable, no decision is made for a pod not on record
+    // (pod C deleted and created again: same name, a new uid): UNAVAILABLE, counted as
+    // failed, and the container is not created.
     let manifests = w.manifests.path().to_owned();
     let moved = manifests.with_extension("moved");
     std::fs::rename(&manifests, &moved).unwrap();
     let c = regcred_tests::harness::pod_sandbox(
         crate::proxy_support::NAMESPACE,
         "c",
-        "c-5f0c-4d7e-9b1a",
+        "c-recreated-0000-new-uid",
     );
     let answer = w.cri.create_container(NO_SANDBOX, &id, &image, c).await;
     std::fs::rename(&moved, &manifests).unwrap();
