@@ -17,7 +17,7 @@ import (
 )
 
 // pidFile reads a PID file the kit's description names.
-func pidFile(t *testing.T, path string) int {
+func pidFile(t testing.TB, path string) int {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -31,7 +31,7 @@ func pidFile(t *testing.T, path string) int {
 }
 
 // killAndWait sends SIGKILL to pid and waits until it is gone.
-func killAndWait(t *testing.T, pid int) {
+func killAndWait(t testing.TB, pid int) {
 	t.Helper()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("killing the proxy (pid %d): %v", pid, err)

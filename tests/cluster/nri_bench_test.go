@@ -1,0 +1,216 @@
+package kit
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
+)
+
+// BenchmarkNRICreateContainer: what regcred's NRI check adds to a container creation, and
+// what kubelet's relist costs in each mode. On the kit's last node, whose kubelet is
+// paused for the run (SIGSTOP: it would otherwise remove a sandbox it did not make), the
+// benchmark creates and removes a container of a private image in a sandbox of a pod on
+// record (allowed the image before: `pod_on_record`), with kubelet's own CRI client:
+//
+//   - with-regcred: regcred-nri connected (the benchmark runs the kit's binary itself),
+//   - without: no plugin (the sandbox carries the toleration annotation, so containerd's
+//     default validator lets it through), in alternating blocks of 25.
+//
+// And ListPodSandbox/ListContainers straight to containerd (kubelet's path in NRI mode)
+// vs through the agent's socket (its path in the legacy runtime-proxy mode).
+// Run with: go test -run '^$' -bench NRICreateContainer -benchtime 1x (BENCHMARKS.md).
+func BenchmarkNRICreateContainer(b *testing.B) {
+	if kit.Desc.Mode != "nri" {
+		b.Skipf("the kit runs in %q mode; this benchmark is of NRI mode", kit.Desc.Mode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	node := kit.Desc.Nodes[len(kit.Desc.Nodes)-1]
+	ns, err := kit.CreateNamespace(ctx, "bench-nri")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer kit.DeleteNamespace(ns)
+	basic := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"]
+	if _, err := kit.CreateRegcredSecret(ctx, ns, "creds", map[string]string{
+		"serverAddress": basic, "username": user(), "password": password(),
+	}); err != nil {
+		b.Fatal(err)
+	}
+	image := kit.Image("BASIC")
+	pod := kit.PodSpec("on-record", image, "creds")
+	pod.Spec.NodeName = node.Name
+	if _, err := kit.CreatePod(ctx, ns, pod); err != nil {
+		b.Fatal(err)
+	}
+	running, err := kit.WaitRunning(ctx, ns, pod.Name, runTimeout)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	runtime, err := remote.NewRemoteRuntimeService(ctx, "unix://"+node.ContainerdSocket, 10*time.Second, nil, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	viaAgent, err := remote.NewRemoteRuntimeService(ctx, "unix://"+node.ProxySocket, 10*time.Second, nil, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	images, err := remote.NewRemoteImageService(ctx, "unix://"+node.ContainerdSocket, 10*time.Second, nil, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	status, err := images.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: image}, false)
+	if err != nil || status.GetImage() == nil {
+		b.Fatalf("the image %s on %s: %v", image, node.Name, err)
+	}
+	imageID := status.GetImage().GetId()
+
+	// kubelet paused for the run, resumed on every path.
+	kubelet := pidFile(b, node.PidFiles.Kubelet)
+	if err := syscall.Kill(kubelet, syscall.SIGSTOP); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := syscall.Kill(kubelet, syscall.SIGCONT); err != nil {
+			b.Errorf("resuming kubelet: %v", err)
+		}
+	}()
+	// The kit's plugin out of the way; the benchmark starts and stops its own, and `up`
+	// starts the kit's again at the end.
+	killAndWait(b, pidFile(b, node.PidFiles.NRI))
+	defer func() {
+		if out, err := kit.Cluster(context.Background(), "up"); err != nil {
+			b.Errorf("bringing the kit's regcred-nri back: %v\n%s", err, out)
+		}
+	}()
+
+	sandboxConfig := &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: running.Name, Namespace: ns, Uid: string(running.UID), Attempt: 7},
+		Annotations: map[string]string{
+			kit.Desc.NRITolerationAnnotation + "/pod": "true",
+		},
+		LogDirectory: b.TempDir(),
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
+	}
+	sandbox, err := runtime.RunPodSandbox(ctx, sandboxConfig, "")
+	if err != nil {
+		b.Fatalf("RunPodSandbox: %v", err)
+	}
+	defer func() {
+		_ = runtime.StopPodSandbox(context.Background(), sandbox)
+		_ = runtime.RemovePodSandbox(context.Background(), sandbox)
+	}()
+	create := func(i int) time.Duration {
+		config := &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: fmt.Sprintf("bench-%d", i)},
+			Image:    &runtimeapi.ImageSpec{Image: imageID, UserSpecifiedImage: image},
+			Command:  []string{"/bin/busybox", "true"},
+			LogPath:  fmt.Sprintf("bench-%d.log", i),
+			Linux:    &runtimeapi.LinuxContainerConfig{},
+		}
+		started := time.Now()
+		id, err := runtime.CreateContainer(ctx, sandbox, config, sandboxConfig)
+		took := time.Since(started)
+		if err != nil {
+			b.Fatalf("CreateContainer %d: %v", i, err)
+		}
+		if err := runtime.RemoveContainer(ctx, id); err != nil {
+			b.Fatalf("RemoveContainer %d: %v", i, err)
+		}
+		return took
+	}
+
+	const rounds, block = 8, 25
+	times := map[string][]time.Duration{}
+	b.ResetTimer()
+	for round := 0; round < rounds; round++ {
+		plugin := startPlugin(b, node)
+		for i := 0; i < block; i++ {
+			times["with-regcred"] = append(times["with-regcred"], create(round*1000+i))
+		}
+		plugin()
+		for i := 0; i < block; i++ {
+			times["without"] = append(times["without"], create(round*1000+500+i))
+		}
+	}
+	for i := 0; i < rounds*block; i++ {
+		for name, client := range map[string]interface {
+			ListPodSandbox(context.Context, *runtimeapi.PodSandboxFilter) ([]*runtimeapi.PodSandbox, error)
+			ListContainers(context.Context, *runtimeapi.ContainerFilter) ([]*runtimeapi.Container, error)
+		}{"relist-direct": runtime, "relist-via-agent": viaAgent} {
+			started := time.Now()
+			if _, err := client.ListPodSandbox(ctx, nil); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := client.ListContainers(ctx, nil); err != nil {
+				b.Fatal(err)
+			}
+			times[name] = append(times[name], time.Since(started))
+		}
+	}
+	b.StopTimer()
+	for _, name := range []string{"with-regcred", "without", "relist-direct", "relist-via-agent"} {
+		d := times[name]
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		p50, p99 := d[len(d)/2], d[len(d)*99/100]
+		b.ReportMetric(float64(p50.Microseconds()), name+"-p50-µs")
+		b.ReportMetric(float64(p99.Microseconds()), name+"-p99-µs")
+	}
+	p := func(name string, q int) float64 {
+		d := times[name]
+		return float64(d[len(d)*q/100].Microseconds())
+	}
+	b.ReportMetric(p("with-regcred", 50)-p("without", 50), "added-p50-µs")
+	b.ReportMetric(p("with-regcred", 99)-p("without", 99), "added-p99-µs")
+	b.ReportMetric(p("relist-via-agent", 50)/p("relist-direct", 50), "relist-agent/direct")
+}
+
+// startPlugin runs regcred-nri for the node until the returned function stops it; it
+// returns once containerd has registered it.
+func startPlugin(b *testing.B, node NodeDescription) func() {
+	b.Helper()
+	cmd := exec.Command(kit.Desc.Binaries.RegcredNri, "--nri-socket", node.NRISocket,
+		"--agent", "unix://"+node.DecisionsSocket)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	started := make(chan struct{})
+	go func() {
+		scanner := bufio.NewScanner(stderr)
+		said := false
+		for scanner.Scan() {
+			if !said && strings.Contains(scanner.Text(), "Started plugin") {
+				said = true
+				close(started)
+			}
+		}
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		b.Fatal("regcred-nri did not register within 10 s")
+	}
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		// containerd notices the closed connection at once; give it a moment to drop the
+		// plugin before the next creation.
+		time.Sleep(100 * time.Millisecond)
+	}
+}
