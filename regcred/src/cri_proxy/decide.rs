@@ -304,3 +304,187 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::cri_proxy::source::{SourceError, SourceFuture};
+    use crate::cri_proxy::{ImageVerification, PullRecords, PullSecretSource, VerificationPolicy};
+
+    /// A source that never answers: an API server that hangs.
+    #[derive(Debug)]
+    struct Hanging;
+
+    impl PullSecretSource for Hanging {
+        fn pull_secrets<'a>(&'a self, _pod: &'a PodRef) -> SourceFuture<'a> {
+            Box::pin(async {
+                std::future::pending::<()>().await;
+                Err(SourceError::Api {
+                    object: "pod".into(),
+                    reason: "never".into(),
+                })
+            })
+        }
+    }
+
+    fn proxy(records: Arc<PullRecords>, verify: bool) -> CriProxy {
+        let mut builder = CriProxy::builder(
+            "/nonexistent/regcred-test-runtime.sock",
+            Arc::new(Hanging),
+            regcred_host::PolicyRunner::Native,
+        );
+        if verify {
+            builder = builder.verification(ImageVerification::new(
+                VerificationPolicy::NeverVerifyPreloadedImages,
+                records,
+            ));
+        }
+        builder.build()
+    }
+
+    fn question(image_id: &str) -> DecisionRequest {
+        DecisionRequest {
+            namespace: "team".into(),
+            pod: "web".into(),
+            uid: "uid-1".into(),
+            container: "app".into(),
+            image: "r.example/team/app:v1".into(),
+            image_id: image_id.into(),
+        }
+    }
+
+    const BUDGET: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn decisions_come_from_the_records_or_are_refused_in_time() {
+        let records = Arc::new(PullRecords::in_memory(Duration::from_secs(3600)));
+        let hash = records.hash(crate::cri_proxy::CredentialFields {
+            username: "u",
+            password: "CANARY-decide",
+            auth: "",
+            server_address: "https://r.example",
+            identity_token: "",
+            registry_token: "",
+        });
+        records
+            .credentialed(
+                "sha256:private",
+                "r.example/team/app:v1",
+                &hash,
+                "team/pull",
+            )
+            .unwrap();
+        let proxy = proxy(Arc::clone(&records), true);
+
+        // Unrecorded (preloaded): every pod, no question asked.
+        let d = proxy.decide(question("sha256:preloaded"), BUDGET).await;
+        assert!(d.allowed && d.decision == "preloaded", "{d:?}");
+
+        // Private, the pod not on record, its Secrets unreachable: refused once the budget
+        // is spent, saying so.
+        let started = std::time::Instant::now();
+        let d = proxy.decide(question("sha256:private"), BUDGET).await;
+        assert!(!d.allowed && d.decision == "failed", "{d:?}");
+        assert!(started.elapsed() < BUDGET * 3, "{:?}", started.elapsed());
+        assert!(
+            d.message.contains("team/web") && d.message.contains("300 ms"),
+            "{d:?}"
+        );
+
+        // The pod on record: allowed from the records alone (the source still hangs).
+        records
+            .grant("sha256:private", "team/web", "uid-1", "team/pull")
+            .unwrap();
+        let d = proxy.decide(question("sha256:private"), BUDGET).await;
+        assert!(d.allowed && d.decision == "pod_on_record", "{d:?}");
+        // Another pod under the same name (a new uid) is not.
+        let mut other = question("sha256:private");
+        other.uid = "uid-2".into();
+        assert!(!proxy.decide(other, BUDGET).await.allowed);
+
+        // No image ID and a runtime that cannot be asked: refused, naming the image.
+        let d = proxy.decide(question(""), BUDGET).await;
+        assert!(!d.allowed, "{d:?}");
+        assert!(
+            d.message.contains("r.example/team/app:v1") && d.message.contains("its ID"),
+            "{d:?}"
+        );
+
+        // A request naming no pod is refused, not guessed.
+        let mut nameless = question("sha256:preloaded");
+        nameless.pod.clear();
+        let d = proxy.decide(nameless, BUDGET).await;
+        assert!(!d.allowed && d.message.contains("names no pod"), "{d:?}");
+
+        // Verification off: everything, counted as not verified.
+        let off = self::proxy(records, false);
+        let d = off.decide(question("sha256:private"), BUDGET).await;
+        assert!(d.allowed && d.decision == "not_verified", "{d:?}");
+        let shown = format!("{d:?}");
+        assert!(!shown.contains("CANARY"), "{shown}");
+    }
+
+    /// One raw HTTP/1.1 exchange on the decision socket.
+    async fn exchange(socket: &std::path::Path, request: &str) -> String {
+        let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn the_socket_answers_json_and_names_what_is_wrong_with_a_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("decisions.sock");
+        let listener = crate::serve::bind_unix(&socket).await.unwrap();
+        let records = Arc::new(PullRecords::in_memory(Duration::from_secs(3600)));
+        let proxy = proxy(records, true);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            proxy
+                .serve_decisions(listener, BUDGET, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let post = |body: &str| {
+            format!(
+                "POST {DECIDE_PATH} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let body = serde_json::to_string(&question("sha256:preloaded")).unwrap();
+        let answer = exchange(&socket, &post(&body)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains(r#"{"allowed":true,"decision":"preloaded"}"#),
+            "{answer}"
+        );
+
+        let answer = exchange(&socket, &post(r#"{"pod":"web"}"#)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("missing field `namespace`"), "{answer}");
+
+        let answer = exchange(
+            &socket,
+            "GET /v1/decide HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+        let answer = exchange(
+            &socket,
+            "POST /v2/other HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+}
