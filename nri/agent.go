@@ -23,6 +23,9 @@ type DecisionRequest struct {
 	Container string `json:"container,omitempty"`
 	Image     string `json:"image"`
 	ImageID   string `json:"imageId,omitempty"`
+	// ImageVolumes are the manifest digests (sha256:HEX) of the image volumes the
+	// container mounts.
+	ImageVolumes []string `json:"imageVolumes,omitempty"`
 }
 
 // Decision is the agent's answer.

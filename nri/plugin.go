@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"regexp"
 
 	"github.com/containerd/nri/pkg/api"
 )
@@ -11,6 +12,29 @@ import (
 // ImageNameAnnotation is where containerd names the image kubelet asked for (the only name
 // of it NRI gives before containerd 2.4).
 const ImageNameAnnotation = "io.kubernetes.cri.image-name"
+
+// imageVolumeSource is where containerd (2.1 and later) mounts an image volume from:
+// STATE/io.containerd.grpc.v1.cri/image-volumes/SANDBOX/MANIFEST-HEX[/SUBPATH]. NRI shows
+// image volumes only as such mounts.
+var imageVolumeSource = regexp.MustCompile(`/image-volumes/([^/]+)/([0-9a-f]{64})(?:/|$)`)
+
+// ImageVolumes are the manifest digests of the container's image volumes in sandbox.
+func ImageVolumes(sandbox string, container *api.Container) []string {
+	var digests []string
+	seen := map[string]bool{}
+	for _, m := range container.GetMounts() {
+		match := imageVolumeSource.FindStringSubmatch(m.GetSource())
+		if match == nil || match[1] != sandbox {
+			continue
+		}
+		digest := "sha256:" + match[2]
+		if !seen[digest] {
+			seen[digest] = true
+			digests = append(digests, digest)
+		}
+	}
+	return digests
+}
 
 // Plugin is the NRI validator: one question to the agent per container creation.
 type Plugin struct {
@@ -27,6 +51,8 @@ func Question(pod *api.PodSandbox, container *api.Container) DecisionRequest {
 		UID:       pod.GetUid(),
 		Container: container.GetName(),
 		Image:     container.GetAnnotations()[ImageNameAnnotation],
+		// Every image the container will see: its image volumes too.
+		ImageVolumes: ImageVolumes(pod.GetId(), container),
 	}
 	if image := container.GetImage(); image != nil {
 		if q.Image == "" {

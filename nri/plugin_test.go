@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +21,25 @@ func TestQuestionOnContainerd23NamesTheImageByAnnotationOnly(t *testing.T) {
 	ctr := &api.Container{Name: "app", Annotations: map[string]string{ImageNameAnnotation: "r.io/app:v1"}}
 	q := Question(pod, ctr)
 	want := DecisionRequest{Namespace: "team", Pod: "web", UID: "u-1", Container: "app", Image: "r.io/app:v1"}
-	if q != want {
+	if !reflect.DeepEqual(q, want) {
 		t.Fatalf("got %+v, want %+v", q, want)
+	}
+}
+
+func TestQuestionNamesTheImageVolumesOfTheSandbox(t *testing.T) {
+	hex := strings.Repeat("ab", 32)
+	other := strings.Repeat("cd", 32)
+	pod := &api.PodSandbox{Id: "sb1", Namespace: "team", Name: "web", Uid: "u-1"}
+	ctr := &api.Container{Name: "app", Mounts: []*api.Mount{
+		{Destination: "/data", Source: "/run/containerd/io.containerd.grpc.v1.cri/image-volumes/sb1/" + hex},
+		{Destination: "/sub", Source: "/run/containerd/io.containerd.grpc.v1.cri/image-volumes/sb1/" + hex + "/etc"},
+		{Destination: "/other", Source: "/run/containerd/io.containerd.grpc.v1.cri/image-volumes/sb2/" + other},
+		{Destination: "/etc/hosts", Source: "/var/lib/kubelet/pods/u-1/etc-hosts"},
+		{Destination: "/short", Source: "/x/image-volumes/sb1/abc"},
+	}}
+	q := Question(pod, ctr)
+	if len(q.ImageVolumes) != 1 || q.ImageVolumes[0] != "sha256:"+hex {
+		t.Fatalf("want the one image volume of sandbox sb1 once, got %v", q.ImageVolumes)
 	}
 }
 

@@ -251,3 +251,40 @@ func importPreloaded(t *testing.T, ctx context.Context) {
 		t.Fatalf("importing the preloaded image: %v\n%s", err, out)
 	}
 }
+
+// An image volume (KEP-4639) of a private image is checked as the container's own image
+// is (issue 23, finding 1): a pod without credentials that mounts an image another pod's
+// Secret pulled onto the node, with a public image for its container, is refused; a pod
+// with valid credentials mounts it. In NRI mode containerd shows the volume only as a
+// mount of .../image-volumes/SANDBOX/MANIFEST; in the legacy mode kubelet names its image.
+func TestImageVolumeOfAPrivateImageNeedsThePodsOwnCredentials(t *testing.T) {
+	ctx := context2(t, 4*time.Minute)
+	nsA, nsB, nsC := namespace(t, ctx), namespace(t, ctx), namespace(t, ctx)
+	basic := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"]
+	image := basic + "/" + kit.Desc.Images.Cached.Name
+	for _, ns := range []string{nsA, nsC} {
+		mustSecret(t, ctx, ns, "creds", map[string]string{"serverAddress": basic, "username": user(), "password": password()})
+	}
+	// Pod A pulls the private image with its Secret.
+	runPod(t, ctx, nsA, kit.PodSpec("a", image, "creds"))
+
+	withVolume := func(name string, pullSecrets ...string) *corev1.Pod {
+		pod := ifNotPresent(kit.PodSpec(name, "regcred.local/kit/pause:v1", pullSecrets...))
+		pod.Spec.Volumes = []corev1.Volume{{
+			Name: "private",
+			VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{
+				Reference: image, PullPolicy: corev1.PullIfNotPresent,
+			}},
+		}}
+		pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "private", MountPath: "/private"}}
+		return pod
+	}
+	// Pod B: no pull secret; the container's own image is the kit's pause image (preloaded,
+	// every pod's), the volume is the private image already on the node.
+	event := failCreate(t, ctx, nsB, withVolume("b"),
+		regexp.QuoteMeta("regcred: pod "+nsB+"/b may not use image"),
+		regexp.QuoteMeta("the pod has no pull secret for this image"))
+	t.Logf("pod B's event: %s", event.Message)
+	// Pod C: its own valid Secret: the volume is verified with it, the pod runs.
+	runPod(t, ctx, nsC, withVolume("c", "creds"))
+}

@@ -71,6 +71,11 @@ pub struct DecisionRequest {
     /// runtime's image service which ID `image` names now.
     #[serde(default)]
     pub image_id: String,
+    /// The image volumes (KEP-4639) the container mounts, by manifest digest
+    /// (`sha256:HEX`): containerd mounts each at `.../image-volumes/SANDBOX/HEX`, which is
+    /// all NRI shows of them. Each is decided as the container's own image is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_volumes: Vec<String>,
 }
 
 /// The answer.
@@ -217,6 +222,59 @@ async fn decide_within(inner: Arc<Inner>, request: DecisionRequest, budget: Dura
 }
 
 impl Inner {
+    /// Each image volume, found by its manifest digest among the runtime's images.
+    async fn decide_volumes(
+        &self,
+        verification: &super::ImageVerification,
+        pod: &PodRef,
+        container: &str,
+        digests: &[String],
+    ) -> Result<(), hyper::Response<grpc::ProxyBody>> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let images = self.list_images().await.unwrap_or_default();
+        for digest in digests {
+            let found = images.iter().find_map(|image| {
+                let named: Vec<&String> = image
+                    .repo_digests
+                    .iter()
+                    .filter(|d| d.rsplit_once('@').is_some_and(|(_, at)| at == digest))
+                    .collect();
+                // The repository the image was last pulled from (the records' most recent
+                // name), where the runtime knows it under several.
+                let recent = verification.records().names(&image.id);
+                let name = recent
+                    .iter()
+                    .find_map(|n| {
+                        let repository = super::verify::repository(n);
+                        named
+                            .iter()
+                            .find(|d| d.rsplit_once('@').is_some_and(|(r, _)| r == repository))
+                    })
+                    .or_else(|| named.first())?;
+                Some((image.id.clone(), (*name).clone()))
+            });
+            let Some((id, name)) = found else {
+                self.metrics.image_use(ImageUse::Refused);
+                return Err(grpc::error_response(
+                    tonic::Code::PermissionDenied,
+                    &format!(
+                        "regcred: pod {pod} may not mount the image volume {digest}: no image                          on the node has that manifest digest, so whether the pod may use it                          cannot be decided"
+                    ),
+                ));
+            };
+            let volume = ImageSpec {
+                image: id,
+                user_specified_image: name,
+                ..Default::default()
+            };
+            self.may_use_volume(verification, pod, container, volume, None)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn decide(&self, request: DecisionRequest) -> Decision {
         let pod = PodRef {
             namespace: request.namespace,
@@ -279,15 +337,26 @@ impl Inner {
             user_specified_image: request.image,
             ..Default::default()
         };
-        match self.may_use(verification, &pod, &spec, None).await {
+        let decided = match self.may_use(verification, &pod, &spec, None).await {
             Ok(allowed) => {
                 self.allowed(&pod, &request.container, &spec, &allowed);
-                Decision {
-                    allowed: true,
-                    decision: allowed.metric().as_str().to_owned(),
-                    message: String::new(),
-                }
+                self.decide_volumes(
+                    verification,
+                    &pod,
+                    &request.container,
+                    &request.image_volumes,
+                )
+                .await
+                .map(|()| allowed)
             }
+            Err(refusal) => Err(refusal),
+        };
+        match decided {
+            Ok(allowed) => Decision {
+                allowed: true,
+                decision: allowed.metric().as_str().to_owned(),
+                message: String::new(),
+            },
             Err(refusal) => {
                 let trailers = match refusal.body() {
                     grpc::ProxyBody::Buffered { trailers, .. } => trailers.as_ref(),
@@ -354,6 +423,7 @@ mod tests {
             container: "app".into(),
             image: "r.example/team/app:v1".into(),
             image_id: image_id.into(),
+            image_volumes: Vec::new(),
         }
     }
 
@@ -411,6 +481,16 @@ mod tests {
         assert!(!d.allowed, "{d:?}");
         assert!(
             d.message.contains("r.example/team/app:v1") && d.message.contains("its ID"),
+            "{d:?}"
+        );
+
+        // An image volume the runtime does not list (here: the runtime cannot be asked):
+        // refused, naming the digest, even though the container's own image is allowed.
+        let mut volume = question("sha256:preloaded");
+        volume.image_volumes = vec![format!("sha256:{}", "ab".repeat(32))];
+        let d = proxy.decide(volume, BUDGET).await;
+        assert!(
+            !d.allowed && d.message.contains("image volume sha256:abab"),
             "{d:?}"
         );
 

@@ -161,7 +161,7 @@ impl ImageVerification {
 }
 
 /// The image name without its digest or tag.
-fn repository(image: &str) -> &str {
+pub(crate) fn repository(image: &str) -> &str {
     let name = image.split_once('@').map_or(image, |(name, _)| name);
     match name.rfind(':') {
         Some(colon) if !name[colon..].contains('/') => &name[..colon],
@@ -347,16 +347,68 @@ impl Inner {
             self.metrics.image_use(ImageUse::Undecided);
             return self.forward(&head, body).await;
         };
+        let volumes: Vec<ImageSpec> = config
+            .mounts
+            .into_iter()
+            .filter_map(|m| m.image)
+            .filter(|i| !i.image.is_empty())
+            .collect();
         match self
             .may_use(verification, &pod, &spec, Some(&sandbox))
             .await
         {
-            Ok(allowed) => {
-                self.allowed(&pod, &container, &spec, &allowed);
-                self.forward(&head, body).await
-            }
-            Err(refusal) => refusal,
+            Ok(allowed) => self.allowed(&pod, &container, &spec, &allowed),
+            Err(refusal) => return refusal,
         }
+        // Every image the container will see: its image volumes too (KEP-4639).
+        for volume in volumes {
+            match self
+                .may_use_volume(verification, &pod, &container, volume, Some(&sandbox))
+                .await
+            {
+                Ok(()) => {}
+                Err(refusal) => return refusal,
+            }
+        }
+        self.forward(&head, body).await
+    }
+
+    /// The decision for one image volume of a container: `volume.image` is the image's
+    /// reference on the node (its ID, or a name resolved here), `user_specified_image`
+    /// the reference in the pod spec when known.
+    pub(crate) async fn may_use_volume(
+        &self,
+        verification: &ImageVerification,
+        pod: &PodRef,
+        container: &str,
+        mut volume: ImageSpec,
+        sandbox: Option<&[u8]>,
+    ) -> Result<(), Response<ProxyBody>> {
+        if !volume.image.starts_with("sha256:") {
+            let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
+            let Some(id) = self.image_id(&head, &volume.image).await else {
+                self.metrics.image_use(ImageUse::Refused);
+                return Err(grpc::error_response(
+                    Code::PermissionDenied,
+                    &format!(
+                        "regcred: pod {pod} may not mount image volume {}: the runtime does                          not name its ID, so whether the pod may use it cannot be decided",
+                        volume.image
+                    ),
+                ));
+            };
+            if volume.user_specified_image.is_empty() {
+                volume.user_specified_image = std::mem::take(&mut volume.image);
+            }
+            volume.image = id;
+        }
+        let allowed = self.may_use(verification, pod, &volume, sandbox).await?;
+        self.allowed(
+            pod,
+            &format!("{container} (image volume)"),
+            &volume,
+            &allowed,
+        );
+        Ok(())
     }
 
     /// Counts and logs an allowed use.
@@ -635,6 +687,18 @@ impl Inner {
             .map(|i| i.id)
     }
 
+    /// The runtime's images (`None` when it cannot be asked).
+    pub(crate) async fn list_images(&self) -> Option<Vec<regcred_cri_api::runtime::v1::Image>> {
+        let head = RequestHead::unary(regcred_cri_api::methods::LIST_IMAGES);
+        let request = grpc::frame(&ListImagesRequest::default().encode_to_vec());
+        match self.attempt(&head, request).await {
+            Ok(answer) if answer.code == Code::Ok => response_message(&answer.response)
+                .and_then(|m| ListImagesResponse::decode(&m[..]).ok())
+                .map(|listed| listed.images),
+            _ => None,
+        }
+    }
+
     /// Forgets the records of images no longer on the node and credential records past
     /// their lifetime (at start, when there are records; the runtime may not be up yet,
     /// then this is skipped).
@@ -644,18 +708,11 @@ impl Inner {
             // Nothing to forget: no call to the runtime at all.
             return;
         };
-        let head = RequestHead::unary(regcred_cri_api::methods::LIST_IMAGES);
-        let request = grpc::frame(&ListImagesRequest::default().encode_to_vec());
-        let listed = match self.attempt(&head, request).await {
-            Ok(answer) if answer.code == Code::Ok => response_message(&answer.response)
-                .and_then(|m| ListImagesResponse::decode(&m[..]).ok()),
-            _ => None,
-        };
-        let Some(listed) = listed else {
+        let Some(listed) = self.list_images().await else {
             tracing::warn!("cannot list the runtime's images; pulled-image records not pruned");
             return;
         };
-        let present = listed.images.into_iter().map(|i| i.id).collect();
+        let present = listed.into_iter().map(|i| i.id).collect();
         match verification.records.retain(&present) {
             Ok(forgotten) => tracing::info!(
                 images = verification.records.len(),

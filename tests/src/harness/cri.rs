@@ -9,7 +9,7 @@ use regcred_cri_api::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use regcred_cri_api::runtime::v1::{
     AuthConfig, ContainerConfig, ContainerMetadata, CreateContainerRequest, Image,
     ImageFsInfoRequest, ImageFsInfoResponse, ImageSpec, ImageStatusRequest, ListImagesRequest,
-    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveImageRequest,
+    Mount, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveImageRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -143,6 +143,33 @@ impl CriClient {
         user_image: &str,
         sandbox_config: PodSandboxConfig,
     ) -> Result<String, tonic::Status> {
+        self.create_container_with_volumes(sandbox_id, image_id, user_image, sandbox_config, &[])
+            .await
+    }
+
+    /// [`Self::create_container`] with image volumes (KEP-4639): each `(image_id,
+    /// user_image)` mounted read-only at `/volume-N`, as kubelet sends them.
+    pub async fn create_container_with_volumes(
+        &mut self,
+        sandbox_id: &str,
+        image_id: &str,
+        user_image: &str,
+        sandbox_config: PodSandboxConfig,
+        volumes: &[(&str, &str)],
+    ) -> Result<String, tonic::Status> {
+        let mounts = volumes
+            .iter()
+            .enumerate()
+            .map(|(n, (id, user))| Mount {
+                container_path: format!("/volume-{n}"),
+                host_path: String::new(),
+                image: Some(ImageSpec {
+                    image: (*id).to_owned(),
+                    user_specified_image: (*user).to_owned(),
+                    ..Default::default()
+                }),
+            })
+            .collect();
         let request = CreateContainerRequest {
             pod_sandbox_id: sandbox_id.to_owned(),
             config: Some(ContainerConfig {
@@ -155,6 +182,7 @@ impl CriClient {
                     user_specified_image: user_image.to_owned(),
                     ..Default::default()
                 }),
+                mounts,
             }),
             sandbox_config: Some(sandbox_config),
         };

@@ -167,6 +167,42 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
         "{metrics}"
     );
 
+    // Image volumes (KEP-4639) are checked as the container's image is (issue 23, finding
+    // 1): B's container from an image without records (every pod's) mounting the private
+    // image as a volume is refused; A, on record for it, mounts it.
+    let preloaded = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let b = w.manifests.pod("b", &[]);
+    let message = refusal(
+        &w.cri
+            .create_container_with_volumes(
+                NO_SANDBOX,
+                preloaded,
+                "r.example/open:v1",
+                b,
+                &[(&id, &image)],
+            )
+            .await,
+    )
+    .to_owned();
+    assert!(
+        message.contains("regcred: pod team/b may not use image") && message.contains(&id),
+        "{message}"
+    );
+    let a = w.manifests.pod("a", &["a-login"]);
+    assert_forwarded(
+        &w.cri
+            .create_container_with_volumes(
+                NO_SANDBOX,
+                preloaded,
+                "r.example/open:v1",
+                a,
+                &[(&id, &image)],
+            )
+            .await,
+    );
+    let log = w.proxy.log_text();
+    assert!(log.contains("app (image volume)"), "{log}");
+
     // RemoveImage through the proxy drops the image's records (read back from disk).
     w.cri.remove_image(&image).await.unwrap();
     let reopened =
