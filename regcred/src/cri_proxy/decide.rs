@@ -185,6 +185,13 @@ fn plain(status: StatusCode, message: String) -> Response<Full<Bytes>> {
 /// The decision, or a refusal when it takes longer than `budget`; the work under way goes
 /// on (a verification pull records its result for the next try).
 async fn decide_within(inner: Arc<Inner>, request: DecisionRequest, budget: Duration) -> Decision {
+    let started = std::time::Instant::now();
+    let decision = decide_bounded(Arc::clone(&inner), request, budget).await;
+    inner.metrics.decision(started.elapsed());
+    decision
+}
+
+async fn decide_bounded(inner: Arc<Inner>, request: DecisionRequest, budget: Duration) -> Decision {
     let shown = format!("{}/{}", request.namespace, request.pod);
     let image = request.image.clone();
     let work = tokio::spawn({

@@ -110,6 +110,7 @@ pub struct ProxyMetrics {
     injected: IntCounter,
     resolution: Histogram,
     runtime_call: HistogramVec,
+    decision: Histogram,
 }
 
 impl Default for ProxyMetrics {
@@ -160,12 +161,22 @@ impl ProxyMetrics {
             &["method"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let decision = Histogram::with_opts(
+            HistogramOpts::new(
+                "regcred_cri_proxy_nri_decision_duration_seconds",
+                "NRI mode: one decision for regcred-nri, from its question to the answer \
+                 (refusals at the budget included).",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for collector in [
             Box::new(pulls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(image_use.clone()),
             Box::new(injected.clone()),
             Box::new(resolution.clone()),
             Box::new(runtime_call.clone()),
+            Box::new(decision.clone()),
         ] {
             registry
                 .register(collector)
@@ -178,7 +189,12 @@ impl ProxyMetrics {
             injected,
             resolution,
             runtime_call,
+            decision,
         }
+    }
+
+    pub(crate) fn decision(&self, took: Duration) {
+        self.decision.observe(took.as_secs_f64());
     }
 
     pub(crate) fn pull(&self, outcome: PullOutcome) {
