@@ -130,13 +130,19 @@ func webhookReviews(t *testing.T, ctx context.Context) int {
 }
 
 // The restore step of the cleanup: what `scripts/cluster up` applies from deploy/ (the
-// namespace, the proxy's ServiceAccount and the opt-in RBAC), with the same command, so
-// the tests after this one find the kit as it came up.
+// namespace, the proxy's ServiceAccount, the opt-in RBAC and NRI mode's admission
+// policy), with the same commands, so the tests after this one find the kit as it came up.
 func restoreKitRBAC(ctx context.Context) (string, error) {
-	return kubectl(ctx, nil, nil, "apply",
+	out, err := kubectl(ctx, nil, nil, "apply",
 		"-f", filepath.Join("..", "..", "deploy", "namespace.yaml"),
 		"-f", filepath.Join("..", "..", "deploy", "cri-proxy", "rbac.yaml"),
 		"-f", filepath.Join("..", "..", "deploy", "cri-proxy", "namespaced", "rbac.yaml"))
+	if err != nil {
+		return out, err
+	}
+	more, err := kubectl(ctx, nil, nil, "apply", "--server-side", "--force-conflicts",
+		"-k", filepath.Join("..", "..", "deploy", "admission"))
+	return out + more, err
 }
 
 // deploy/ applied on the kit from regcred's own image: scripts/image builds the image,

@@ -309,10 +309,19 @@ func TestNRITolerationAnnotationRefusedAtAdmission(t *testing.T) {
 	ctx := context2(t, time.Minute)
 	ns := namespace(t, ctx)
 	key := kit.Desc.NRITolerationAnnotation
+	dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+	// A policy (re)created a moment ago (TestDeployOnTheKit deletes and restores it) is
+	// enforced once the API server has loaded it: wait for that, at most 30 s.
+	_ = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		pod := kit.PodSpec("tolerates", "regcred.local/kit/pause:v1")
+		pod.Annotations = map[string]string{key: "true"}
+		_, err := kit.Client.CoreV1().Pods(ns).Create(ctx, pod, dryRun)
+		return IsForbidden(err), nil
+	})
 	for _, k := range []string{key, key + "/pod", key + "/container.hello"} {
 		pod := kit.PodSpec("tolerates", "regcred.local/kit/pause:v1")
 		pod.Annotations = map[string]string{k: "true"}
-		_, err := kit.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		_, err := kit.Client.CoreV1().Pods(ns).Create(ctx, pod, dryRun)
 		if !IsForbidden(err) || !strings.Contains(err.Error(), "regcred-nri-toleration") {
 			t.Errorf("annotation %s in a tenant namespace: want Forbidden by regcred-nri-toleration, got %v", k, err)
 		}
