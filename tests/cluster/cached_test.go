@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -94,24 +93,7 @@ func TestCachedPrivateImageNeedsThePodsOwnCredentials(t *testing.T) {
 				decision, got, least, before, first)
 		}
 	}
-	stopped := registryProcesses(t)
-	for _, pid := range stopped {
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			for _, pid := range stopped {
-				if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-					t.Errorf("resuming the registries: %v", err)
-				}
-			}
-		}
-	}
-	t.Cleanup(resume)
+	resume := pauseProcesses(t, "the registries", registryProcesses(t)...)
 	offset = proxyLogSize(t)
 	runPod(t, ctx, nsA, ifNotPresent(kit.PodSpec("a2", image, "pull")))
 	if out, err := kit.Cluster(ctx, "proxy", "node"); err != nil {

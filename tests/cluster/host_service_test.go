@@ -44,6 +44,31 @@ func killAndWait(t testing.TB, pid int) {
 	}
 }
 
+// pauseProcesses stops pids (SIGSTOP: they keep their sockets and answer nothing) and
+// returns the function that resumes them; it also runs when the test ends.
+func pauseProcesses(t *testing.T, what string, pids ...int) (resume func()) {
+	t.Helper()
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatalf("stopping %s (pid %d): %v", what, pid, err)
+		}
+	}
+	resumed := false
+	resume = func() {
+		if resumed {
+			return
+		}
+		resumed = true
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Errorf("resuming %s (pid %d): %v", what, pid, err)
+			}
+		}
+	}
+	t.Cleanup(resume)
+	return resume
+}
+
 func socketAccepts() bool {
 	conn, err := net.Dial("unix", kit.Env["REGCRED_CLUSTER_PROXY_SOCKET"])
 	if err != nil {

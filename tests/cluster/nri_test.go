@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -256,20 +255,7 @@ func TestNRIPluginAwayFailsClosedExceptTolerated(t *testing.T) {
 	i := len(kit.Desc.Nodes) - 1
 	node := kit.Desc.Nodes[i]
 	pause := "regcred.local/kit/pause:v1"
-	plugin := pidFile(t, node.PidFiles.NRI)
-	if err := syscall.Kill(plugin, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			if err := syscall.Kill(plugin, syscall.SIGCONT); err != nil {
-				t.Errorf("resuming regcred-nri: %v", err)
-			}
-		}
-	}
-	t.Cleanup(resume)
+	resume := pauseProcesses(t, "regcred-nri", pidFile(t, node.PidFiles.NRI))
 
 	first := onNode(ifNotPresent(kit.PodSpec("while-stopped", pause)), node.Name)
 	if _, err := kit.CreatePod(ctx, ns, first); err != nil {
@@ -365,24 +351,8 @@ func TestPodOnRecordRestartsThroughAnAPIAndRegistryOutage(t *testing.T) {
 	}
 
 	// The outage: API server and registries stopped, the agent restarted.
-	stopped := append(registryProcesses(t), pidFile(t, kit.Desc.PidFiles["kube-apiserver"]))
-	for _, pid := range stopped {
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			for _, pid := range stopped {
-				if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-					t.Errorf("resuming %d: %v", pid, err)
-				}
-			}
-		}
-	}
-	t.Cleanup(resume)
+	resume := pauseProcesses(t, "the API server and the registries",
+		append(registryProcesses(t), pidFile(t, kit.Desc.PidFiles["kube-apiserver"]))...)
 	if out, err := kit.Cluster(ctx, "proxy", "node"); err != nil {
 		t.Fatalf("restarting the agent: %v\n%s", err, out)
 	}
