@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -23,6 +27,7 @@ import (
 // record (allowed the image before: `pod_on_record`), with kubelet's own CRI client:
 //
 //   - with-regcred: regcred-nri connected (the benchmark runs the kit's binary itself),
+//   - noop-plugin: the same plugin asking a do-nothing agent that allows at once,
 //   - without: no plugin (the sandbox carries the toleration annotation, so containerd's
 //     default validator lets it through), in alternating blocks of 25.
 //
@@ -134,10 +139,21 @@ func BenchmarkNRICreateContainer(b *testing.B) {
 	const rounds, block = 8, 25
 	times := map[string][]time.Duration{}
 	b.ResetTimer()
+	// The third arm: the same plugin binary asking a do-nothing agent that allows at once
+	// (NRI's validator round trip and the plugin's question, without regcred's decision).
+	noop := noopAgent(b)
 	for round := 0; round < rounds; round++ {
-		plugin := startPlugin(b, node)
+		plugin := startPlugin(b, node, "unix://"+node.DecisionsSocket)
 		for i := 0; i < block; i++ {
 			times["with-regcred"] = append(times["with-regcred"], create(round*1000+i))
+		}
+		plugin()
+		plugin = startPlugin(b, node, "unix://"+noop)
+		b.StopTimer()
+		warmUp(b, ctx, runtime, sandbox, sandboxConfig, imageID, image, round+100)
+		b.StartTimer()
+		for i := 0; i < block; i++ {
+			times["noop-plugin"] = append(times["noop-plugin"], create(round*1000+250+i))
 		}
 		plugin()
 		// containerd drops a plugin whose connection closed at the end of the next request,
@@ -165,7 +181,7 @@ func BenchmarkNRICreateContainer(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	for _, name := range []string{"with-regcred", "without", "relist-direct", "relist-via-agent"} {
+	for _, name := range []string{"with-regcred", "noop-plugin", "without", "relist-direct", "relist-via-agent"} {
 		d := times[name]
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 		p50, p99 := d[len(d)/2], d[len(d)*99/100]
@@ -178,6 +194,8 @@ func BenchmarkNRICreateContainer(b *testing.B) {
 	}
 	b.ReportMetric(p("with-regcred", 50)-p("without", 50), "added-p50-µs")
 	b.ReportMetric(p("with-regcred", 99)-p("without", 99), "added-p99-µs")
+	b.ReportMetric(p("noop-plugin", 50)-p("without", 50), "nri-hop-p50-µs")
+	b.ReportMetric(p("with-regcred", 50)-p("noop-plugin", 50), "regcred-decision-p50-µs")
 	b.ReportMetric(p("relist-via-agent", 50)/p("relist-direct", 50), "relist-agent/direct")
 }
 
@@ -198,12 +216,30 @@ func warmUp(b *testing.B, ctx context.Context, runtime interface {
 	}
 }
 
+// noopAgent serves an agent that allows every container at once, on a unix socket it
+// returns; it stops when the benchmark ends.
+func noopAgent(b *testing.B) string {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "noop.sock")
+	listener, err := net.Listen("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	server := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"allowed":true,"decision":"noop"}`))
+	})}
+	go func() { _ = server.Serve(listener) }()
+	b.Cleanup(func() { _ = server.Close() })
+	return path
+}
+
 // startPlugin runs regcred-nri for the node until the returned function stops it; it
 // returns once containerd has registered it.
-func startPlugin(b *testing.B, node NodeDescription) func() {
+func startPlugin(b *testing.B, node NodeDescription, agent string) func() {
 	b.Helper()
-	cmd := exec.Command(kit.Desc.Binaries.RegcredNri, "--nri-socket", node.NRISocket,
-		"--agent", "unix://"+node.DecisionsSocket)
+	cmd := exec.Command(kit.Desc.Binaries.RegcredNri, "--nri-socket", node.NRISocket, "--agent", agent)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		b.Fatal(err)
