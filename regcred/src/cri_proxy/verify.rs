@@ -483,8 +483,15 @@ impl Inner {
             (VerificationPolicy::NeverVerifyPreloadedImages, ImageAccess::Unrecorded) => {
                 return Ok(Allowed::Preloaded);
             }
+            // The allowlist is matched on the image's own names (its tags and repository
+            // digests, from the runtime), not on what the pod wrote: `image: sha256:ID`
+            // names no repository at all (issue 23, finding 12).
             (VerificationPolicy::NeverVerifyAllowlistedImages, ImageAccess::Unrecorded)
-                if verification.allowlisted(&name) =>
+                if self
+                    .image_names(id)
+                    .await
+                    .iter()
+                    .any(|n| verification.allowlisted(n)) =>
             {
                 return Ok(Allowed::Allowlisted);
             }
@@ -685,6 +692,36 @@ impl Inner {
             .ok()?
             .image
             .map(|i| i.id)
+    }
+
+    /// The names the runtime has for the image `id` (its tags and repository digests);
+    /// none when it cannot be asked or does not have the image.
+    pub(crate) async fn image_names(&self, id: &str) -> Vec<String> {
+        let request = ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: id.to_owned(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
+        let Ok(answer) = self
+            .attempt(&head, grpc::frame(&request.encode_to_vec()))
+            .await
+        else {
+            return Vec::new();
+        };
+        response_message(&answer.response)
+            .and_then(|m| ImageStatusResponse::decode(&m[..]).ok())
+            .and_then(|status| status.image)
+            .map(|image| {
+                image
+                    .repo_tags
+                    .into_iter()
+                    .chain(image.repo_digests)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The runtime's images (`None` when it cannot be asked).

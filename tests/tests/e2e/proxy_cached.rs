@@ -308,8 +308,56 @@ async fn always_verify_and_an_unmatched_allowlist_ask_for_preloaded_images_too()
                 .await,
         );
     }
-    // Matching allowlist entries are the allowlist's unit tests (verify.rs): this world's
-    // registry port is known only once it runs.
+    // Matching allowlist entries: the next test.
+}
+
+/// The allowlist is matched on the image's own names (issue 23, finding 12): a pod that
+/// names an allowlisted preloaded image by its ID (`image: sha256:...`, which names no
+/// repository) may use it, and so may one naming it by tag; a pod naming an image outside
+/// the list by its ID may not.
+#[tokio::test]
+async fn the_allowlist_is_matched_on_the_images_own_names() {
+    let mut w = ProxiedHtpasswd::start_verifying_allowlisting(
+        "proxy-allowlist-names",
+        VerificationPolicy::NeverVerifyAllowlistedImages,
+        |world| {
+            let reference = world.reference.clone();
+            let repository = reference
+                .rsplit_once(':')
+                .map_or(reference.as_str(), |(r, _)| r);
+            vec![repository.to_owned()]
+        },
+    )
+    .await;
+    let image = w.world.reference.clone();
+    let id = w.world.image.config_digest().to_owned();
+    let url = w.world.registry.url();
+    let auth = regcred_tests::harness::basic_auth(&url, w.world.user, &w.world.password);
+    // On the node without regcred (pulled straight from containerd): preloaded.
+    w.world.cri.pull(&image, Some(auth), None).await.unwrap();
+    for written in [image.as_str(), id.as_str()] {
+        let nobody = w.manifests.pod("nobody", &[]);
+        assert_forwarded(
+            &w.cri
+                .create_container(NO_SANDBOX, &id, written, nobody)
+                .await,
+        );
+    }
+    // The control: an image ID the runtime does not have has no names, so
+    // nothing in the list covers it, whatever name the pod wrote (matched on that name
+    // before, it was let through).
+    let unknown = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let nobody = w.manifests.pod("nobody", &[]);
+    let message = refusal(
+        &w.cri
+            .create_container(NO_SANDBOX, unknown, &image, nobody)
+            .await,
+    )
+    .to_owned();
+    assert!(
+        message.contains("the verification policy asks every pod for credentials"),
+        "{message}"
+    );
 }
 
 /// A verification pull grants only what it proved (issue 23, finding 11): when the tag now

@@ -113,7 +113,7 @@ impl ProxiedHtpasswd {
 
     /// Starts everything; `binary` runs the real `regcred cri-proxy`.
     pub(crate) async fn start_with(test: &str, binary: bool) -> Self {
-        Self::start_configured(test, |builder| {
+        Self::start_configured(test, |builder, _| {
             if binary {
                 builder.binary().with_metrics()
             } else {
@@ -126,7 +126,7 @@ impl ProxiedHtpasswd {
     /// Starts everything with the in-process proxy deciding at CreateContainer who may
     /// use an image on the node.
     pub(crate) async fn start_verifying(test: &str) -> Self {
-        Self::start_configured(test, ProxyBuilder::verify_images).await
+        Self::start_configured(test, |b, _| b.verify_images()).await
     }
 
     /// The same with `policy` and `allowlist`.
@@ -135,16 +135,34 @@ impl ProxiedHtpasswd {
         policy: regcred::cri_proxy::VerificationPolicy,
         allowlist: &[&str],
     ) -> Self {
-        Self::start_configured(test, |b| b.verification_policy(policy, allowlist)).await
+        Self::start_configured(test, |b, _| b.verification_policy(policy, allowlist)).await
+    }
+
+    /// The same with an allowlist made from the running world (its registry's address is
+    /// known only then).
+    pub(crate) async fn start_verifying_allowlisting(
+        test: &str,
+        policy: regcred::cri_proxy::VerificationPolicy,
+        allowlist: impl FnOnce(&HtpasswdWorld) -> Vec<String>,
+    ) -> Self {
+        Self::start_configured(test, |b, world| {
+            let list = allowlist(world);
+            let list: Vec<&str> = list.iter().map(String::as_str).collect();
+            b.verification_policy(policy, &list)
+        })
+        .await
     }
 
     async fn start_configured(
         test: &str,
-        configure: impl FnOnce(ProxyBuilder) -> ProxyBuilder,
+        configure: impl FnOnce(ProxyBuilder, &HtpasswdWorld) -> ProxyBuilder,
     ) -> Self {
         let world = HtpasswdWorld::start(test).await;
         let manifests = Manifests::new();
-        let builder = configure(Proxy::builder(world.containerd.socket(), manifests.path()));
+        let builder = configure(
+            Proxy::builder(world.containerd.socket(), manifests.path()),
+            &world,
+        );
         let proxy = builder.start().await;
         let cri = proxy.client().await;
         Self {
