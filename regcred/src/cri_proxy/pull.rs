@@ -164,21 +164,35 @@ impl Inner {
                 pod = view.pod.as_ref().map(tracing::field::display),
                 "PullImage already carries auth; forwarded untouched"
             );
-            let credential = self
-                .verification
-                .as_ref()
-                .map(|v| v.records().hash(CredentialFields::from(auth)));
-            return self
-                .forward_recording(
-                    &head,
-                    body,
-                    image,
-                    credential
-                        .as_deref()
-                        .map(|hash| (hash, KUBELET_CREDENTIALS)),
-                    PullOutcome::ForwardedWithAuth,
-                )
-                .await;
+            let Some(verification) = &self.verification else {
+                return self
+                    .forward_pull(&head, body, PullOutcome::ForwardedWithAuth)
+                    .await;
+            };
+            let hash = verification.records().hash(CredentialFields::from(auth));
+            return match self.attempt(&head, body).await {
+                Ok(answer) => {
+                    self.metrics.pull(PullOutcome::ForwardedWithAuth);
+                    if answer.code == Code::Ok
+                        && let Some(pulled) = super::verify::pulled_ref(&answer.response)
+                    {
+                        // Left to kubelet's own checks (issue 23, finding 3): not private.
+                        let pod = view.pod.as_ref().map(|p| (p.to_string(), p.uid.clone()));
+                        self.keep(verification.records().kubelet_credentialed(
+                            &pulled,
+                            image,
+                            &hash,
+                            KUBELET_CREDENTIALS,
+                            pod.as_ref().map(|(p, u)| (p.as_str(), u.as_str())),
+                        ));
+                    }
+                    answer.response
+                }
+                Err(unavailable) => {
+                    self.metrics.pull(PullOutcome::RuntimeUnavailable);
+                    unavailable
+                }
+            };
         }
         let Some(pod) = view.pod else {
             tracing::info!(

@@ -486,6 +486,50 @@ impl PullRecords {
         })
     }
 
+    /// Records that credentials kubelet sent itself (a Docker Secret, a credential provider
+    /// plugin), hashed `hash`, pulled `image_id` as `name` for `pod` (`namespace/name`,
+    /// uid) when known. The image is *not* made private by this: kubelet checks later pods
+    /// against its own pulled records (KEP-2535), and no Secret regcred reads could prove
+    /// these credentials for another pod (a credential provider's never appear in one).
+    /// The hash still lets a pod whose Docker Secret regcred can read be remembered, and
+    /// the pod that pulled is granted the image.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::credentialed`].
+    pub fn kubelet_credentialed(
+        &self,
+        image_id: &str,
+        name: &str,
+        hash: &str,
+        secret: &str,
+        pod: Option<(&str, &str)>,
+    ) -> Result<(), RecordsError> {
+        let at = now();
+        self.change(|state| {
+            let record = state.images.entry(image_id.to_owned()).or_default();
+            record.name_used(name);
+            record.credentials.retain(|c| c.hash != hash);
+            record.credentials.push(CredentialRecord {
+                hash: hash.to_owned(),
+                secret: secret.to_owned(),
+                at,
+            });
+            if let Some((pod, uid)) = pod.filter(|(_, uid)| !uid.is_empty()) {
+                record.pods.retain(|g| g.uid != uid);
+                record.pods.push(PodGrant {
+                    pod: pod.to_owned(),
+                    uid: uid.to_owned(),
+                    secret: secret.to_owned(),
+                    at,
+                });
+                let excess = record.pods.len().saturating_sub(MAX_POD_GRANTS);
+                record.pods.drain(..excess);
+            }
+            true
+        })
+    }
+
     /// Records that `image_id` was pulled as `name` without credentials.
     ///
     /// # Errors

@@ -400,3 +400,53 @@ async fn a_moved_tag_proves_nothing_about_the_image_on_the_node() {
     assert_eq!(records.access(&newer_id), ImageAccess::Private);
     w.assert_password_not_logged();
 }
+
+/// Credentials kubelet sends itself (a credential provider plugin's, or a Docker Secret the
+/// agent may not read) do not lock pods out (issue 23, finding 3). Pod A has no Secret the
+/// agent can read; kubelet pulls for it with its own `auth`. A's container starts (A is on
+/// record), and so does a replica that never pulled (`IfNotPresent`): such pulls are left to
+/// kubelet's own checks (KEP-2535) instead of making the image private under a hash no
+/// Secret of any pod could produce. A pull through a regcredentials Secret still makes the
+/// image private for pods without credentials.
+#[tokio::test]
+async fn credentials_kubelet_sent_itself_do_not_lock_pods_out() {
+    let mut w = ProxiedHtpasswd::start_verifying("proxy-kubelet-auth").await;
+    let image = w.world.reference.clone();
+    let id = w.world.image.config_digest().to_owned();
+    let url = w.world.registry.url();
+    let auth = regcred_tests::harness::basic_auth(&url, w.world.user, &w.world.password);
+    let a = w.manifests.pod("a", &[]);
+    w.cri
+        .pull(&image, Some(auth), Some(a.clone()))
+        .await
+        .unwrap();
+    assert_forwarded(&w.cri.create_container(NO_SANDBOX, &id, &image, a).await);
+    let replica = w.manifests.pod("a-replica", &[]);
+    assert_forwarded(
+        &w.cri
+            .create_container(NO_SANDBOX, &id, &image, replica)
+            .await,
+    );
+    let records =
+        std::fs::read_to_string(w.proxy.records_dir().join(regcred::cri_proxy::RECORDS_FILE))
+            .unwrap();
+    assert!(
+        records.contains("a-5f0c-4d7e-9b1a"),
+        "pod A is on record: {records}"
+    );
+    assert!(
+        !records.contains("privateSince"),
+        "not made private: {records}"
+    );
+
+    // A regcredentials pull of the same image: private from then on.
+    w.login_secret("login", &url);
+    let c = w.manifests.pod("c", &["login"]);
+    w.cri.pull(&image, None, Some(c)).await.unwrap();
+    let late = w.manifests.pod("late", &[]);
+    let message = refusal(&w.cri.create_container(NO_SANDBOX, &id, &image, late).await).to_owned();
+    assert!(
+        message.contains("regcred: pod team/late may not use image"),
+        "{message}"
+    );
+}
