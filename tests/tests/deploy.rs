@@ -693,17 +693,22 @@ fn the_cri_proxy_reads_the_api_as_its_node_by_default() {
             "{path} comes from the node"
         );
     }
-    // The pulled-image records are on the node, where --pull-records-dir points.
-    let records = container["args"]
+    // The pulled-image records are on the node, where --pull-records-dir points, and so is
+    // their hash key beside the directory (DIR.key): the parent directory is mounted.
+    let records_dir = container["args"]
         .as_array()
         .unwrap()
         .iter()
         .find_map(|a| a.as_str()?.strip_prefix("--pull-records-dir="))
         .expect("--pull-records-dir");
+    let records = Path::new(records_dir)
+        .parent()
+        .and_then(Path::to_str)
+        .expect("a records directory with a parent");
     let mount = mounts
         .iter()
         .find(|m| m["mountPath"] == records)
-        .unwrap_or_else(|| panic!("{records} is not mounted"));
+        .unwrap_or_else(|| panic!("{records} (the parent of {records_dir}) is not mounted"));
     let volume = pod["volumes"]
         .as_array()
         .unwrap()

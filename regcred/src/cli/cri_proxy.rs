@@ -92,9 +92,14 @@ pub(crate) struct CriProxyArgs {
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     preloaded_images_verification_allowlist: Vec<String>,
     /// Where the records of which credentials pulled which image are kept (created, mode
-    /// 0700; no secret values, salted hashes). They survive a restart of the proxy.
+    /// 0700; no secret values, keyed hashes). They survive a restart of the proxy.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/regcred/cri-proxy")]
     pull_records_dir: std::path::PathBuf,
+    /// The key of the records' credential hashes (HMAC-SHA256; created, 32 random bytes,
+    /// mode 0600, when missing). Default: DIR.key beside --pull-records-dir, outside it,
+    /// so a copy of the records holds nothing to test guessed passwords with.
+    #[arg(long, value_name = "FILE")]
+    pull_records_key: Option<std::path::PathBuf>,
     /// Seconds a record lets a pod whose credentials pulled an image use it again
     /// without asking the registry (a registry outage does not stop it); after that the
     /// registry is asked again.
@@ -145,10 +150,17 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
     let verification = if verification_policy == VerificationPolicy::NeverVerify {
         None
     } else {
-        let records = PullRecords::open(
-            &args.pull_records_dir,
-            Duration::from_secs(args.pull_record_ttl),
-        )?;
+        let records = match &args.pull_records_key {
+            Some(key) => PullRecords::open_with_key(
+                &args.pull_records_dir,
+                key,
+                Duration::from_secs(args.pull_record_ttl),
+            )?,
+            None => PullRecords::open(
+                &args.pull_records_dir,
+                Duration::from_secs(args.pull_record_ttl),
+            )?,
+        };
         let verification = ImageVerification::new(verification_policy, Arc::new(records))
             .allowlist(args.preloaded_images_verification_allowlist.clone())
             .map_err(|err| anyhow::anyhow!("--preloaded-images-verification-allowlist: {err}"))?;

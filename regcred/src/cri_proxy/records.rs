@@ -5,8 +5,11 @@
 //! One JSON file, `pulled-images.json`, in the records directory, rewritten whole and
 //! atomically (a temporary file, fsync, rename, fsync of the directory) on every change,
 //! so a crash leaves the old file or the new one. It holds no secret: a credential is
-//! kept as the SHA-256 of a random per-node salt and the `AuthConfig` fields, as kubelet
-//! keeps its own pulled records, with the name of the Secret it came from (for logs).
+//! kept as an HMAC-SHA256 of the `AuthConfig` fields under a random per-node key, with the
+//! name of the Secret it came from (for logs). The key is kept apart from the records
+//! (`--pull-records-key`, by default the file `DIR.key` beside the directory, mode 0600),
+//! so a copy of the records directory (a backup, a support bundle) cannot be used to test
+//! guessed passwords against the hashes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -28,8 +31,11 @@ const MAX_NAMES: usize = 16;
 const MAX_POD_GRANTS: usize = 256;
 /// The prefix of the temporary files a rewrite makes beside the records (tempfile's).
 const TEMPORARY_PREFIX: &str = ".tmp";
-/// Format version of the file.
-const VERSION: u32 = 1;
+/// Format version of the file: 2 since the hashes are keyed HMACs (version 1 kept a salt in
+/// the file, and its hashes are dropped when it is read).
+const VERSION: u32 = 2;
+/// The length of the HMAC key, in bytes.
+const KEY_BYTES: usize = 32;
 
 /// Why the records could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -159,16 +165,94 @@ pub enum ImageAccess {
 pub struct PullRecords {
     file: Option<PathBuf>,
     ttl: Duration,
+    key: HashKey,
     state: Mutex<RecordsFile>,
     /// The directory's lock file, locked for as long as these records live.
     _lock: Option<std::fs::File>,
+}
+
+/// The HMAC key of the credential hashes; its `Debug` shows nothing of it.
+struct HashKey([u8; KEY_BYTES]);
+
+impl std::fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashKey(<redacted>)")
+    }
+}
+
+impl HashKey {
+    /// A new random key (the OS's random source; without it, the time and PID hashed,
+    /// which still keeps hashes from being compared across nodes).
+    fn random() -> Self {
+        let mut key = [0u8; KEY_BYTES];
+        if getrandom::fill(&mut key).is_err() {
+            let seed = format!("{:?}{}", SystemTime::now(), std::process::id());
+            key.copy_from_slice(&Sha256::digest(seed.as_bytes()));
+        }
+        Self(key)
+    }
+
+    /// The key in `path`, or a new one written there (mode 0600; its directory created).
+    fn load_or_create(path: &Path) -> Result<Self, RecordsError> {
+        let io = |source| RecordsError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let key: [u8; KEY_BYTES] =
+                    bytes
+                        .try_into()
+                        .map_err(|bytes: Vec<u8>| RecordsError::Invalid {
+                            path: path.to_owned(),
+                            reason: format!(
+                                "a records key is {KEY_BYTES} bytes, this file has {}",
+                                bytes.len()
+                            ),
+                        })?;
+                Ok(Self(key))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                let key = Self::random();
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    temporary
+                        .as_file()
+                        .set_permissions(std::fs::Permissions::from_mode(0o600))
+                        .map_err(io)?;
+                }
+                temporary.write_all(&key.0).map_err(io)?;
+                temporary.as_file().sync_all().map_err(io)?;
+                // Never over a key another process wrote meanwhile.
+                temporary
+                    .persist_noclobber(path)
+                    .map_err(|err| io(err.error))?;
+                Ok(key)
+            }
+            Err(source) => Err(io(source)),
+        }
+    }
+}
+
+/// The key file for the records directory `dir` by default: `DIR.key` beside it.
+pub(crate) fn default_key_file(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_owned();
+    name.push(".key");
+    dir.with_file_name(name)
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RecordsFile {
     version: u32,
-    /// Hex of the per-node salt of the credential hashes.
+    /// Version 1's salt: read to recognize such a file, never written.
+    #[serde(default, skip_serializing)]
     salt: String,
     /// By image ID.
     images: BTreeMap<String, ImageRecord>,
@@ -210,7 +294,7 @@ impl ImageRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CredentialRecord {
-    /// `sha256:` hex of salt and the credential fields.
+    /// `hmac-sha256:` hex of the credential fields under the node's key.
     hash: String,
     /// The Secret the credentials came from (`namespace/name`), for logs.
     secret: String,
@@ -248,6 +332,7 @@ impl PullRecords {
         Self {
             file: None,
             ttl,
+            key: HashKey::random(),
             state: Mutex::new(RecordsFile::fresh()),
             _lock: None,
         }
@@ -265,6 +350,18 @@ impl PullRecords {
     /// or the file cannot be read or does not parse: the proxy does not start, rather than
     /// forget which images are private or share them with another process.
     pub fn open(dir: &Path, ttl: Duration) -> Result<Self, RecordsError> {
+        Self::open_with_key(dir, &default_key_file(dir), ttl)
+    }
+
+    /// [`Self::open`] with the HMAC key of the credential hashes in `key_file` (created,
+    /// 32 random bytes, mode 0600, when missing). Keep it outside `dir`: the records are
+    /// safe to copy without it. A lost key makes every credential record miss, so pods
+    /// are verified with the registry again (nothing is let through).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::open`], and [`RecordsError::Invalid`] for a key file of another length.
+    pub fn open_with_key(dir: &Path, key_file: &Path, ttl: Duration) -> Result<Self, RecordsError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| RecordsError::Io { path, source }
@@ -316,9 +413,11 @@ impl PullRecords {
         }
         let file = dir.join(RECORDS_FILE);
         let state = read_or_create(&file)?;
+        let key = HashKey::load_or_create(key_file)?;
         Ok(Self {
             file: Some(file),
             ttl,
+            key,
             state: Mutex::new(state),
             _lock: Some(lock),
         })
@@ -340,6 +439,8 @@ impl PullRecords {
         Ok(Self {
             file: None,
             ttl,
+            // Inspection reads, it does not hash: a key of its own.
+            key: HashKey::random(),
             state: Mutex::new(parse(&file, &bytes)?),
             _lock: None,
         })
@@ -350,11 +451,11 @@ impl PullRecords {
         self.file.as_deref()
     }
 
-    /// The salted hash a credential is recorded by.
+    /// The keyed hash a credential is recorded by (HMAC-SHA256 under the node's key).
     pub fn hash(&self, credential: CredentialFields<'_>) -> String {
-        let salt = self.lock().salt.clone();
-        let mut digest = Sha256::new();
-        digest.update(salt.as_bytes());
+        use hmac::{KeyInit as _, Mac as _};
+        let mut digest = hmac::Hmac::<Sha256>::new_from_slice(&self.key.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
         for field in [
             credential.username,
             credential.password,
@@ -364,10 +465,10 @@ impl PullRecords {
             credential.registry_token,
         ] {
             // Length-prefixed, so that no two different credentials hash alike.
-            digest.update((field.len() as u64).to_be_bytes());
+            digest.update(&(field.len() as u64).to_be_bytes());
             digest.update(field.as_bytes());
         }
-        format!("sha256:{}", hex(&digest.finalize()))
+        format!("hmac-sha256:{}", hex(&digest.finalize().into_bytes()))
     }
 
     /// What the records say about `image_id`.
@@ -628,16 +729,9 @@ impl PullRecords {
 
 impl RecordsFile {
     fn fresh() -> Self {
-        let mut salt = [0u8; 32];
-        // The OS's random source; without it the salt is the time and PID, which still
-        // keeps hashes from being compared across nodes.
-        if getrandom::fill(&mut salt).is_err() {
-            let seed = format!("{:?}{}", SystemTime::now(), std::process::id());
-            salt.copy_from_slice(&Sha256::digest(seed.as_bytes()));
-        }
         Self {
             version: VERSION,
-            salt: hex(&salt),
+            salt: String::new(),
             images: BTreeMap::new(),
         }
     }
@@ -660,24 +754,44 @@ fn read_or_create(file: &Path) -> Result<RecordsFile, RecordsError> {
     }
 }
 
-/// The records file's bytes, checked: this version's format and a whole salt.
+/// The records file's bytes, checked: this version's format, or version 1's, whose
+/// salted hashes (and pod grants) are dropped: the images keep their names and whether
+/// they are private or public; pods are verified with the registry once more.
 fn parse(file: &Path, bytes: &[u8]) -> Result<RecordsFile, RecordsError> {
-    let parsed: RecordsFile =
+    let mut parsed: RecordsFile =
         serde_json::from_slice(bytes).map_err(|err| RecordsError::Invalid {
             path: file.to_owned(),
             reason: err.to_string(),
         })?;
-    if parsed.version != VERSION || parsed.salt.len() != 64 {
-        return Err(RecordsError::Invalid {
+    match parsed.version {
+        VERSION if parsed.salt.is_empty() => Ok(parsed),
+        1 if parsed.salt.len() == 64 => {
+            let mut dropped = 0;
+            for record in parsed.images.values_mut() {
+                dropped += record.credentials.len() + record.pods.len();
+                record.credentials.clear();
+                record.pods.clear();
+            }
+            tracing::warn!(file = %file.display(), dropped,
+                "pulled-image records of an earlier regcred (salted hashes): their credential \
+                 records are dropped, the images stay as recorded; pods are verified with the \
+                 registry again once");
+            parsed.version = VERSION;
+            parsed.salt.clear();
+            Ok(parsed)
+        }
+        version => Err(RecordsError::Invalid {
             path: file.to_owned(),
             reason: format!(
-                "version {} with a salt of {} hex digits, expected version {VERSION} and 64",
-                parsed.version,
-                parsed.salt.len()
+                "version {version}{}, expected version {VERSION} (or 1, which is migrated)",
+                if parsed.salt.is_empty() {
+                    ""
+                } else {
+                    " with a salt"
+                }
             ),
-        });
+        }),
     }
-    Ok(parsed)
 }
 
 fn write_atomically(file: &Path, state: &RecordsFile) -> Result<(), RecordsError> {
@@ -853,10 +967,12 @@ mod tests {
         // Missing (with missing parents) or empty: made regcred's own, mode 0700.
         let fresh = dir.path().join("a/b/records");
         PullRecords::open(&fresh, Duration::from_secs(1)).unwrap();
-        let empty = tempfile::tempdir().unwrap();
-        PullRecords::open(empty.path(), Duration::from_secs(1)).unwrap();
+        let empty_parent = tempfile::tempdir().unwrap();
+        let empty = empty_parent.path().join("records");
+        std::fs::create_dir(&empty).unwrap();
+        PullRecords::open(&empty, Duration::from_secs(1)).unwrap();
         #[cfg(unix)]
-        for d in [fresh.as_path(), empty.path()] {
+        for d in [fresh.as_path(), empty.as_path()] {
             use std::os::unix::fs::PermissionsExt as _;
             assert_eq!(
                 std::fs::metadata(d).unwrap().permissions().mode() & 0o777,
@@ -867,10 +983,14 @@ mod tests {
 
     #[test]
     fn records_survive_a_reopen_and_hold_no_secret() {
-        let dir = tempfile::tempdir().unwrap();
-        let records = PullRecords::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("records");
+        let records = PullRecords::open(&dir, Duration::from_secs(3600)).unwrap();
         let hash = records.hash(fields("CANARY-pw"));
-        assert!(hash.starts_with("sha256:") && hash.len() == 71, "{hash}");
+        assert!(
+            hash.starts_with("hmac-sha256:") && hash.len() == 76,
+            "{hash}"
+        );
         assert_ne!(hash, records.hash(fields("other")));
         records
             .credentialed("sha256:aa", "r/team/app:v1", &hash, "team/pull")
@@ -878,14 +998,14 @@ mod tests {
         records.public("sha256:bb", "r/public:v1").unwrap();
         // Another opener is refused while these records live; a look is not.
         assert!(matches!(
-            PullRecords::open(dir.path(), Duration::from_secs(3600)),
+            PullRecords::open(&dir, Duration::from_secs(3600)),
             Err(RecordsError::Locked { .. })
         ));
-        let looked = PullRecords::inspect(dir.path(), Duration::from_secs(3600)).unwrap();
+        let looked = PullRecords::inspect(&dir, Duration::from_secs(3600)).unwrap();
         assert_eq!(looked.access("sha256:aa"), ImageAccess::Private);
         drop(records);
 
-        let reopened = PullRecords::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let reopened = PullRecords::open(&dir, Duration::from_secs(3600)).unwrap();
         assert_eq!(reopened.access("sha256:aa"), ImageAccess::Private);
         assert_eq!(reopened.access("sha256:bb"), ImageAccess::Public);
         assert_eq!(reopened.access("sha256:cc"), ImageAccess::Unrecorded);
@@ -897,12 +1017,83 @@ mod tests {
             reopened.remembered("sha256:aa", &[reopened.hash(fields("other"))]),
             None
         );
-        let text = std::fs::read_to_string(dir.path().join(RECORDS_FILE)).unwrap();
+        let text = std::fs::read_to_string(dir.join(RECORDS_FILE)).unwrap();
         assert!(!text.contains("CANARY"), "{text}");
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path()).unwrap().permissions(),
+            &std::fs::metadata(&dir).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn the_key_is_kept_apart_and_a_version_1_file_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let records_dir = dir.path().join("cri-proxy");
+        let key_file = default_key_file(&records_dir);
+        assert_eq!(key_file, dir.path().join("cri-proxy.key"));
+        let hash = {
+            let records = PullRecords::open(&records_dir, Duration::from_secs(3600)).unwrap();
+            let hash = records.hash(fields("CANARY-pw"));
+            assert!(hash.starts_with("hmac-sha256:"), "{hash}");
+            records
+                .credentialed("sha256:aa", "r/a:v1", &hash, "t/s")
+                .unwrap();
+            let shown = format!("{records:?}");
+            assert!(shown.contains("HashKey(<redacted>)"), "{shown}");
+            hash
+        };
+        let key = std::fs::read(&key_file).unwrap();
+        assert_eq!(key.len(), KEY_BYTES);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key_file).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(records_dir.join(RECORDS_FILE)).unwrap();
+        assert!(
+            !text.contains("salt") && !text.contains(&hex(&key)),
+            "{text}"
+        );
+        // The same key next time: the hash is remembered.
+        let records = PullRecords::open(&records_dir, Duration::from_secs(3600)).unwrap();
+        assert_eq!(records.hash(fields("CANARY-pw")), hash);
+        assert!(
+            records
+                .remembered("sha256:aa", std::slice::from_ref(&hash))
+                .is_some()
+        );
+        drop(records);
+        // Another key (the key file lost): nothing is remembered, the image stays private.
+        let elsewhere = dir.path().join("other.key");
+        let records =
+            PullRecords::open_with_key(&records_dir, &elsewhere, Duration::from_secs(3600))
+                .unwrap();
+        assert_ne!(records.hash(fields("CANARY-pw")), hash);
+        assert_eq!(records.access("sha256:aa"), ImageAccess::Private);
+        drop(records);
+        // A key file of the wrong length is an error naming it.
+        std::fs::write(&elsewhere, b"short").unwrap();
+        let err = PullRecords::open_with_key(&records_dir, &elsewhere, Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("other.key") && err.contains("32 bytes"),
+            "{err}"
+        );
+
+        // Version 1 (salted hashes in the file): read, hashes and grants dropped, private
+        // images stay private.
+        let v1 = format!(
+            r#"{{"version": 1, "salt": "{}", "images": {{"sha256:bb": {{"names": ["r/b:v1"],
+            "privateSince": 1, "credentials": [{{"hash": "sha256:00", "secret": "t/s", "at": 1}}],
+            "pods": [{{"pod": "t/p", "uid": "u", "secret": "t/s", "at": 1}}]}}}}}}"#,
+            "ab".repeat(32)
+        );
+        std::fs::write(records_dir.join(RECORDS_FILE), v1).unwrap();
+        let records = PullRecords::open(&records_dir, Duration::from_secs(3600)).unwrap();
+        assert_eq!(records.access("sha256:bb"), ImageAccess::Private);
+        assert_eq!(records.names("sha256:bb"), ["r/b:v1"]);
+        assert!(records.lock().images["sha256:bb"].credentials.is_empty());
+        assert_eq!(records.granted("sha256:bb", "t/p", "u"), None);
     }
 
     #[test]
