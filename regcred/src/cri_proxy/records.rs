@@ -281,6 +281,20 @@ struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// Notes that the pod `pod` with `uid` may use the image (its newest grant last; the
+    /// oldest beyond [`MAX_POD_GRANTS`] go).
+    fn grant(&mut self, pod: &str, uid: &str, secret: &str, at: u64) {
+        self.pods.retain(|g| g.uid != uid);
+        self.pods.push(PodGrant {
+            pod: pod.to_owned(),
+            uid: uid.to_owned(),
+            secret: secret.to_owned(),
+            at,
+        });
+        let excess = self.pods.len().saturating_sub(MAX_POD_GRANTS);
+        self.pods.drain(..excess);
+    }
+
     /// Notes that the image was pulled or verified as `name`: it moves to the end, and
     /// the least recently used names beyond [`MAX_NAMES`] go.
     fn name_used(&mut self, name: &str) {
@@ -537,15 +551,7 @@ impl PullRecords {
         let at = now();
         self.change(|state| {
             let record = state.images.entry(image_id.to_owned()).or_default();
-            record.pods.retain(|g| g.uid != uid);
-            record.pods.push(PodGrant {
-                pod: pod.to_owned(),
-                uid: uid.to_owned(),
-                secret: secret.to_owned(),
-                at,
-            });
-            let excess = record.pods.len().saturating_sub(MAX_POD_GRANTS);
-            record.pods.drain(..excess);
+            record.grant(pod, uid, secret, at);
             true
         })
     }
@@ -617,15 +623,7 @@ impl PullRecords {
                 at,
             });
             if let Some((pod, uid)) = pod.filter(|(_, uid)| !uid.is_empty()) {
-                record.pods.retain(|g| g.uid != uid);
-                record.pods.push(PodGrant {
-                    pod: pod.to_owned(),
-                    uid: uid.to_owned(),
-                    secret: secret.to_owned(),
-                    at,
-                });
-                let excess = record.pods.len().saturating_sub(MAX_POD_GRANTS);
-                record.pods.drain(..excess);
+                record.grant(pod, uid, secret, at);
             }
             true
         })
