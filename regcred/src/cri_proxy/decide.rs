@@ -248,6 +248,9 @@ impl Inner {
                     .iter()
                     .filter(|d| d.rsplit_once('@').is_some_and(|(_, at)| at == digest))
                     .collect();
+                if named.is_empty() {
+                    return None;
+                }
                 // The repository the image was last pulled from (the records' most recent
                 // name), where the runtime knows it under several.
                 let recent = verification.records().names(&image.id);
@@ -267,7 +270,9 @@ impl Inner {
                 return Err(grpc::error_response(
                     tonic::Code::PermissionDenied,
                     &format!(
-                        "regcred: pod {pod} may not mount the image volume {digest}: no image                          on the node has that manifest digest, so whether the pod may use it                          cannot be decided"
+                        "regcred: pod {pod} may not mount the image volume {digest}: no image \
+                         on the node has that manifest digest, so whether the pod may use it \
+                         cannot be decided"
                     ),
                 ));
             };
@@ -313,15 +318,10 @@ impl Inner {
                 ),
             );
         }
-        let id_from = if request.image_id.is_empty() {
-            "image-service"
-        } else {
-            "runtime"
-        };
-        let id = if request.image_id.is_empty() {
+        let (id, id_from) = if request.image_id.is_empty() {
             let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
             match self.image_id(&head, &request.image).await {
-                Some(id) => id,
+                Some(id) => (id, "image-service"),
                 None => {
                     self.metrics.image_use(ImageUse::Failed);
                     return Decision::refused(
@@ -335,7 +335,7 @@ impl Inner {
                 }
             }
         } else {
-            request.image_id
+            (request.image_id, "runtime")
         };
         tracing::debug!(pod = %pod, container = request.container, image = request.image,
             id, id_from, "image identified");
@@ -500,6 +500,7 @@ mod tests {
             !d.allowed && d.message.contains("image volume sha256:abab"),
             "{d:?}"
         );
+        assert!(!d.message.contains("  "), "one space between words: {d:?}");
 
         // A request naming no pod is refused, not guessed.
         let mut nameless = question("sha256:preloaded");

@@ -14,7 +14,7 @@ use tonic::Code;
 use super::Inner;
 use super::grpc::{self, ProxyBody};
 use super::metrics::PullOutcome;
-use super::records::CredentialFields;
+use super::records::{CredentialFields, PullRecords, RecordsError};
 use super::runtime::RequestHead;
 use super::source::PodRef;
 
@@ -164,35 +164,24 @@ impl Inner {
                 pod = view.pod.as_ref().map(tracing::field::display),
                 "PullImage already carries auth; forwarded untouched"
             );
-            let Some(verification) = &self.verification else {
-                return self
-                    .forward_pull(&head, body, PullOutcome::ForwardedWithAuth)
-                    .await;
-            };
-            let hash = verification.records().hash(CredentialFields::from(auth));
-            return match self.attempt(&head, body).await {
-                Ok(answer) => {
-                    self.metrics.pull(PullOutcome::ForwardedWithAuth);
-                    if answer.code == Code::Ok
-                        && let Some(pulled) = super::verify::pulled_ref(&answer.response)
-                    {
-                        // Left to kubelet's own checks (issue 23, finding 3): not private.
-                        let pod = view.pod.as_ref().map(|p| (p.to_string(), p.uid.clone()));
-                        self.keep(verification.records().kubelet_credentialed(
-                            &pulled,
+            // Left to kubelet's own checks (issue 23, finding 3): recorded, not private.
+            let pod = view.pod.as_ref().map(|p| (p.to_string(), p.uid.clone()));
+            return self
+                .forward_recording(
+                    &head,
+                    body,
+                    PullOutcome::ForwardedWithAuth,
+                    |records, pulled| {
+                        records.kubelet_credentialed(
+                            pulled,
                             image,
-                            &hash,
+                            &records.hash(CredentialFields::from(auth)),
                             KUBELET_CREDENTIALS,
                             pod.as_ref().map(|(p, u)| (p.as_str(), u.as_str())),
-                        ));
-                    }
-                    answer.response
-                }
-                Err(unavailable) => {
-                    self.metrics.pull(PullOutcome::RuntimeUnavailable);
-                    unavailable
-                }
-            };
+                        )
+                    },
+                )
+                .await;
         }
         let Some(pod) = view.pod else {
             tracing::info!(
@@ -430,31 +419,31 @@ impl Inner {
         self.forward_recording(
             head,
             body,
-            image,
-            None,
             PullOutcome::ForwardedWithoutCredentials,
+            |records, pulled| records.public(pulled, image),
         )
         .await
     }
 
     /// Forwards a PullImage as it came, counts it, and with verification on records a
-    /// success (`credential`: the hash and Secret it carried; `None`: none).
+    /// success with `record` (the records, and the image reference the runtime pulled).
     async fn forward_recording(
         &self,
         head: &RequestHead,
         body: Bytes,
-        image: &str,
-        credential: Option<(&str, &str)>,
         outcome: PullOutcome,
+        record: impl FnOnce(&PullRecords, &str) -> Result<(), RecordsError>,
     ) -> Response<ProxyBody> {
-        if self.verification.is_none() {
+        let Some(verification) = &self.verification else {
             return self.forward_pull(head, body, outcome).await;
-        }
+        };
         match self.attempt(head, body).await {
             Ok(answer) => {
                 self.metrics.pull(outcome);
-                if answer.code == Code::Ok {
-                    self.record_pull(&answer.response, image, credential);
+                if answer.code == Code::Ok
+                    && let Some(pulled) = super::verify::pulled_ref(&answer.response)
+                {
+                    self.keep(record(verification.records(), &pulled));
                 }
                 answer.response
             }

@@ -391,7 +391,8 @@ impl Inner {
                 return Err(grpc::error_response(
                     Code::PermissionDenied,
                     &format!(
-                        "regcred: pod {pod} may not mount image volume {}: the runtime does                          not name its ID, so whether the pod may use it cannot be decided",
+                        "regcred: pod {pod} may not mount image volume {}: the runtime does \
+                         not name its ID, so whether the pod may use it cannot be decided",
                         volume.image
                     ),
                 ));
