@@ -74,9 +74,12 @@ type Description struct {
 	NRITolerationAnnotation string                                                `json:"nriTolerationAnnotation"`
 	Binaries                struct{ Kubectl, Helm, Ctr, Runc, RegcredNri string } `json:"binaries"`
 	Runtime                 struct{ Name, Version, BinDir string }                `json:"runtime"`
-	Registries              struct{ Basic, Token, Public, TokenRealm string }     `json:"registries"`
-	Credentials             struct{ Username, Password, RefreshToken string }     `json:"credentials"`
-	Images                  struct {
+	// CA is the kit's certificate authority (PEM files), which signs every client and
+	// serving certificate of the kit, kubelets' included.
+	CA          struct{ Cert, Key string }                        `json:"ca"`
+	Registries  struct{ Basic, Token, Public, TokenRealm string } `json:"registries"`
+	Credentials struct{ Username, Password, RefreshToken string } `json:"credentials"`
+	Images      struct {
 		Hello     ImageDescription `json:"hello"`
 		Cached    ImageDescription `json:"cached"`
 		Open      ImageDescription `json:"open"`

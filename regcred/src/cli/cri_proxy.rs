@@ -170,11 +170,11 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         let secrets: Arc<dyn PullSecretSource> = match &args.secrets_from {
             SecretsFrom::Dir(dir) => Arc::new(DirSource::new(dir).executor(executor.clone())),
             SecretsFrom::Kube => {
-                let client = KubeSource::infer_client()
+                let builder = KubeSource::from_env()
                     .await
                     .context("--secrets-from kube: no usable kubeconfig or in-cluster config")?;
                 Arc::new(
-                    KubeSource::builder(client)
+                    builder
                         .ttl(Duration::from_secs(args.kube_cache_ttl))
                         .stale_for(Duration::from_secs(args.kube_stale_for))
                         .request_timeout(Duration::from_secs(args.kube_timeout))

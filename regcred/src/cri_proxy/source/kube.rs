@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use regcred_types::SecretManifest;
 
+use super::client::ReloadingClient;
 use super::{PodPullSecrets, PodRef, PullSecretSource, SourceError, SourceFuture};
 
 /// How long an answer is used without asking the API again (default).
@@ -33,10 +35,19 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// for a bounded time past its TTL (with a warning); after that, and for any other
 /// failure (a 401, say), the pull fails with [`SourceError::Api`].
 ///
+/// Credentials change under a running node (kubelet rotates its client certificate):
+/// a source made by [`KubeSource::from_env`] rebuilds its client when a file its
+/// kubeconfig names changes, and when the API server does not accept it (a 401, or a
+/// 403 to `system:anonymous`, which is what an expired client certificate gets); such a
+/// refusal is never cached as an answer.
+///
 /// Least privilege: `get` on `pods` and `secrets`. With the kubelet's own credentials,
 /// the Node authorizer already limits reads to Secrets of pods bound to the node.
 pub struct KubeSource {
-    client: kube::Client,
+    client: ReloadingClient,
+    /// Set when a read was refused for its credentials: the lookup is tried once more
+    /// with a rebuilt client.
+    refused: AtomicBool,
     ttl: Duration,
     stale_for: Duration,
     request_timeout: Duration,
@@ -47,7 +58,7 @@ pub struct KubeSource {
 impl std::fmt::Debug for KubeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeSource")
-            .field("default_namespace", &self.client.default_namespace())
+            .field("client", &self.client)
             .field("ttl", &self.ttl)
             .field("stale_for", &self.stale_for)
             .field("request_timeout", &self.request_timeout)
@@ -58,7 +69,7 @@ impl std::fmt::Debug for KubeSource {
 /// Builds a [`KubeSource`].
 #[must_use]
 pub struct KubeSourceBuilder {
-    client: kube::Client,
+    client: ReloadingClient,
     ttl: Duration,
     stale_for: Duration,
     request_timeout: Duration,
@@ -98,6 +109,7 @@ impl KubeSourceBuilder {
     pub fn build(self) -> KubeSource {
         KubeSource {
             client: self.client,
+            refused: AtomicBool::new(false),
             ttl: self.ttl,
             stale_for: self.stale_for,
             request_timeout: self.request_timeout,
@@ -108,8 +120,23 @@ impl KubeSourceBuilder {
 }
 
 impl KubeSource {
-    /// A source using `client`, with the default TTL and stale window.
+    /// A source using `client` as it is, with the default TTL and stale window.
     pub fn builder(client: kube::Client) -> KubeSourceBuilder {
+        Self::builder_with(ReloadingClient::fixed(client))
+    }
+
+    /// A source whose client comes from `KUBECONFIG` or `~/.kube/config`, else the
+    /// in-cluster service account, and is rebuilt when the kubeconfig's files change
+    /// (kubelet's certificate rotation) or the API server refuses its credentials.
+    ///
+    /// # Errors
+    ///
+    /// kube's error when neither configuration is usable.
+    pub async fn from_env() -> Result<KubeSourceBuilder, kube::Error> {
+        Ok(Self::builder_with(ReloadingClient::infer().await?))
+    }
+
+    fn builder_with(client: ReloadingClient) -> KubeSourceBuilder {
         KubeSourceBuilder {
             client,
             ttl: DEFAULT_TTL,
@@ -128,9 +155,23 @@ impl KubeSource {
         kube::Client::try_default().await
     }
 
+    /// [`Self::lookup`], once more with a rebuilt client when the API server refused the
+    /// credentials.
+    async fn lookup_following(&self, pod: &PodRef) -> Result<PodPullSecrets, SourceError> {
+        let first = self.lookup(pod).await;
+        if first.is_err()
+            && self.refused.swap(false, Ordering::Relaxed)
+            && self.client.rejected().await
+        {
+            return self.lookup(pod).await;
+        }
+        first
+    }
+
     async fn lookup(&self, pod: &PodRef) -> Result<PodPullSecrets, SourceError> {
         let mut found = PodPullSecrets::default();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let client = self.client.get().await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
         let key = (pod.namespace.clone(), pod.name.clone(), pod.uid.clone());
         let answer = self
             .cached(
@@ -154,7 +195,7 @@ impl KubeSource {
             }
         };
         found.pod_found = true;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let secrets: Api<Secret> = Api::namespaced(client, &pod.namespace);
         for name in names {
             let key = (pod.namespace.clone(), name.clone(), String::new());
             let object = format!("secret {}/{name}", pod.namespace);
@@ -213,6 +254,14 @@ impl KubeSource {
         }
         let fetched = match tokio::time::timeout(self.request_timeout, fetch).await {
             Ok(Ok(value)) => Ok(value),
+            // Not an answer about the object: these credentials are not accepted.
+            Ok(Err(kube::Error::Api(status))) if credentials_refused(&status) => {
+                self.refused.store(true, Ordering::Relaxed);
+                Err((
+                    false,
+                    format!("{} {}: {}", status.code, status.reason, status.message),
+                ))
+            }
             Ok(Err(kube::Error::Api(status))) if matches!(status.code, 403 | 404) => Ok(denied(
                 format!("{} {}: {}", status.code, status.reason, status.message),
             )),
@@ -306,9 +355,16 @@ fn is_unreachable(err: &kube::Error) -> bool {
     }
 }
 
+/// A refusal of the client's credentials rather than of the read: a 401, or a 403 to
+/// `system:anonymous` (the API server lets a request whose client certificate has
+/// expired through as anonymous when anonymous requests are on, then refuses it).
+fn credentials_refused(status: &kube::core::Status) -> bool {
+    status.code == 401 || (status.code == 403 && status.message.contains("\"system:anonymous\""))
+}
+
 impl PullSecretSource for KubeSource {
     fn pull_secrets<'a>(&'a self, pod: &'a PodRef) -> SourceFuture<'a> {
-        Box::pin(self.lookup(pod))
+        Box::pin(self.lookup_following(pod))
     }
 }
 
