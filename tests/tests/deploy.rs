@@ -441,7 +441,9 @@ fn the_webhook_configuration_service_and_deployment_agree() {
         "--addr={addr} vs port {https_port}"
     );
 
-    // Probes: the paths the server answers, over HTTPS, on the same port.
+    // Probes: the paths the server answers, over plain HTTP, on --probe-addr's port,
+    // which is not the reviews' port (issue 23, finding 6).
+    let probe_addr = flag(container, "probe-addr").expect("--probe-addr");
     for (probe, path) in [
         (container.readiness_probe.as_ref(), "/readyz"),
         (container.liveness_probe.as_ref(), "/healthz"),
@@ -450,8 +452,13 @@ fn the_webhook_configuration_service_and_deployment_agree() {
             .and_then(|p| p.http_get.as_ref())
             .expect("an httpGet probe");
         assert_eq!(get.path.as_deref(), Some(path));
-        assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
-        assert_eq!(container_port(container, &get.port), https_port);
+        assert_eq!(get.scheme.as_deref().unwrap_or("HTTP"), "HTTP");
+        let port = container_port(container, &get.port);
+        assert_ne!(port, https_port, "probes share the reviews' port");
+        assert!(
+            probe_addr.ends_with(&format!(":{port}")),
+            "--probe-addr={probe_addr} vs port {port}"
+        );
     }
 
     // Metrics: the flag, the container port and the Service port agree.
@@ -771,7 +778,7 @@ fn the_namespaced_component_grants_secrets_only_per_namespace() {
 
 /// Issue 14, finding 3: the webhook pods admit ingress to their HTTPS port only.
 #[test]
-fn the_network_policy_admits_only_the_webhook_port() {
+fn the_network_policy_admits_only_the_webhook_and_probe_ports() {
     let rendered = parse_all();
     let deployment = webhook_deployment(&rendered);
     let pod_labels = deployment
@@ -802,16 +809,25 @@ fn the_network_policy_admits_only_the_webhook_port() {
     let rules = spec.ingress.as_ref().unwrap();
     assert_eq!(rules.len(), 1);
     let ports = rules[0].ports.as_ref().unwrap();
-    let https = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.containers[0].ports.as_ref())
-        .and_then(|p| p.iter().find(|p| p.name.as_deref() == Some("https")))
-        .map(|p| p.container_port)
-        .expect("the https container port");
-    assert_eq!(ports.len(), 1);
-    assert_eq!(ports[0].port, Some(IntOrString::Int(https)));
+    let port_named = |name: &str| {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|s| s.containers[0].ports.as_ref())
+            .and_then(|p| p.iter().find(|p| p.name.as_deref() == Some(name)))
+            .map(|p| p.container_port)
+            .unwrap_or_else(|| panic!("the {name} container port"))
+    };
+    // The reviews' port and the probes' port; never metrics.
+    let admitted: Vec<_> = ports.iter().map(|p| p.port.clone()).collect();
+    assert_eq!(
+        admitted,
+        vec![
+            Some(IntOrString::Int(port_named("https"))),
+            Some(IntOrString::Int(port_named("probes")))
+        ]
+    );
 }
 
 /// deploy/cri-proxy's systemd unit, checked by Debian's systemd-analyze without a running

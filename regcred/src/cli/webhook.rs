@@ -9,7 +9,8 @@ use clap::Args;
 
 use regcred::serve::{LogFormat, init_logging, shutdown_signal};
 use regcred::webhook::{
-    DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, SecretAdmission, Webhook,
+    DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER, SecretAdmission, Webhook,
 };
 
 use super::policy::PolicyArgs;
@@ -32,15 +33,32 @@ pub(crate) struct WebhookArgs {
     /// Serve Prometheus metrics on GET /metrics at this address (plain HTTP).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Also serve GET /healthz and /readyz at this address (plain HTTP, connections of
+    /// its own): point kubelet's probes here so they never compete with reviews.
+    #[arg(long, value_name = "ADDR")]
+    probe_addr: Option<SocketAddr>,
     /// Also check kubernetes.io/dockerconfigjson and kubernetes.io/dockercfg Secrets.
     #[arg(long)]
     check_docker_secrets: bool,
     /// Largest accepted request body, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODY_LIMIT)]
     max_body_bytes: usize,
-    /// Most client connections open at once; past it, new ones wait in the listen queue.
+    /// Most client connections open at once; past it, the longest-idle one is closed for
+    /// a new client, or (every one busy) new ones wait in the listen queue.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Most connections from one address; past it, that address's longest-idle one is
+    /// closed for the new one, or (every one busy) the new one is.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_PEER)]
+    max_connections_per_peer: usize,
+    /// Seconds a connection with no review in flight stays open.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    idle_timeout: u64,
     /// Seconds a review may take to get its turn and to send its whole body (408 past it).
     #[arg(
         long,
@@ -85,10 +103,15 @@ pub(crate) fn run(policy: &PolicyArgs, args: WebhookArgs) -> Result<u8> {
             .body_limit(args.max_body_bytes)
             .max_concurrent_reviews(concurrency)
             .max_connections(args.max_connections)
+            .max_connections_per_peer(args.max_connections_per_peer)
+            .idle_timeout(Duration::from_secs(args.idle_timeout))
             .body_timeout(Duration::from_secs(args.body_timeout))
             .shutdown_delay(Duration::from_secs(args.shutdown_delay));
         if let Some(addr) = args.metrics_addr {
             builder = builder.metrics_addr(addr);
+        }
+        if let Some(addr) = args.probe_addr {
+            builder = builder.probe_addr(addr);
         }
         let webhook = builder.bind().await?;
         webhook.serve(shutdown_signal("webhook")).await;

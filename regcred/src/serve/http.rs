@@ -1,15 +1,18 @@
 //! The accept loop and the graceful drain, the same for every server.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -18,12 +21,20 @@ use super::Listener;
 /// How long connections may finish what they are doing after shutdown was asked for.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a client may take to finish the TLS handshake or send a request's headers
-/// (HTTP/1.1).
+/// How long a client may take to send a request's headers (HTTP/1.1).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to finish the TLS handshake: an API server or a probe does
+/// it in milliseconds; a client that dawdles holds a connection slot for nothing.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection closed for idleness or evicted may take to go (an HTTP/2 GOAWAY
+/// the client does not act on) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The default cap on open connections ([`HttpServer::max_connections`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// The default time a connection with no request in flight stays open
+/// ([`HttpServer::idle_timeout`]).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What an HTTP/2 client may send before the service reads it: the flow-control windows
 /// of one stream and of the whole connection. hyper's defaults (1 MiB each) let every
@@ -39,6 +50,9 @@ const H1_MAX_BUF: usize = 64 << 10;
 /// connection is closed (a peer that went away without a FIN).
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often a client waiting for a slot looks for a connection turned idle.
+const EVICT_RETRY: Duration = Duration::from_millis(100);
 
 /// The pause after a failed accept (out of file descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -58,6 +72,15 @@ pub enum Protocols {
 
 /// Serves a hyper service on a [`Listener`]: accepts, optionally completes a TLS
 /// handshake, serves HTTP on each connection, and drains on shutdown.
+///
+/// What clients can hold is bounded: at most [`HttpServer::max_connections`] at once,
+/// at most [`HttpServer::max_connections_per_peer`] from one address, and a connection
+/// with no request in flight (an idle HTTP/1.1 keep-alive or HTTP/2 connection, or one
+/// still in its TLS handshake) is closed after [`HttpServer::idle_timeout`]. When a new
+/// client comes at either cap, the connection idle the longest (of that peer, or of
+/// anyone) is closed to make room, so idle clients cannot keep a busy one out; only
+/// when every connection has a request in flight does the newcomer wait (the global
+/// cap) or get closed (the peer's cap).
 #[derive(Clone)]
 #[must_use]
 pub struct HttpServer {
@@ -66,6 +89,8 @@ pub struct HttpServer {
     tls: Option<TlsAcceptor>,
     drain_timeout: Duration,
     max_connections: usize,
+    max_per_peer: Option<usize>,
+    idle_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -76,6 +101,8 @@ impl std::fmt::Debug for HttpServer {
             .field("tls", &self.tls.is_some())
             .field("drain_timeout", &self.drain_timeout)
             .field("max_connections", &self.max_connections)
+            .field("max_per_peer", &self.max_per_peer)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -89,7 +116,23 @@ impl HttpServer {
             tls: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_per_peer: None,
+            idle_timeout: None,
         }
+    }
+
+    /// At most this many connections from one peer address (default: no cap of its
+    /// own). Unix-socket peers have no address and are not counted.
+    pub fn max_connections_per_peer(mut self, connections: usize) -> Self {
+        self.max_per_peer = Some(connections.max(1));
+        self
+    }
+
+    /// Closes a connection that had no request in flight for this long (default: kept
+    /// open, as the CRI proxy's one client, kubelet, wants).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
     }
 
     /// At most this many connections are open at once (default
@@ -106,7 +149,7 @@ impl HttpServer {
         self
     }
 
-    /// Completes a TLS handshake on every connection first (within 10 s).
+    /// Completes a TLS handshake on every connection first (within 5 s).
     pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
         self.tls = Some(acceptor);
         self
@@ -141,42 +184,73 @@ impl HttpServer {
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let slots = Arc::new(Semaphore::new(self.max_connections));
+        let open = Arc::new(OpenConnections::default());
         let mut warned_full = false;
         loop {
-            // A slot first, then the accept: at the cap, clients wait in the backlog.
-            let slot = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 () = shutdown.as_mut() => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                slot = Arc::clone(&slots).acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => break,
-                },
-            };
-            if slots.available_permits() == 0 && !warned_full {
-                tracing::warn!(
-                    server = self.name,
-                    limit = self.max_connections,
-                    "at the connection limit; new clients wait until one closes"
-                );
-            }
-            warned_full = slots.available_permits() == 0;
-            tokio::select! {
-                () = shutdown.as_mut() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let connection =
-                            self.clone().connection(stream, peer, service.clone(), stopped.clone());
-                        connections.spawn(async move {
-                            let _slot = slot;
-                            connection.await;
-                        });
-                    }
+                    Ok(accepted) => accepted,
                     Err(err) => {
                         tracing::warn!(server = self.name, error = %err, "cannot accept a connection");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
                     }
                 },
+            };
+            let address = peer_address(&peer);
+            if let Some(cap) = self.max_per_peer
+                && !address.is_empty()
+                && open.from(&address) >= cap
+                && !open.evict_idle(Some(&address))
+            {
+                tracing::warn!(server = self.name, %peer, limit = cap,
+                    "a peer at its connection limit with every connection busy; closed");
+                continue;
             }
+            if slots.available_permits() == 0 {
+                if open.evict_idle(None) {
+                    warned_full = false;
+                } else if !warned_full {
+                    tracing::warn!(
+                        server = self.name,
+                        limit = self.max_connections,
+                        "at the connection limit with every connection busy; new clients wait \
+                         until one closes"
+                    );
+                    warned_full = true;
+                }
+            }
+            // The slot the evicted connection frees, or the next one to close; while
+            // every connection is busy, one that turns idle is closed for this client.
+            let mut acquire = std::pin::pin!(Arc::clone(&slots).acquire_owned());
+            let slot = loop {
+                tokio::select! {
+                    () = shutdown.as_mut() => break None,
+                    slot = acquire.as_mut() => break slot.ok(),
+                    () = tokio::time::sleep(EVICT_RETRY) => {
+                        open.evict_idle(None);
+                    }
+                }
+            };
+            let Some(slot) = slot else {
+                break;
+            };
+            let tracked = open.add(address);
+            let connection = self.clone().connection(
+                stream,
+                peer,
+                service.clone(),
+                stopped.clone(),
+                Arc::clone(&tracked),
+            );
+            let open = Arc::clone(&open);
+            connections.spawn(async move {
+                let _slot = slot;
+                connection.await;
+                open.remove(&tracked);
+            });
         }
         drop(listener);
         let _ = stop.send(true);
@@ -199,13 +273,15 @@ impl HttpServer {
         }
     }
 
-    /// One connection, until the client closes it or the drain ends it.
+    /// One connection, until the client closes it, the drain ends it, or it is closed
+    /// for idleness.
     async fn connection<I, S, B>(
         self,
         stream: I,
         peer: String,
         service: S,
         stopped: watch::Receiver<bool>,
+        tracked: Arc<Tracked>,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -215,17 +291,31 @@ impl HttpServer {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
+        let service = Counting {
+            inner: service,
+            tracked: Arc::clone(&tracked),
+        };
         match &self.tls {
-            None => self.http(stream, &peer, service, stopped).await,
-            Some(tls) => match tokio::time::timeout(CLIENT_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => self.http(stream, &peer, service, stopped).await,
-                Ok(Err(err)) => {
-                    tracing::debug!(server = self.name, %peer, error = %err, "TLS handshake failed");
+            None => self.http(stream, &peer, service, stopped, &tracked).await,
+            Some(tls) => {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream));
+                let handshake = tokio::select! {
+                    done = handshake => done,
+                    () = tracked.evicted.notified() => {
+                        tracing::debug!(server = self.name, %peer, "evicted during its TLS handshake");
+                        return;
+                    }
+                };
+                match handshake {
+                    Ok(Ok(stream)) => self.http(stream, &peer, service, stopped, &tracked).await,
+                    Ok(Err(err)) => {
+                        tracing::debug!(server = self.name, %peer, error = %err, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        tracing::debug!(server = self.name, %peer, "TLS handshake timed out");
+                    }
                 }
-                Err(_) => {
-                    tracing::debug!(server = self.name, %peer, "TLS handshake timed out");
-                }
-            },
+            }
         }
     }
 
@@ -235,6 +325,7 @@ impl HttpServer {
         peer: &str,
         service: S,
         mut stopped: watch::Receiver<bool>,
+        tracked: &Tracked,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -263,6 +354,21 @@ impl HttpServer {
             .keep_alive_timeout(H2_PING_TIMEOUT);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let mut connection = std::pin::pin!(connection);
+        let idle = async {
+            let Some(timeout) = self.idle_timeout else {
+                return std::future::pending().await;
+            };
+            loop {
+                let quiet = tracked.idle_for();
+                if let Some(quiet) = quiet
+                    && quiet >= timeout
+                {
+                    return;
+                }
+                let wait = quiet.map_or(timeout, |q| timeout - q);
+                tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+            }
+        };
         let result = tokio::select! {
             result = connection.as_mut() => result,
             // The value changes once, to `true`; a dropped sender means the same.
@@ -270,10 +376,159 @@ impl HttpServer {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
+            () = idle => {
+                tracing::debug!(server = self.name, %peer, "idle connection closed");
+                connection.as_mut().graceful_shutdown();
+                tokio::time::timeout(CLOSE_GRACE, connection).await.unwrap_or(Ok(()))
+            }
+            () = tracked.evicted.notified() => {
+                tracing::debug!(server = self.name, %peer, "idle connection closed for a new client");
+                connection.as_mut().graceful_shutdown();
+                tokio::time::timeout(CLOSE_GRACE, connection).await.unwrap_or(Ok(()))
+            }
         };
         if let Err(err) = result {
             tracing::debug!(server = self.name, %peer, error = %err, "connection ended with an error");
         }
+    }
+}
+
+/// The address part of a peer's `IP:port` (empty for unix sockets).
+fn peer_address(peer: &str) -> String {
+    peer.parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// One open connection, as the accept loop sees it.
+#[derive(Debug)]
+struct Tracked {
+    id: u64,
+    address: String,
+    /// Requests in flight.
+    busy: AtomicUsize,
+    /// When the last request ended (or the connection was accepted).
+    quiet_since: Mutex<Instant>,
+    /// Told to close (it was the idle one picked to make room).
+    evicted: Notify,
+}
+
+impl Tracked {
+    /// How long it has had no request in flight; `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.busy.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(
+            self.quiet_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .elapsed(),
+        )
+    }
+}
+
+/// Every open connection of one server.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    next: AtomicU64,
+    all: Mutex<HashMap<u64, Arc<Tracked>>>,
+}
+
+impl OpenConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Tracked>>> {
+        self.all
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, address: String) -> Arc<Tracked> {
+        let tracked = Arc::new(Tracked {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            address,
+            busy: AtomicUsize::new(0),
+            quiet_since: Mutex::new(Instant::now()),
+            evicted: Notify::new(),
+        });
+        self.lock().insert(tracked.id, Arc::clone(&tracked));
+        tracked
+    }
+
+    fn remove(&self, tracked: &Tracked) {
+        self.lock().remove(&tracked.id);
+    }
+
+    fn from(&self, address: &str) -> usize {
+        self.lock()
+            .values()
+            .filter(|t| t.address == address)
+            .count()
+    }
+
+    /// Tells the connection idle the longest (of `address`, or of anyone) to close, and
+    /// forgets it, so that it is not picked twice; whether there was one.
+    fn evict_idle(&self, address: Option<&str>) -> bool {
+        let mut all = self.lock();
+        let oldest = all
+            .values()
+            .filter(|t| address.is_none_or(|a| t.address == a))
+            .filter_map(|t| t.idle_for().map(|idle| (idle, t.id)))
+            .max();
+        let Some((_, id)) = oldest else {
+            return false;
+        };
+        if let Some(tracked) = all.remove(&id) {
+            tracked.evicted.notify_one();
+        }
+        true
+    }
+}
+
+/// The service of one connection, counting its requests in flight.
+#[derive(Clone)]
+struct Counting<S> {
+    inner: S,
+    tracked: Arc<Tracked>,
+}
+
+/// One request in flight; when it ends the connection's quiet time starts again.
+struct InFlight(Arc<Tracked>);
+
+impl InFlight {
+    fn enter(tracked: &Arc<Tracked>) -> Self {
+        tracked.busy.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(tracked))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self
+            .0
+            .quiet_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<S, R> Service<R> for Counting<S>
+where
+    S: Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, request: R) -> Self::Future {
+        let in_flight = InFlight::enter(&self.tracked);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        })
     }
 }
 
@@ -296,34 +551,151 @@ mod tests {
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
-    #[tokio::test]
-    async fn a_client_past_the_connection_limit_waits_until_one_closes() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let service = hyper::service::service_fn(|_| async {
-            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
-                bytes::Bytes::from_static(b"ok"),
-            )))
+    /// A server whose `/slow` answers once `release` is notified, and everything else at
+    /// once.
+    fn serve(server: HttpServer, listener: TcpListener, release: Arc<Notify>) {
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let release = Arc::clone(&release);
+            async move {
+                if request.uri().path() == "/slow" {
+                    release.notified().await;
+                }
+                Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"ok"),
+                )))
+            }
         });
-        let server = HttpServer::new("test").max_connections(1);
         tokio::spawn(async move {
             server
                 .serve(listener, service, std::future::pending())
                 .await;
         });
+    }
+
+    async fn send(stream: &mut TcpStream, path: &str) {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+    }
+
+    async fn answer(stream: &mut TcpStream) -> String {
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Whether the server closed `stream` within `within`.
+    async fn closed(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    async fn from(source: &str, addr: std::net::SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_a_client_waits_while_every_connection_is_busy() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let release = Arc::new(Notify::new());
+        serve(
+            HttpServer::new("test").max_connections(1),
+            listener,
+            Arc::clone(&release),
+        );
         let mut first = TcpStream::connect(addr).await.unwrap();
-        assert!(get(&mut first).await.unwrap().starts_with("HTTP/1.1 200"));
+        send(&mut first, "/slow").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let mut second = TcpStream::connect(addr).await.unwrap();
-        let waiting = tokio::time::timeout(Duration::from_millis(300), get(&mut second)).await;
+        send(&mut second, "/").await;
+        let waiting = tokio::time::timeout(Duration::from_millis(300), answer(&mut second)).await;
         assert!(waiting.is_err(), "served past the limit: {waiting:?}");
-        drop(first);
-        let answer = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut buf = [0u8; 512];
-            let n = second.read(&mut buf).await.unwrap();
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        })
-        .await
-        .expect("served once the first closed");
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        release.notify_one();
+        assert!(answer(&mut first).await.starts_with("HTTP/1.1 200"));
+        // The first is idle now: it is closed for the waiting client.
+        let served = tokio::time::timeout(Duration::from_secs(5), answer(&mut second))
+            .await
+            .expect("served once the first turned idle");
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+        assert!(closed(&mut first, Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_make_room_for_a_new_client() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        serve(
+            HttpServer::new("test").max_connections(2),
+            listener,
+            Arc::new(Notify::new()),
+        );
+        let mut idle = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            assert!(get(&mut stream).await.unwrap().starts_with("HTTP/1.1 200"));
+            idle.push(stream);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let served = tokio::time::timeout(Duration::from_secs(2), get(&mut third))
+            .await
+            .expect("served at once")
+            .unwrap();
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+        // The one idle the longest went; the other stays.
+        assert!(closed(&mut idle[0], Duration::from_secs(5)).await);
+        assert!(!closed(&mut idle[1], Duration::from_millis(200)).await);
+    }
+
+    #[tokio::test]
+    async fn a_peer_at_its_cap_gives_up_its_idle_connection_or_the_new_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let release = Arc::new(Notify::new());
+        serve(
+            HttpServer::new("test")
+                .max_connections(8)
+                .max_connections_per_peer(1),
+            listener,
+            Arc::clone(&release),
+        );
+        // Another address is not counted against 127.0.0.2.
+        let mut other = from("127.0.0.1", addr).await;
+        send(&mut other, "/slow").await;
+        let mut idle = from("127.0.0.2", addr).await;
+        assert!(get(&mut idle).await.unwrap().starts_with("HTTP/1.1 200"));
+        let mut busy = from("127.0.0.2", addr).await;
+        send(&mut busy, "/slow").await;
+        assert!(closed(&mut idle, Duration::from_secs(5)).await);
+        // Its only connection is busy now: a further one is closed, not queued.
+        let mut refused = from("127.0.0.2", addr).await;
+        assert!(closed(&mut refused, Duration::from_secs(5)).await);
+        assert!(!closed(&mut other, Duration::from_millis(100)).await);
+        release.notify_waiters();
+        assert!(answer(&mut busy).await.starts_with("HTTP/1.1 200"));
+        assert!(answer(&mut other).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closes_after_the_idle_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        serve(
+            HttpServer::new("test").idle_timeout(Duration::from_millis(300)),
+            listener,
+            Arc::new(Notify::new()),
+        );
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut stream).await.unwrap().starts_with("HTTP/1.1 200"));
+        assert!(!closed(&mut stream, Duration::from_millis(100)).await);
+        assert!(closed(&mut stream, Duration::from_secs(3)).await);
+        // A connection that never sends anything is idle from its accept.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        assert!(closed(&mut silent, Duration::from_secs(3)).await);
     }
 }

@@ -9,9 +9,11 @@
 //!   HTTP/1.1 `Connection: close` after the response under way), and the server waits for
 //!   them up to its drain timeout ([`DEFAULT_DRAIN_TIMEOUT`]), then cancels the rest.
 //!   What clients can pin is bounded: at most [`DEFAULT_MAX_CONNECTIONS`] connections
-//!   (configurable), 10 s for a TLS handshake and for HTTP/1.1 request headers, small
-//!   HTTP/2 flow-control windows (64 KiB a stream, 256 KiB a connection, 100 streams),
-//!   HTTP/2 keep-alive pings that close connections whose peer went away.
+//!   (configurable), optionally a cap per peer address and an idle timeout, with the
+//!   longest-idle connection closed to make room for a new client at either cap; 5 s for
+//!   a TLS handshake, 10 s for HTTP/1.1 request headers, small HTTP/2 flow-control
+//!   windows (64 KiB a stream, 256 KiB a connection, 100 streams), HTTP/2 keep-alive
+//!   pings that close connections whose peer went away.
 //! - [`serve_metrics`]: the one `GET /metrics` endpoint (Prometheus text format).
 //! - [`BlockingExecutor`]: a bounded pool for the policy calls and file reads that must
 //!   not run on the async runtime's threads.
@@ -24,7 +26,9 @@ mod logging;
 mod metrics;
 
 pub use blocking::{BlockingError, BlockingExecutor};
-pub use http::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HttpServer, Protocols};
+pub use http::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HttpServer, Protocols,
+};
 pub use listener::{Listener, bind_unix};
 pub use logging::{LogFormat, init_logging, shutdown_signal};
 pub use metrics::{METRICS_CONTENT_TYPE, serve_metrics};

@@ -11,16 +11,23 @@
 //!   that is not such a review gets HTTP 400 (413 above the body limit) with an
 //!   AdmissionReview whose status says why; a policy failure gets HTTP 500, so the
 //!   configuration's `failurePolicy` decides. The answer's `uid` is always the request's.
-//! - `GET /healthz`, `GET /readyz` (503 while shutting down).
+//! - `GET /healthz`, `GET /readyz` (503 while shutting down), on the HTTPS address and,
+//!   when one is given, on a separate plain-HTTP probe address
+//!   ([`WebhookBuilder::probe_addr`]) with connections of its own, so that kubelet's
+//!   probes neither take nor wait for the review connections' slots.
 //! - `GET /metrics` on a separate plain-HTTP address, when one is given.
 //!
 //! What clients can make it hold is bounded: at most [`DEFAULT_MAX_CONNECTIONS`]
-//! connections ([`WebhookBuilder::max_connections`]); a review's body is read only once
+//! connections ([`WebhookBuilder::max_connections`]), at most
+//! [`DEFAULT_MAX_CONNECTIONS_PER_PEER`] from one address; a connection with no review in
+//! flight closes after [`DEFAULT_IDLE_TIMEOUT`], and the longest-idle one is closed at
+//! once when a new client comes at a cap, so idle clients cannot keep the API server out
+//! (issue 23, finding 6); a review's body is read only once
 //! the review is admitted (at most [`WebhookBuilder::max_concurrent_reviews`] at a time,
 //! so at most that many bodies of at most the body limit are in memory; reviews declaring
 //! a body of at most 256 KiB, every ordinary Secret's, have twice as many slots of their
 //! own, so large unfinished bodies cannot starve them), within [`DEFAULT_BODY_TIMEOUT`]
-//! from the headers (408 after it); TLS handshakes and HTTP/1.1 headers within
+//! from the headers (408 after it); TLS handshakes within 5 s, HTTP/1.1 headers within
 //! 10 s; HTTP/2 flow-control windows of 64 KiB a stream and 256 KiB a connection.
 //! `/healthz` and `/readyz` need no admission, so they answer while reviews queue.
 //!
@@ -87,6 +94,13 @@ pub const DEFAULT_ADDR: SocketAddr =
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default cap on open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = crate::serve::DEFAULT_MAX_CONNECTIONS;
+/// The default cap on open connections from one address: a quarter of the slots. An
+/// API server opens a handful; a cluster with several API servers has several addresses.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = DEFAULT_MAX_CONNECTIONS / 4;
+/// How long a connection with no review in flight stays open (default).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = crate::serve::DEFAULT_IDLE_TIMEOUT;
+/// The probe address's connection cap: kubelet opens one at a time.
+const PROBE_CONNECTIONS: usize = 16;
 /// Bodies declared at most this long (every ordinary Secret's review) are admitted from
 /// their own slots, so that clients holding large unfinished bodies cannot starve them.
 const SMALL_BODY: u64 = 256 << 10;
@@ -139,14 +153,39 @@ pub struct WebhookBuilder {
     tls_key: PathBuf,
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    probe_addr: Option<SocketAddr>,
     body_limit: usize,
     body_timeout: Duration,
     concurrency: usize,
     max_connections: usize,
+    max_per_peer: usize,
+    idle_timeout: Duration,
     shutdown_delay: Duration,
 }
 
 impl WebhookBuilder {
+    /// At most this many connections from one peer address (default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_PEER`]); at the cap the peer's longest-idle
+    /// connection is closed for the new one, or the new one when all are busy.
+    pub fn max_connections_per_peer(mut self, connections: usize) -> Self {
+        self.max_per_peer = connections.max(1);
+        self
+    }
+
+    /// How long a connection with no review in flight stays open (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Where to serve `GET /healthz` and `GET /readyz` over plain HTTP too (default:
+    /// nowhere; they are always on the HTTPS address as well).
+    pub fn probe_addr(mut self, addr: SocketAddr) -> Self {
+        self.probe_addr = Some(addr);
+        self
+    }
+
     /// At most this many client connections at once (default
     /// [`DEFAULT_MAX_CONNECTIONS`]); further clients wait in the listen backlog.
     pub fn max_connections(mut self, connections: usize) -> Self {
@@ -226,6 +265,10 @@ impl WebhookBuilder {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let probe_listener = match self.probe_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let state = Arc::new(AppState {
             admission: Arc::new(self.admission),
             metrics,
@@ -239,10 +282,13 @@ impl WebhookBuilder {
         Ok(Webhook {
             listener,
             metrics_listener,
+            probe_listener,
             tls: TlsAcceptor::from(Arc::new(config)),
             state,
             shutdown_delay: self.shutdown_delay,
             max_connections: self.max_connections,
+            max_per_peer: self.max_per_peer,
+            idle_timeout: self.idle_timeout,
         })
     }
 }
@@ -257,10 +303,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, WebhookError> {
 pub struct Webhook {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    probe_listener: Option<TcpListener>,
     tls: TlsAcceptor,
     state: Arc<AppState>,
     shutdown_delay: Duration,
     max_connections: usize,
+    max_per_peer: usize,
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -268,6 +317,7 @@ impl std::fmt::Debug for Webhook {
         f.debug_struct("Webhook")
             .field("addr", &self.local_addr())
             .field("metrics_addr", &self.metrics_addr())
+            .field("probe_addr", &self.probe_addr())
             .finish_non_exhaustive()
     }
 }
@@ -307,9 +357,12 @@ impl Webhook {
             tls_key: tls_key.as_ref().to_path_buf(),
             addr: DEFAULT_ADDR,
             metrics_addr: None,
+            probe_addr: None,
             body_limit: DEFAULT_BODY_LIMIT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             shutdown_delay: Duration::ZERO,
         }
@@ -329,6 +382,13 @@ impl Webhook {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// The probe address, when there is one.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes; then `/readyz` fails for the shutdown delay,
     /// and the server drains: no new connection, open ones finish what they are doing
     /// (at most [`crate::serve::DEFAULT_DRAIN_TIMEOUT`]). Accept errors (out of file
@@ -337,10 +397,13 @@ impl Webhook {
         let Self {
             listener,
             metrics_listener,
+            probe_listener,
             tls,
             state,
             shutdown_delay,
             max_connections,
+            max_per_peer,
+            idle_timeout,
         } = self;
         let app = Router::new()
             .route("/validate", post(validate))
@@ -348,7 +411,24 @@ impl Webhook {
             .route("/readyz", get(readyz))
             .fallback(not_found)
             .with_state(state.clone());
+        let probes = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(state.clone());
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let probe_addr = probe_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();
+        let probe_task = probe_listener.map(|listener| {
+            tokio::spawn(async move {
+                HttpServer::new("webhook-probes")
+                    .max_connections(PROBE_CONNECTIONS)
+                    .idle_timeout(idle_timeout)
+                    .serve(listener, TowerToHyperService::new(probes), async move {
+                        let _ = probes_stopped.await;
+                    })
+                    .await;
+            })
+        });
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_task = metrics_listener.map(|listener| {
             let metrics = state.metrics.clone();
@@ -363,6 +443,7 @@ impl Webhook {
         tracing::info!(
             addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             metrics_addr = %metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
+            probe_addr = %probe_addr.map(|a| a.to_string()).unwrap_or_default(),
             "serving admission reviews on POST /validate"
         );
 
@@ -375,10 +456,16 @@ impl Webhook {
         HttpServer::new("webhook")
             .tls(tls)
             .max_connections(max_connections)
+            .max_connections_per_peer(max_per_peer)
+            .idle_timeout(idle_timeout)
             .serve(listener, TowerToHyperService::new(app), draining)
             .await;
         state.executor.close();
         let _ = stop_metrics.send(());
+        let _ = stop_probes.send(());
+        if let Some(task) = probe_task {
+            let _ = task.await;
+        }
         if let Some(task) = metrics_task {
             let _ = task.await;
         }
