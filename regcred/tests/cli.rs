@@ -574,7 +574,7 @@ fn cri_proxy_image_check_flags_are_checked_before_anything_is_dialled() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("unix://{}", dir.path().join("p.sock").display());
     let records = dir.path().join("records");
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &["--image-pull-credentials-verification-policy", "Always"],
             "`Always` is not a verification policy: NeverVerify, NeverVerifyPreloadedImages",
@@ -592,6 +592,12 @@ fn cri_proxy_image_check_flags_are_checked_before_anything_is_dialled() {
                 "r.io/a:v1",
             ],
             "allowlist entry `r.io/a:v1`: write an image name without tag or digest",
+        ),
+        // Issue 23, finding 2: not proven on CRI-O, so refused rather than trusted.
+        (
+            &["--runtime-profile", "cri-o"],
+            "the cached private image checks (--image-pull-credentials-verification-policy \
+             NeverVerifyPreloadedImages) are not proven on CRI-O",
         ),
     ];
     for (args, expected) in cases {

@@ -111,8 +111,9 @@ func TestCachedPrivateImageNeedsThePodsOwnCredentials(t *testing.T) {
 	// The proxy's metrics start again at its restart.
 	before = decisions(t)
 
-	// A public image (anonymous registry) and an image imported into containerd by hand
-	// (never pulled): every pod uses them, with or without pull secrets.
+	// A public image (anonymous registry) and the kit's preloaded image (imported into
+	// containerd before regcred first started on the node, never pulled): every pod uses
+	// them, with or without pull secrets. (Imported again here: a no-op when it is there.)
 	open := kit.Env["REGCRED_CLUSTER_PUBLIC_REGISTRY"] + "/" + kit.Desc.Images.Open.Name
 	runPod(t, ctx, nsB, ifNotPresent(kit.PodSpec("open-1", open)))
 	runPod(t, ctx, nsD, ifNotPresent(kit.PodSpec("open-2", open, "wrong")))

@@ -146,7 +146,7 @@ func restoreKitRBAC(ctx context.Context) (string, error) {
 }
 
 // deploy/ applied on the kit from regcred's own image: scripts/image builds the image,
-// `ctr images import` puts it into the kit's containerd, and `kubectl apply
+// `ctr images push` puts it into the kit's public registry, and `kubectl apply
 // --server-side -k` of an overlay that sets the image applies every object with no
 // warning. Without cert-manager (an opt-in component), the serving certificate Secret
 // and the caBundle are provided as deploy/webhook/README.md says. The webhook
@@ -178,21 +178,28 @@ func TestDeployOnTheKit(t *testing.T) {
 	manifestDigest, configDigest := digest("manifest"), digest("config")
 	t.Logf("scripts/image (%s) in %s: manifest %s", kitProfile(), time.Since(started).Round(time.Millisecond), manifestDigest)
 
-	// Into every node's containerd: the webhook's pods may be scheduled on any node.
-	for i := range kit.Nodes() {
-		ctrArgs := []string{"--address", kit.Desc.Nodes[i].ContainerdSocket, "-n", "k8s.io"}
-		if out, err := exec.CommandContext(ctx, kit.Ctr(), append(ctrArgs, "images", "import", archive)...).CombinedOutput(); err != nil {
-			t.Fatalf("ctr images import on %s: %v\n%s", kit.Nodes()[i], err, out)
-		}
-		t.Cleanup(func() {
-			_ = exec.Command(kit.Ctr(), append(ctrArgs, "images", "rm", deployImageName+":"+deployImageTag)...).Run()
-		})
-		listed, err := exec.CommandContext(ctx, kit.Ctr(), append(ctrArgs, "images", "ls")...).CombinedOutput()
-		if err != nil || !strings.Contains(string(listed), deployImageName+":"+deployImageTag) ||
-			!strings.Contains(string(listed), manifestDigest) {
-			t.Fatalf("the imported image is not listed with its digest %s on %s: %v\n%s", manifestDigest, kit.Nodes()[i], err, listed)
+	// Into the kit's public registry, as a public image is served: kubelet pulls it on
+	// whichever node a pod lands, through regcred's agent, which records it as public.
+	// (Imported into a node's containerd by hand it would be an image that came without
+	// a pull regcred recorded, which regcred counts as private: issue 23, finding 5.)
+	// ctr pushes from a namespace of its own, which the CRI (namespace k8s.io) never sees.
+	image := kit.Env["REGCRED_CLUSTER_PUBLIC_REGISTRY"] + "/regcred:" + deployImageTag
+	pushArgs := []string{"--address", kit.Desc.Nodes[0].ContainerdSocket, "-n", "regcred-deploy-test"}
+	for _, step := range [][]string{
+		{"images", "import", archive},
+		{"images", "tag", "--force", deployImageName + ":" + deployImageTag, image},
+		{"images", "push", "--plain-http", image},
+	} {
+		if out, err := exec.CommandContext(ctx, kit.Ctr(), append(pushArgs, step...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ctr %s: %v\n%s", strings.Join(step, " "), err, out)
 		}
 	}
+	t.Cleanup(func() {
+		_ = exec.Command(kit.Ctr(), append(pushArgs, "images", "rm", deployImageName+":"+deployImageTag, image)...).Run()
+		for i := range kit.Nodes() {
+			_ = exec.Command(kit.Ctr(), "--address", kit.Desc.Nodes[i].ContainerdSocket, "-n", "k8s.io", "images", "rm", image).Run()
+		}
+	})
 
 	// 2. The overlay: deploy/ as it is (a copy beside it: kustomize takes relative paths
 	// only), the image set, and deploy/'s own opt-in component cri-proxy/namespaced.
@@ -210,7 +217,7 @@ images:
   - name: registry.example.com/regcred
     newName: %s
     newTag: %s
-`, deployImageName, deployImageTag)
+`, strings.TrimSuffix(image, ":"+deployImageTag), deployImageTag)
 	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +293,7 @@ images:
 		t.Fatalf("setting the caBundle: %v\n%s", err, out)
 	}
 
-	// 5. The webhook's pods Ready on the real kubelet, running the imported image.
+	// 5. The webhook's pods Ready on the real kubelet, running the pushed image.
 	var deployment *appsv1.Deployment
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		d, err := kit.Client.AppsV1().Deployments(deployNamespace).Get(ctx, "regcred-webhook", metav1.GetOptions{})
@@ -305,8 +312,8 @@ images:
 	}
 	for _, p := range pods.Items {
 		c := p.Status.ContainerStatuses[0]
-		if c.Image != deployImageName+":"+deployImageTag || !strings.Contains(c.ImageID, strings.TrimPrefix(configDigest, "sha256:")) && !strings.Contains(c.ImageID, strings.TrimPrefix(manifestDigest, "sha256:")) {
-			t.Errorf("pod %s runs %s (%s), not the imported image (config %s)", p.Name, c.Image, c.ImageID, configDigest)
+		if c.Image != image || !strings.Contains(c.ImageID, strings.TrimPrefix(configDigest, "sha256:")) && !strings.Contains(c.ImageID, strings.TrimPrefix(manifestDigest, "sha256:")) {
+			t.Errorf("pod %s runs %s (%s), not the pushed image (config %s)", p.Name, c.Image, c.ImageID, configDigest)
 		}
 		if !slices.Contains(kit.Nodes(), p.Spec.NodeName) {
 			t.Errorf("pod %s on node %q, not one of the kit's %v", p.Name, p.Spec.NodeName, kit.Nodes())

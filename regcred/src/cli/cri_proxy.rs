@@ -76,10 +76,12 @@ pub(crate) struct CriProxyArgs {
     kube_timeout: u64,
     /// Which images on the node a pod needs credentials of its own for, named after
     /// kubelet's imagePullCredentialsVerificationPolicy: NeverVerify (none: any pod runs
-    /// any image on the node), NeverVerifyPreloadedImages (the images regcred pulled with
-    /// credentials), NeverVerifyAllowlistedImages (also preloaded images, except those in
+    /// any image on the node), NeverVerifyPreloadedImages (every image but the preloaded
+    /// ones, present when the agent first listed the node's images, and public ones),
+    /// NeverVerifyAllowlistedImages (also preloaded images, except those in
     /// --preloaded-images-verification-allowlist), AlwaysVerify (every image that is not
-    /// public). Needs kubelet's containerRuntimeEndpoint pointed at the proxy.
+    /// public). Decided in NRI mode (--nri-decisions) or with kubelet's
+    /// containerRuntimeEndpoint pointed at the proxy.
     #[arg(
         long,
         value_name = "POLICY",
@@ -145,6 +147,23 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             "--preloaded-images-verification-allowlist is used only with \
              --image-pull-credentials-verification-policy NeverVerifyAllowlistedImages \
              (it is {verification_policy})"
+        );
+    }
+    // The cached-image checks are proven on containerd (2.3, 2.4, 1.6) in real runs. On
+    // CRI-O they are known only from its source (a pull answers with a repository digest,
+    // which the records follow by alias): until a run shows them true there, the agent
+    // refuses to verify rather than allow in a way nobody has seen work (issue 23,
+    // finding 2).
+    if args.runtime_profile == super::ProfileArg::CriO
+        && verification_policy != VerificationPolicy::NeverVerify
+    {
+        anyhow::bail!(
+            "--runtime-profile cri-o: the cached private image checks \
+             (--image-pull-credentials-verification-policy {verification_policy}) are not \
+             proven on CRI-O (no CRI-O could be run where regcred is tested), so they are \
+             refused rather than trusted; give \
+             --image-pull-credentials-verification-policy NeverVerify and rely on kubelet's \
+             own checks (KEP-2535), or run containerd"
         );
     }
     let verification = if verification_policy == VerificationPolicy::NeverVerify {

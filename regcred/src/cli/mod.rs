@@ -90,7 +90,7 @@ struct PolicyConfigArg {
     policy_config: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ProfileArg {
     /// serverAddress becomes https://HOST[:PORT] of the registry containerd contacts.
     Containerd,

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
-    Registry, TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 25 µs (a forwarded ImageStatus) to a minute (a large pull).
@@ -61,9 +61,9 @@ pub enum ImageUse {
     NotVerified,
     /// A pull without credentials got the image: public.
     Public,
-    /// No records: on the node before regcred pulled it.
+    /// No records, and on the node when the agent first listed its images.
     Preloaded,
-    /// Preloaded and in the allowlist.
+    /// Pulled without a regcred pull record, and in the allowlist.
     Allowlisted,
     /// This pod was allowed the image before, within the record lifetime.
     PodOnRecord,
@@ -73,6 +73,8 @@ pub enum ImageUse {
     Verified,
     /// A pull without credentials succeeded just now.
     Anonymous,
+    /// Pulled with credentials kubelet sent itself: left to kubelet's own checks.
+    KubeletChecked,
     /// Refused: the container is not created.
     Refused,
     /// The request names no pod or does not parse: forwarded without a decision.
@@ -94,6 +96,7 @@ impl ImageUse {
             Self::Remembered => "remembered",
             Self::Verified => "verified",
             Self::Anonymous => "anonymous",
+            Self::KubeletChecked => "kubelet_checked",
             Self::Refused => "refused",
             Self::Undecided => "undecided",
             Self::Failed => "failed",
@@ -111,6 +114,8 @@ pub struct ProxyMetrics {
     resolution: Histogram,
     runtime_call: HistogramVec,
     decision: Histogram,
+    records_write_failures: IntCounter,
+    records_unwritten: IntGauge,
 }
 
 impl Default for ProxyMetrics {
@@ -170,6 +175,18 @@ impl ProxyMetrics {
             .buckets(BUCKETS.to_vec()),
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let records_write_failures = IntCounter::new(
+            "regcred_cri_proxy_records_write_failures_total",
+            "Writes of the pulled-image records that failed (each keeps private images \
+             refused until a write succeeds).",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let records_unwritten = IntGauge::new(
+            "regcred_cri_proxy_records_unwritten",
+            "1 while the last write of the pulled-image records failed: private images are \
+             refused until one succeeds.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         for collector in [
             Box::new(pulls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(image_use.clone()),
@@ -177,6 +194,8 @@ impl ProxyMetrics {
             Box::new(resolution.clone()),
             Box::new(runtime_call.clone()),
             Box::new(decision.clone()),
+            Box::new(records_write_failures.clone()),
+            Box::new(records_unwritten.clone()),
         ] {
             registry
                 .register(collector)
@@ -190,7 +209,17 @@ impl ProxyMetrics {
             resolution,
             runtime_call,
             decision,
+            records_write_failures,
+            records_unwritten,
         }
+    }
+
+    pub(crate) fn records_write_failed(&self) {
+        self.records_write_failures.inc();
+    }
+
+    pub(crate) fn records_unwritten(&self, unwritten: bool) {
+        self.records_unwritten.set(i64::from(unwritten));
     }
 
     pub(crate) fn decision(&self, took: Duration) {

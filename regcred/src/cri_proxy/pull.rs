@@ -14,7 +14,7 @@ use tonic::Code;
 use super::Inner;
 use super::grpc::{self, ProxyBody};
 use super::metrics::PullOutcome;
-use super::records::{CredentialFields, PullRecords, RecordsError};
+use super::records::{CredentialFields, ImageKey, PullRecords, RecordsError};
 use super::runtime::RequestHead;
 use super::source::PodRef;
 
@@ -237,7 +237,8 @@ impl Inner {
                     let hash = verification
                         .records()
                         .hash(CredentialFields::from(&candidate.auth_config));
-                    self.record_pull(&answer.response, image, Some((&hash, &candidate.secret)));
+                    self.record_pull(&answer.response, image, Some((&hash, &candidate.secret)))
+                        .await;
                 }
                 return answer.response;
             }
@@ -362,7 +363,7 @@ impl Inner {
         };
         self.metrics.pull(PullOutcome::ForwardedWithoutCredentials);
         if answer.code == Code::Ok {
-            self.record_pull(&answer.response, image, None);
+            self.record_pull(&answer.response, image, None).await;
             return answer.response;
         }
         let message = format!("{} ({note})", answer.message);
@@ -432,7 +433,7 @@ impl Inner {
         head: &RequestHead,
         body: Bytes,
         outcome: PullOutcome,
-        record: impl FnOnce(&PullRecords, &str) -> Result<(), RecordsError>,
+        record: impl FnOnce(&PullRecords, ImageKey<'_>) -> Result<(), RecordsError>,
     ) -> Response<ProxyBody> {
         let Some(verification) = &self.verification else {
             return self.forward_pull(head, body, outcome).await;
@@ -441,9 +442,9 @@ impl Inner {
             Ok(answer) => {
                 self.metrics.pull(outcome);
                 if answer.code == Code::Ok
-                    && let Some(pulled) = super::verify::pulled_ref(&answer.response)
+                    && let Some(pulled) = self.pulled_image(&answer.response).await
                 {
-                    self.keep(record(verification.records(), &pulled));
+                    self.keep(record(verification.records(), pulled.key()));
                 }
                 answer.response
             }

@@ -10,11 +10,20 @@
 //! (`--pull-records-key`, by default the file `DIR.key` beside the directory, mode 0600),
 //! so a copy of the records directory (a backup, a support bundle) cannot be used to test
 //! guessed passwords against the hashes.
+//!
+//! "Preloaded" is a set, not an absence: the images on the node when regcred first
+//! listed them with these records (a fresh records directory and no key yet). Any other
+//! image without a record counts as private, so a lost write, a lost file or an image
+//! that came by another way is verified against the pod's credentials, never let
+//! through (issue 23, finding 5). Records are keyed by the image ID; a pull answered
+//! with another reference (CRI-O answers with a repository digest) keeps that reference
+//! as an alias, so a CreateContainer naming either finds the record (finding 2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +33,8 @@ use sha2::{Digest as _, Sha256};
 pub const RECORDS_FILE: &str = "pulled-images.json";
 /// The lock file in the records directory: one process per directory.
 pub(crate) const LOCK_FILE: &str = ".lock";
-/// How many names an image's record keeps: the most recently pulled or verified.
+/// How many names (and, apart, aliases) an image's record keeps: the most recently
+/// pulled or verified.
 const MAX_NAMES: usize = 16;
 /// How many pods an image's record remembers as allowed: the most recently decided (a
 /// node runs at most a few hundred pods; the record must not grow with pod churn).
@@ -76,8 +86,9 @@ pub enum RecordsError {
     },
     /// The file is not a records file this version understands.
     #[error(
-        "pulled-image records {path}: {reason}; move the file away to start over (images \
-         pulled with credentials before are then treated as preloaded)"
+        "pulled-image records {path}: {reason}; move the file away to start over (with the \
+         key kept, no image then counts as preloaded: every pod is verified with the \
+         registry once for each image it uses)"
     )]
     Invalid {
         /// The file.
@@ -150,14 +161,20 @@ impl<'a> From<&'a regcred_cri_api::runtime::v1::AuthConfig> for CredentialFields
 /// What the records say about one image ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageAccess {
-    /// No record: the image was on the node before regcred pulled it (preloaded), or it
-    /// came by another way.
+    /// No record, and the image was on the node when regcred first listed its images.
+    Preloaded,
+    /// No record, and not preloaded: it came by another way after regcred started (a
+    /// pull regcred did not see, a lost record): treated as private.
     Unrecorded,
     /// A pull without credentials succeeded within the record lifetime, and none with
     /// credentials was ever recorded: public.
     Public,
     /// Pulled with credentials: a pod needs credentials of its own.
     Private,
+    /// Pulled with credentials kubelet sent itself (a credential provider plugin's, a
+    /// Docker Secret): left to kubelet's own checks of cached images (KEP-2535), since no
+    /// Secret regcred reads could prove them for another pod.
+    KubeletChecked,
 }
 
 /// The records of one node, in memory and on disk.
@@ -167,8 +184,32 @@ pub struct PullRecords {
     ttl: Duration,
     key: HashKey,
     state: Mutex<RecordsFile>,
+    /// The last write failed: memory holds records the file does not.
+    unwritten: AtomicBool,
     /// The directory's lock file, locked for as long as these records live.
     _lock: Option<std::fs::File>,
+}
+
+/// An image as a pull named it: its ID and, when the runtime's answer named it otherwise
+/// (a repository digest), that reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageKey<'a> {
+    /// The image ID (ImageStatus's `image.id`).
+    pub id: &'a str,
+    /// Another reference the runtime gave for it, kept as an alias.
+    pub alias: Option<&'a str>,
+}
+
+impl<'a> From<&'a str> for ImageKey<'a> {
+    fn from(id: &'a str) -> Self {
+        Self { id, alias: None }
+    }
+}
+
+impl<'a> From<&'a String> for ImageKey<'a> {
+    fn from(id: &'a String) -> Self {
+        Self { id, alias: None }
+    }
 }
 
 /// The HMAC key of the credential hashes; its `Debug` shows nothing of it.
@@ -256,6 +297,11 @@ struct RecordsFile {
     salt: String,
     /// By image ID.
     images: BTreeMap<String, ImageRecord>,
+    /// The images (by ID) on the node when regcred first listed them with these records:
+    /// what "preloaded" means. `None` until that listing (a fresh file; a file of an
+    /// earlier regcred, which is then given the images without a record it finds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preloaded: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -264,6 +310,10 @@ struct ImageRecord {
     /// Names the image was pulled as, the most recently used last; at most
     /// [`MAX_NAMES`] (pod authors choose them: a record must not grow with them).
     names: Vec<String>,
+    /// Other references the runtime gave for the image (a pull answered with a
+    /// repository digest), looked up like the ID; at most [`MAX_NAMES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    aliases: Vec<String>,
     /// Seconds since the epoch of the last pull with credentials (the image stays private
     /// while it is on the node, whatever the age of its credential records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,6 +321,9 @@ struct ImageRecord {
     /// Seconds since the epoch of the last pull without credentials that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     public_at: Option<u64>,
+    /// Seconds since the epoch of the last pull with credentials kubelet sent itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kubelet_pulled_at: Option<u64>,
     /// The credentials that pulled it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     credentials: Vec<CredentialRecord>,
@@ -302,6 +355,41 @@ impl ImageRecord {
         self.names.push(name.to_owned());
         let excess = self.names.len().saturating_sub(MAX_NAMES);
         self.names.drain(..excess);
+    }
+
+    fn alias(&mut self, alias: Option<&str>) {
+        let Some(alias) = alias else { return };
+        self.aliases.retain(|a| a != alias);
+        self.aliases.push(alias.to_owned());
+        let excess = self.aliases.len().saturating_sub(MAX_NAMES);
+        self.aliases.drain(..excess);
+    }
+}
+
+impl RecordsFile {
+    /// The ID of the record `reference` names: its own, or the one it is an alias of.
+    fn id_of(&self, reference: &str) -> Option<&str> {
+        if let Some((id, _)) = self.images.get_key_value(reference) {
+            return Some(id);
+        }
+        self.images
+            .iter()
+            .find(|(_, r)| r.aliases.iter().any(|a| a == reference))
+            .map(|(id, _)| id.as_str())
+    }
+
+    fn record(&self, reference: &str) -> Option<&ImageRecord> {
+        self.id_of(reference).and_then(|id| self.images.get(id))
+    }
+
+    /// The record of `image`, created under its ID when there is none, with its alias.
+    fn entry(&mut self, image: ImageKey<'_>) -> &mut ImageRecord {
+        // A reference known only as an alias (a grant for the repository digest a
+        // CreateContainer named) goes to the record of its ID.
+        let id = self.id_of(image.id).unwrap_or(image.id).to_owned();
+        let record = self.images.entry(id).or_default();
+        record.alias(image.alias);
+        record
     }
 }
 
@@ -348,6 +436,7 @@ impl PullRecords {
             ttl,
             key: HashKey::random(),
             state: Mutex::new(RecordsFile::fresh()),
+            unwritten: AtomicBool::new(false),
             _lock: None,
         }
     }
@@ -426,13 +515,26 @@ impl PullRecords {
             Err(std::fs::TryLockError::Error(err)) => return Err(io(&lock_path)(err)),
         }
         let file = dir.join(RECORDS_FILE);
-        let state = read_or_create(&file)?;
+        // Records gone while their key stayed: not a first start. What was on the node
+        // then cannot be told from what was pulled privately since, so nothing counts as
+        // preloaded (every pod is verified once per image), rather than everything.
+        let lost = !file.exists() && key_file.exists();
+        let mut state = read_or_create(&file)?;
+        if lost {
+            tracing::warn!(file = %file.display(), key = %key_file.display(),
+                "the pulled-image records are gone but their key is here: they were lost, \
+                 not new; no image on the node counts as preloaded, every pod is verified \
+                 with the registry once for each image it uses");
+            state.preloaded = Some(BTreeSet::new());
+            write_atomically(&file, &state)?;
+        }
         let key = HashKey::load_or_create(key_file)?;
         Ok(Self {
             file: Some(file),
             ttl,
             key,
             state: Mutex::new(state),
+            unwritten: AtomicBool::new(false),
             _lock: Some(lock),
         })
     }
@@ -456,6 +558,7 @@ impl PullRecords {
             // Inspection reads, it does not hash: a key of its own.
             key: HashKey::random(),
             state: Mutex::new(parse(&file, &bytes)?),
+            unwritten: AtomicBool::new(false),
             _lock: None,
         })
     }
@@ -485,28 +588,92 @@ impl PullRecords {
         format!("hmac-sha256:{}", hex(&digest.finalize().into_bytes()))
     }
 
-    /// What the records say about `image_id`.
+    /// What the records say about `image_id` (an image ID, or an alias of one).
     pub fn access(&self, image_id: &str) -> ImageAccess {
         let state = self.lock();
-        let Some(record) = state.images.get(image_id) else {
-            return ImageAccess::Unrecorded;
-        };
+        let record = state.record(image_id);
         // Private wins: once pulled with credentials, a pull without them under some name
         // (a mirror, another repository with the same bytes) does not make it public;
         // each pod then shows its own access.
-        if record.private_since.is_some() {
+        if record.is_some_and(|r| r.private_since.is_some()) {
             ImageAccess::Private
-        } else if record.public_at.is_some_and(|at| self.fresh(at)) {
+        } else if record.is_some_and(|r| r.public_at.is_some_and(|at| self.fresh(at))) {
             ImageAccess::Public
+        } else if record.is_some_and(|r| r.kubelet_pulled_at.is_some()) {
+            ImageAccess::KubeletChecked
+        } else if state
+            .preloaded
+            .as_ref()
+            .is_some_and(|p| p.contains(state.id_of(image_id).unwrap_or(image_id)))
+        {
+            ImageAccess::Preloaded
         } else {
             ImageAccess::Unrecorded
         }
     }
 
+    /// Whether the images present at the first start are known.
+    pub fn preloaded_known(&self) -> bool {
+        self.lock().preloaded.is_some()
+    }
+
+    /// Takes `present` (the runtime's image IDs), less the images recorded private, as
+    /// the preloaded images, unless they are known already; whether they were taken now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::credentialed`].
+    pub fn note_preloaded(&self, present: &BTreeSet<String>) -> Result<bool, RecordsError> {
+        let mut taken = false;
+        self.change(|state| {
+            if state.preloaded.is_some() {
+                return false;
+            }
+            let private: BTreeSet<&String> = state
+                .images
+                .iter()
+                .filter(|(_, r)| r.private_since.is_some())
+                .map(|(id, _)| id)
+                .collect();
+            state.preloaded = Some(
+                present
+                    .iter()
+                    .filter(|id| !private.contains(id))
+                    .cloned()
+                    .collect(),
+            );
+            taken = true;
+            true
+        })?;
+        Ok(taken)
+    }
+
+    /// How many images count as preloaded (none before they are known).
+    pub fn preloaded_len(&self) -> usize {
+        self.lock().preloaded.as_ref().map_or(0, BTreeSet::len)
+    }
+
+    /// The last write failed and memory holds records the file does not.
+    pub fn unwritten(&self) -> bool {
+        self.unwritten.load(Ordering::SeqCst)
+    }
+
+    /// Writes the records when the last write failed; `Ok` when the file now holds them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::credentialed`].
+    pub fn flush(&self) -> Result<(), RecordsError> {
+        if !self.unwritten() {
+            return Ok(());
+        }
+        self.change(|_| true)
+    }
+
     /// The Secret of the first of `hashes` recorded for `image_id` within the lifetime.
     pub fn remembered(&self, image_id: &str, hashes: &[String]) -> Option<String> {
         let state = self.lock();
-        let record = state.images.get(image_id)?;
+        let record = state.record(image_id)?;
         hashes.iter().find_map(|hash| {
             record
                 .credentials
@@ -524,8 +691,7 @@ impl PullRecords {
         }
         let state = self.lock();
         state
-            .images
-            .get(image_id)?
+            .record(image_id)?
             .pods
             .iter()
             .find(|g| g.uid == uid && g.pod == pod && self.fresh(g.at))
@@ -550,8 +716,7 @@ impl PullRecords {
         }
         let at = now();
         self.change(|state| {
-            let record = state.images.entry(image_id.to_owned()).or_default();
-            record.grant(pod, uid, secret, at);
+            state.entry(image_id.into()).grant(pod, uid, secret, at);
             true
         })
     }
@@ -559,8 +724,7 @@ impl PullRecords {
     /// The names `image_id` was pulled as, the most recently used first.
     pub fn names(&self, image_id: &str) -> Vec<String> {
         self.lock()
-            .images
-            .get(image_id)
+            .record(image_id)
             .map(|r| r.names.iter().rev().cloned().collect())
             .unwrap_or_default()
     }
@@ -571,16 +735,17 @@ impl PullRecords {
     /// # Errors
     ///
     /// [`RecordsError::Io`] when the file cannot be written; the record is kept in memory.
-    pub fn credentialed(
+    pub fn credentialed<'a>(
         &self,
-        image_id: &str,
+        image: impl Into<ImageKey<'a>>,
         name: &str,
         hash: &str,
         secret: &str,
     ) -> Result<(), RecordsError> {
         let at = now();
+        let image = image.into();
         self.change(|state| {
-            let record = state.images.entry(image_id.to_owned()).or_default();
+            let record = state.entry(image);
             record.name_used(name);
             record.private_since.get_or_insert(at);
             record.credentials.retain(|c| c.hash != hash);
@@ -604,18 +769,20 @@ impl PullRecords {
     /// # Errors
     ///
     /// As [`Self::credentialed`].
-    pub fn kubelet_credentialed(
+    pub fn kubelet_credentialed<'a>(
         &self,
-        image_id: &str,
+        image: impl Into<ImageKey<'a>>,
         name: &str,
         hash: &str,
         secret: &str,
         pod: Option<(&str, &str)>,
     ) -> Result<(), RecordsError> {
         let at = now();
+        let image = image.into();
         self.change(|state| {
-            let record = state.images.entry(image_id.to_owned()).or_default();
+            let record = state.entry(image);
             record.name_used(name);
+            record.kubelet_pulled_at = Some(at);
             record.credentials.retain(|c| c.hash != hash);
             record.credentials.push(CredentialRecord {
                 hash: hash.to_owned(),
@@ -634,10 +801,15 @@ impl PullRecords {
     /// # Errors
     ///
     /// As [`Self::credentialed`].
-    pub fn public(&self, image_id: &str, name: &str) -> Result<(), RecordsError> {
+    pub fn public<'a>(
+        &self,
+        image: impl Into<ImageKey<'a>>,
+        name: &str,
+    ) -> Result<(), RecordsError> {
         let at = now();
+        let image = image.into();
         self.change(|state| {
-            let record = state.images.entry(image_id.to_owned()).or_default();
+            let record = state.entry(image);
             // A private image stays private (`access`): its public time would count for
             // nothing, and the rewrite (two fsyncs) would cost every anonymous check.
             if record.private_since.is_some() {
@@ -657,7 +829,12 @@ impl PullRecords {
     pub fn remove(&self, image_id: &str) -> Result<bool, RecordsError> {
         let mut removed = false;
         self.change(|state| {
-            removed = state.images.remove(image_id).is_some();
+            let id = state.id_of(image_id).unwrap_or(image_id).to_owned();
+            removed = state.images.remove(&id).is_some();
+            // An image removed and pulled again later is no longer the preloaded one.
+            if let Some(preloaded) = state.preloaded.as_mut() {
+                removed |= preloaded.remove(&id);
+            }
             removed
         })?;
         Ok(removed)
@@ -677,6 +854,11 @@ impl PullRecords {
             let before = state.images.len();
             state.images.retain(|id, _| present.contains(id));
             forgotten = before - state.images.len();
+            let preloaded_before = state.preloaded.as_ref().map_or(0, BTreeSet::len);
+            if let Some(preloaded) = state.preloaded.as_mut() {
+                preloaded.retain(|id| present.contains(id));
+            }
+            let unpreloaded = preloaded_before - state.preloaded.as_ref().map_or(0, BTreeSet::len);
             let mut expired = 0;
             for record in state.images.values_mut() {
                 let before = record.credentials.len() + record.pods.len();
@@ -684,7 +866,7 @@ impl PullRecords {
                 record.pods.retain(|g| g.at >= cutoff);
                 expired += before - record.credentials.len() - record.pods.len();
             }
-            forgotten > 0 || expired > 0
+            forgotten > 0 || expired > 0 || unpreloaded > 0
         })?;
         Ok(forgotten)
     }
@@ -710,11 +892,13 @@ impl PullRecords {
         if !edit(&mut state) {
             return Ok(());
         }
-        match &self.file {
-            // Written under the lock, so that two changes cannot land in the wrong order.
-            Some(file) => write_atomically(file, &state),
-            None => Ok(()),
-        }
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        // Written under the lock, so that two changes cannot land in the wrong order.
+        let written = write_atomically(file, &state);
+        self.unwritten.store(written.is_err(), Ordering::SeqCst);
+        written
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RecordsFile> {
@@ -731,6 +915,7 @@ impl RecordsFile {
             version: VERSION,
             salt: String::new(),
             images: BTreeMap::new(),
+            preloaded: None,
         }
     }
 }
@@ -977,6 +1162,124 @@ mod tests {
                 0o700
             );
         }
+    }
+
+    /// Issue 23, finding 5: "preloaded" is the set of images present at the first
+    /// start, noted once; an image that came later without a record, or whose record
+    /// was lost with the file, is not preloaded.
+    #[test]
+    fn preloaded_is_the_first_listing_and_lost_records_are_not_preloaded() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("records");
+        let ttl = Duration::from_secs(3600);
+        let records = PullRecords::open(&dir, ttl).unwrap();
+        assert!(!records.preloaded_known());
+        // Before the listing nothing counts as preloaded.
+        assert_eq!(records.access("sha256:aa"), ImageAccess::Unrecorded);
+        let hash = records.hash(fields("pw"));
+        records
+            .credentialed("sha256:priv", "r/team/app:v1", &hash, "team/pull")
+            .unwrap();
+        let present: BTreeSet<String> = ["sha256:aa", "sha256:bb", "sha256:priv"]
+            .map(String::from)
+            .into();
+        assert!(records.note_preloaded(&present).unwrap());
+        assert_eq!(records.access("sha256:aa"), ImageAccess::Preloaded);
+        assert_eq!(records.access("sha256:priv"), ImageAccess::Private);
+        assert_eq!(records.preloaded_len(), 2);
+        // Noted once: a later listing changes nothing.
+        assert!(
+            !records
+                .note_preloaded(&["sha256:cc".to_owned()].into())
+                .unwrap()
+        );
+        assert_eq!(records.access("sha256:cc"), ImageAccess::Unrecorded);
+        // Removed, then pulled again by another way: no longer preloaded.
+        records.remove("sha256:bb").unwrap();
+        assert_eq!(records.access("sha256:bb"), ImageAccess::Unrecorded);
+        drop(records);
+
+        let reopened = PullRecords::open(&dir, ttl).unwrap();
+        assert_eq!(reopened.access("sha256:aa"), ImageAccess::Preloaded);
+        drop(reopened);
+
+        // The file moved away (or lost), the key kept: not a first start, nothing is
+        // preloaded any more, and the next listing does not make it so.
+        std::fs::rename(dir.join(RECORDS_FILE), parent.path().join("moved.json")).unwrap();
+        let lost = PullRecords::open(&dir, ttl).unwrap();
+        assert!(lost.preloaded_known());
+        assert!(!lost.note_preloaded(&present).unwrap());
+        assert_eq!(lost.access("sha256:aa"), ImageAccess::Unrecorded);
+        assert_eq!(lost.access("sha256:priv"), ImageAccess::Unrecorded);
+        drop(lost);
+
+        // Both gone (a node wiped on purpose): a first start again.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(default_key_file(&dir)).unwrap();
+        let fresh = PullRecords::open(&dir, ttl).unwrap();
+        assert!(!fresh.preloaded_known());
+    }
+
+    /// A pull answered with another reference than the ID keeps it as an alias: the
+    /// record is found, granted, pruned and removed by either.
+    #[test]
+    fn an_alias_finds_its_images_record() {
+        let records = PullRecords::in_memory(Duration::from_secs(3600));
+        let hash = records.hash(fields("pw"));
+        let key = ImageKey {
+            id: "sha256:id",
+            alias: Some("r/team/app@sha256:digest"),
+        };
+        records
+            .credentialed(key, "r/team/app:v1", &hash, "team/pull")
+            .unwrap();
+        assert_eq!(
+            records.access("r/team/app@sha256:digest"),
+            ImageAccess::Private
+        );
+        assert_eq!(
+            records.remembered("r/team/app@sha256:digest", std::slice::from_ref(&hash)),
+            Some("team/pull".to_owned())
+        );
+        records
+            .grant("r/team/app@sha256:digest", "team/web", "uid-1", "team/pull")
+            .unwrap();
+        assert_eq!(records.len(), 1, "the grant went to the ID's record");
+        assert!(records.granted("sha256:id", "team/web", "uid-1").is_some());
+        assert_eq!(records.retain(&["sha256:id".to_owned()].into()).unwrap(), 0);
+        assert!(records.remove("r/team/app@sha256:digest").unwrap());
+        assert!(records.is_empty());
+    }
+
+    /// A failed write is remembered until a write succeeds.
+    #[test]
+    fn a_failed_write_is_remembered_until_one_succeeds() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("records");
+        let records = PullRecords::open(&dir, Duration::from_secs(3600)).unwrap();
+        // A directory where the file goes: every rename onto it fails, root or not.
+        let file = dir.join(RECORDS_FILE);
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        std::fs::write(file.join("in-the-way"), "").unwrap();
+        let hash = records.hash(fields("pw"));
+        assert!(
+            records
+                .credentialed("sha256:aa", "r/app:v1", &hash, "team/pull")
+                .is_err()
+        );
+        assert!(records.unwritten());
+        assert_eq!(
+            records.access("sha256:aa"),
+            ImageAccess::Private,
+            "kept in memory"
+        );
+        assert!(records.flush().is_err());
+        std::fs::remove_dir_all(&file).unwrap();
+        records.flush().unwrap();
+        assert!(!records.unwritten());
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("sha256:aa"), "{text}");
     }
 
     #[test]

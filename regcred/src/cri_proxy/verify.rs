@@ -21,6 +21,7 @@
 //! every pod, as with kubelet's default `NeverVerifyPreloadedImages`; the policies are
 //! named after kubelet's ([`VerificationPolicy`]).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -191,7 +192,7 @@ pub(crate) enum Allowed {
     NotVerified,
     /// The records say public.
     Public,
-    /// No records: preloaded.
+    /// No records, and on the node when the agent first listed its images.
     Preloaded,
     /// In the allowlist.
     Allowlisted,
@@ -204,6 +205,8 @@ pub(crate) enum Allowed {
     Verified(String),
     /// A pull without credentials succeeded just now.
     Anonymous,
+    /// Pulled with credentials kubelet sent: left to kubelet's own checks.
+    KubeletChecked,
 }
 
 impl Allowed {
@@ -217,6 +220,7 @@ impl Allowed {
             Self::Remembered(_) => ImageUse::Remembered,
             Self::Verified(_) => ImageUse::Verified,
             Self::Anonymous => ImageUse::Anonymous,
+            Self::KubeletChecked => ImageUse::KubeletChecked,
         }
     }
 }
@@ -298,6 +302,46 @@ fn response_message(response: &Response<ProxyBody>) -> Option<Bytes> {
             data: Some(data), ..
         } => grpc::single_message(data),
         _ => None,
+    }
+}
+
+/// Whether `reference` is an image ID (`sha256:` and 64 hex digits), as containerd
+/// answers a pull and kubelet names an image on the node.
+fn is_image_id(reference: &str) -> bool {
+    reference
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// An image a pull brought: its ID, and the other reference the runtime named it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PulledImage {
+    pub(crate) id: String,
+    pub(crate) alias: Option<String>,
+}
+
+impl PulledImage {
+    fn named(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            alias: None,
+        }
+    }
+
+    pub(crate) fn key(&self) -> super::records::ImageKey<'_> {
+        super::records::ImageKey {
+            id: &self.id,
+            alias: self.alias.as_deref(),
+        }
+    }
+
+    /// Whether `reference` (what a CreateContainer named) is this image.
+    fn is(&self, reference: &str) -> bool {
+        self.id == reference || self.alias.as_deref() == Some(reference)
+    }
+
+    fn shown(&self) -> &str {
+        &self.id
     }
 }
 
@@ -477,37 +521,57 @@ impl Inner {
         } else {
             spec.user_specified_image.clone()
         };
+        if verification.policy == VerificationPolicy::NeverVerify {
+            return Ok(Allowed::NotVerified);
+        }
+        self.ensure_preloaded().await;
         let access = records.access(id);
         match (verification.policy, &access) {
-            (VerificationPolicy::NeverVerify, _) => return Ok(Allowed::NotVerified),
             (_, ImageAccess::Public) => return Ok(Allowed::Public),
-            (VerificationPolicy::NeverVerifyPreloadedImages, ImageAccess::Unrecorded) => {
+            (VerificationPolicy::NeverVerifyPreloadedImages, ImageAccess::Preloaded) => {
                 return Ok(Allowed::Preloaded);
             }
+            // kubelet pulled it with credentials it sent itself: kubelet's own checks
+            // decide who may use it (issue 23, finding 3), except under AlwaysVerify.
+            (
+                VerificationPolicy::NeverVerifyPreloadedImages
+                | VerificationPolicy::NeverVerifyAllowlistedImages,
+                ImageAccess::KubeletChecked,
+            ) => return Ok(Allowed::KubeletChecked),
             // The allowlist is matched on the image's own names (its tags and repository
             // digests, from the runtime), not on what the pod wrote: `image: sha256:ID`
-            // names no repository at all (issue 23, finding 12).
-            (VerificationPolicy::NeverVerifyAllowlistedImages, ImageAccess::Unrecorded)
-                if self
-                    .image_names(id)
-                    .await
-                    .iter()
-                    .any(|n| verification.allowlisted(n)) =>
+            // names no repository at all (issue 23, finding 12). It covers the images
+            // that came without a regcred pull, preloaded or later.
+            (
+                VerificationPolicy::NeverVerifyAllowlistedImages,
+                ImageAccess::Preloaded | ImageAccess::Unrecorded,
+            ) if self
+                .image_names(id)
+                .await
+                .iter()
+                .any(|n| verification.allowlisted(n)) =>
             {
                 return Ok(Allowed::Allowlisted);
             }
             _ => {}
-        }
-        if let Some(secret) = records.granted(id, &pod.to_string(), &pod.uid) {
-            return Ok(Allowed::Granted(secret));
         }
         let shown = if name.is_empty() {
             id.to_owned()
         } else {
             format!("{name} ({id})")
         };
+        if let Some(secret) = records.granted(id, &pod.to_string(), &pod.uid) {
+            if let Some(refusal) = self.durable(verification, pod, &shown) {
+                return Err(refusal);
+            }
+            return Ok(Allowed::Granted(secret));
+        }
         let why = match access {
             ImageAccess::Private => "it is on this node from a pull with other credentials",
+            ImageAccess::Unrecorded => {
+                "it came onto this node without a pull regcred recorded (not one of the \
+                 images present when regcred started), so it counts as private"
+            }
             _ => "the verification policy asks every pod for credentials the registry accepts",
         };
         if name.is_empty() {
@@ -537,6 +601,9 @@ impl Inner {
             .map(|c| records.hash(CredentialFields::from(&c.auth_config)))
             .collect();
         if let Some(secret) = records.remembered(id, &hashes) {
+            if let Some(refusal) = self.durable(verification, pod, &shown) {
+                return Err(refusal);
+            }
             return Ok(Allowed::Remembered(secret));
         }
 
@@ -557,13 +624,17 @@ impl Inner {
                 .await
                 .map_err(|unavailable| self.failed(unavailable))?;
             if answer.code == Code::Ok {
-                let pulled = pulled_ref(&answer.response).unwrap_or_else(|| id.to_owned());
+                let pulled = self.pulled_image(&answer.response).await;
+                let pulled = pulled.unwrap_or_else(|| PulledImage::named(id));
                 // The pull proved the credentials for the image it got, and only for it.
-                self.keep(records.credentialed(&pulled, &name, hash, &candidate.secret));
-                if pulled == id {
+                self.keep(records.credentialed(pulled.key(), &name, hash, &candidate.secret));
+                if pulled.is(id) {
+                    if let Some(refusal) = self.durable(verification, pod, &shown) {
+                        return Err(refusal);
+                    }
                     return Ok(Allowed::Verified(candidate.secret.clone()));
                 }
-                refusals.push(moved(&candidate.secret, &name, &pulled));
+                refusals.push(moved(&candidate.secret, &name, pulled.shown()));
                 break;
             }
             refusals.push(format!(
@@ -579,12 +650,13 @@ impl Inner {
                 .await
                 .map_err(|unavailable| self.failed(unavailable))?;
             if answer.code == Code::Ok {
-                let pulled = pulled_ref(&answer.response).unwrap_or_else(|| id.to_owned());
-                self.keep(records.public(&pulled, &name));
-                if pulled == id {
+                let pulled = self.pulled_image(&answer.response).await;
+                let pulled = pulled.unwrap_or_else(|| PulledImage::named(id));
+                self.keep(records.public(pulled.key(), &name));
+                if pulled.is(id) {
                     return Ok(Allowed::Anonymous);
                 }
-                refusals.push(moved("a pull without credentials", &name, &pulled));
+                refusals.push(moved("a pull without credentials", &name, pulled.shown()));
             } else {
                 refusals.push(format!(
                     "the pod has no pull secret for this image, and the registry refused a pull \
@@ -614,16 +686,55 @@ impl Inner {
         response
     }
 
-    /// Logs a records write that failed; the record is kept in memory.
+    /// Logs and counts a records write that failed; the record is kept in memory, and
+    /// private decisions are refused until a write succeeds ([`Self::durable`]).
     pub(crate) fn keep(&self, written: Result<(), super::records::RecordsError>) {
         if let Err(err) = written {
-            tracing::error!(error = %err, "cannot write the pulled-image records");
+            self.metrics.records_write_failed();
+            tracing::error!(error = %err,
+                "cannot write the pulled-image records; private images are refused until \
+                 they can be written");
         }
+        if let Some(v) = &self.verification {
+            self.metrics.records_unwritten(v.records.unwritten());
+        }
+    }
+
+    /// `None` when the records on disk hold what memory holds (a failed write is tried
+    /// again first); else the refusal for `pod` and `shown`: a decision that lets a pod
+    /// use a private image must survive a restart, or a restart would forget it was
+    /// private (issue 23, finding 5).
+    fn durable(
+        &self,
+        verification: &ImageVerification,
+        pod: &PodRef,
+        shown: &str,
+    ) -> Option<Response<ProxyBody>> {
+        let records = &verification.records;
+        if !records.unwritten() {
+            return None;
+        }
+        let flushed = records.flush();
+        self.metrics.records_unwritten(records.unwritten());
+        let Err(err) = flushed else {
+            tracing::info!("the pulled-image records are written again");
+            return None;
+        };
+        self.metrics.records_write_failed();
+        self.metrics.image_use(ImageUse::Refused);
+        let message = format!(
+            "regcred: pod {pod} may not use image {shown}: the node's pulled-image records \
+             cannot be written ({err}), and a private image is let through only once its \
+             record is safe; fix the records directory (space, permissions) and the \
+             container starts at kubelet's next try"
+        );
+        tracing::error!(pod = %pod, image = shown, error = %message, "image use refused");
+        Some(grpc::error_response(Code::Unavailable, &message))
     }
 
     /// Records a successful pull: `credential` is the hash and Secret it was made with,
     /// `None` for a pull without credentials.
-    pub(crate) fn record_pull(
+    pub(crate) async fn record_pull(
         &self,
         response: &Response<ProxyBody>,
         image: &str,
@@ -632,14 +743,37 @@ impl Inner {
         let Some(verification) = &self.verification else {
             return;
         };
-        let Some(image_ref) = pulled_ref(response) else {
+        let Some(pulled) = self.pulled_image(response).await else {
             return;
         };
         let records = &verification.records;
         self.keep(match credential {
-            Some((hash, secret)) => records.credentialed(&image_ref, image, hash, secret),
-            None => records.public(&image_ref, image),
+            Some((hash, secret)) => records.credentialed(pulled.key(), image, hash, secret),
+            None => records.public(pulled.key(), image),
         });
+    }
+
+    /// The image a successful PullImage `response` brought: its reference, and its ID
+    /// from ImageStatus when the reference is not one (CRI-O answers with a repository
+    /// digest, containerd with the ID). `None` when the response names nothing.
+    pub(crate) async fn pulled_image(&self, response: &Response<ProxyBody>) -> Option<PulledImage> {
+        let reference = pulled_ref(response)?;
+        if is_image_id(&reference) {
+            return Some(PulledImage::named(&reference));
+        }
+        let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
+        match self.image_id(&head, &reference).await {
+            Some(id) if !id.is_empty() => Some(PulledImage {
+                id,
+                alias: Some(reference),
+            }),
+            _ => {
+                tracing::warn!(reference = %reference,
+                    "the runtime answered the pull with a reference it does not resolve to \
+                     an image ID; recorded under that reference");
+                Some(PulledImage::named(&reference))
+            }
+        }
     }
 
     /// RemoveImage: forwarded; when it succeeds, the image's records are dropped.
@@ -737,15 +871,48 @@ impl Inner {
         }
     }
 
+    /// Notes the images on the node as the preloaded ones when the records do not know
+    /// them yet (the first start with these records); whether they are known now. Until
+    /// they are, no image counts as preloaded.
+    pub(crate) async fn ensure_preloaded(&self) -> bool {
+        let Some(verification) = &self.verification else {
+            return true;
+        };
+        let records = &verification.records;
+        if records.preloaded_known() {
+            return true;
+        }
+        let Some(listed) = self.list_images().await else {
+            tracing::warn!(
+                "cannot list the runtime's images: which images are preloaded is not known \
+                 yet, so none counts as preloaded until they can be listed"
+            );
+            return false;
+        };
+        let present: BTreeSet<String> = listed.into_iter().map(|i| i.id).collect();
+        match records.note_preloaded(&present) {
+            Ok(true) => tracing::info!(
+                preloaded = records.preloaded_len(),
+                "the images on the node now are the preloaded ones (first start with these \
+                 records); any image that comes later without a regcred pull is verified"
+            ),
+            Ok(false) => {}
+            Err(err) => self.keep(Err(err)),
+        }
+        true
+    }
+
     /// Forgets the records of images no longer on the node and credential records past
-    /// their lifetime (at start, when there are records; the runtime may not be up yet,
-    /// then this is skipped).
+    /// their lifetime, and at the first start notes the preloaded images (at start; the
+    /// runtime may not be up yet, then the preloaded images are noted at the first
+    /// decision).
     pub(crate) async fn prune_records(&self) {
-        let Some(verification) = self.verification.as_ref().filter(|v| !v.records.is_empty())
-        else {
-            // Nothing to forget: no call to the runtime at all.
+        let Some(verification) = self.verification.as_ref() else {
             return;
         };
+        if !self.ensure_preloaded().await || verification.records.is_empty() {
+            return;
+        }
         let Some(listed) = self.list_images().await else {
             tracing::warn!("cannot list the runtime's images; pulled-image records not pruned");
             return;
@@ -757,7 +924,7 @@ impl Inner {
                 forgotten,
                 "pulled-image records checked against the runtime's images"
             ),
-            Err(err) => tracing::error!(error = %err, "cannot write the pulled-image records"),
+            Err(err) => self.keep(Err(err)),
         }
     }
 }

@@ -49,9 +49,18 @@ pub struct ProxyBuilder {
     verify_images: bool,
     verification_policy: VerificationPolicy,
     allowlist: Vec<String>,
+    preloaded: Option<Vec<String>>,
 }
 
 impl ProxyBuilder {
+    /// Records `ids` as the images that were on the node at the first start (what the
+    /// agent notes from the runtime's list otherwise), before the proxy starts: for
+    /// images a test cannot really put on the node beforehand.
+    pub fn preloaded(mut self, ids: &[&str]) -> Self {
+        self.preloaded = Some(ids.iter().map(|s| (*s).to_owned()).collect());
+        self
+    }
+
     /// [`Self::verify_images`] with this policy and allowlist (the default policy and an
     /// empty allowlist unless set).
     pub fn verification_policy(mut self, policy: VerificationPolicy, allowlist: &[&str]) -> Self {
@@ -109,6 +118,14 @@ impl ProxyBuilder {
         let dir = fixture_dir("proxy");
         let socket = dir.path().join("cri-proxy.sock");
         let log = dir.path().join("cri-proxy.log");
+        if let Some(ids) = &self.preloaded {
+            let records =
+                PullRecords::open(&dir.path().join(RECORDS_DIR), Duration::from_secs(3600))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            records
+                .note_preloaded(&ids.iter().cloned().collect())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         let running = if self.binary {
             self.start_binary(dir.path(), &socket, &log)
         } else {
@@ -332,6 +349,7 @@ impl Proxy {
             verify_images: false,
             verification_policy: VerificationPolicy::default(),
             allowlist: Vec::new(),
+            preloaded: None,
         }
     }
 

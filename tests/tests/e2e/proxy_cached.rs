@@ -170,7 +170,7 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
     // Image volumes (KEP-4639) are checked as the container's image is (issue 23, finding
     // 1): B's container from an image without records (every pod's) mounting the private
     // image as a volume is refused; A, on record for it, mounts it.
-    let preloaded = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let preloaded = super::proxy_support::PRELOADED_ID;
     let b = w.manifests.pod("b", &[]);
     let message = refusal(
         &w.cri
@@ -210,25 +210,19 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
     assert_eq!(reopened.access(&id), ImageAccess::Unrecorded);
 }
 
+/// Preloaded means on the node when regcred first listed its images (issue 23, finding
+/// 5): such an image is for every pod; one pulled around the agent after that (by hand,
+/// or whose record was lost) is not, and a pod without credentials for it is refused.
 #[tokio::test]
-async fn preloaded_and_public_images_are_for_every_pod() {
-    let mut w = ProxiedHtpasswd::start_verifying("proxy-preloaded").await;
+async fn preloaded_images_are_for_every_pod_and_later_unrecorded_ones_are_not() {
+    let mut w = ProxiedHtpasswd::start_verifying_preloaded(
+        "proxy-preloaded",
+        VerificationPolicy::NeverVerifyPreloadedImages,
+        |_| Vec::new(),
+    )
+    .await;
     let image = w.world.reference.clone();
     let id = w.world.image.config_digest().to_owned();
-    // Pulled around the proxy (as by hand, or before regcred ran): no record.
-    w.world
-        .cri
-        .pull(
-            &image,
-            Some(regcred_tests::harness::basic_auth(
-                &w.world.registry.url(),
-                w.world.user,
-                &w.world.password,
-            )),
-            None,
-        )
-        .await
-        .unwrap();
     let nobody = w.manifests.pod("nobody", &[]);
     assert_forwarded(
         &w.cri
@@ -239,6 +233,49 @@ async fn preloaded_and_public_images_are_for_every_pod() {
     assert!(
         metrics.contains("regcred_cri_proxy_image_use_total{decision=\"preloaded\"} 1"),
         "{metrics}"
+    );
+
+    // Another private image, pulled straight into containerd after the agent started.
+    let url = w.world.registry.url();
+    let later = regcred_tests::harness::TestImage::new("regcred e2e proxy-preloaded, later");
+    later
+        .push(
+            &url,
+            "private/proxy-preloaded-later",
+            "v1",
+            Some((w.world.user, &w.world.password)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let later_ref = w
+        .world
+        .registry
+        .image("private/proxy-preloaded-later", "v1");
+    let auth = regcred_tests::harness::basic_auth(&url, w.world.user, &w.world.password);
+    w.world
+        .cri
+        .pull(&later_ref, Some(auth), None)
+        .await
+        .unwrap();
+    let nobody = w.manifests.pod("nobody", &[]);
+    let message = refusal(
+        &w.cri
+            .create_container(NO_SANDBOX, later.config_digest(), &later_ref, nobody)
+            .await,
+    )
+    .to_owned();
+    assert!(
+        message.contains("without a pull regcred recorded")
+            && message.contains("counts as private"),
+        "{message}"
+    );
+    // A pod whose credentials the registry accepts uses it.
+    w.login_secret("login", &url);
+    let member = w.manifests.pod("member", &["login"]);
+    assert_forwarded(
+        &w.cri
+            .create_container(NO_SANDBOX, later.config_digest(), &later_ref, member)
+            .await,
     );
 }
 
@@ -279,12 +316,12 @@ async fn always_verify_and_an_unmatched_allowlist_ask_for_preloaded_images_too()
         ),
         (VerificationPolicy::NeverVerify, &[][..], true),
     ] {
-        let mut w = ProxiedHtpasswd::start_verifying_with("proxy-always", policy, allowlist).await;
+        let allowlist: Vec<String> = allowlist.iter().map(|s| (*s).to_owned()).collect();
+        let mut w =
+            ProxiedHtpasswd::start_verifying_preloaded("proxy-always", policy, |_| allowlist).await;
         let image = w.world.reference.clone();
         let id = w.world.image.config_digest().to_owned();
         let url = w.world.registry.url();
-        let auth = regcred_tests::harness::basic_auth(&url, w.world.user, &w.world.password);
-        w.world.cri.pull(&image, Some(auth), None).await.unwrap();
         let nobody = w.manifests.pod("nobody", &[]);
         let answer = w
             .cri
@@ -355,7 +392,7 @@ async fn the_allowlist_is_matched_on_the_images_own_names() {
     )
     .to_owned();
     assert!(
-        message.contains("the verification policy asks every pod for credentials"),
+        message.contains("without a pull regcred recorded"),
         "{message}"
     );
 }

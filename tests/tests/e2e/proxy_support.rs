@@ -98,6 +98,12 @@ impl Manifests {
 
 /// An htpasswd registry with a pushed image, containerd, and the proxy in front of it
 /// reading `manifests`; `cri` talks to the proxy, `world.cri` to containerd directly.
+/// An image ID that [`ProxiedHtpasswd::start_verifying`]'s records hold as preloaded
+/// (on the node at the first start). containerd has no such image: a container of it is
+/// refused by containerd, after the proxy let it through.
+pub(crate) const PRELOADED_ID: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
 pub(crate) struct ProxiedHtpasswd {
     pub(crate) world: HtpasswdWorld,
     pub(crate) manifests: Manifests,
@@ -125,17 +131,9 @@ impl ProxiedHtpasswd {
 
     /// Starts everything with the in-process proxy deciding at CreateContainer who may
     /// use an image on the node.
+    /// [`PRELOADED_ID`] counts as on the node at the first start.
     pub(crate) async fn start_verifying(test: &str) -> Self {
-        Self::start_configured(test, |b, _| b.verify_images()).await
-    }
-
-    /// The same with `policy` and `allowlist`.
-    pub(crate) async fn start_verifying_with(
-        test: &str,
-        policy: regcred::cri_proxy::VerificationPolicy,
-        allowlist: &[&str],
-    ) -> Self {
-        Self::start_configured(test, |b, _| b.verification_policy(policy, allowlist)).await
+        Self::start_configured(test, |b, _| b.verify_images().preloaded(&[PRELOADED_ID])).await
     }
 
     /// The same with an allowlist made from the running world (its registry's address is
@@ -153,11 +151,41 @@ impl ProxiedHtpasswd {
         .await
     }
 
+    /// The proxy deciding with `policy` and `allowlist`, with the world's private image pulled straight
+    /// into containerd (with credentials, as by hand or a node image build) before the
+    /// proxy first starts: a preloaded image.
+    pub(crate) async fn start_verifying_preloaded(
+        test: &str,
+        policy: regcred::cri_proxy::VerificationPolicy,
+        allowlist: impl FnOnce(&HtpasswdWorld) -> Vec<String>,
+    ) -> Self {
+        let mut world = HtpasswdWorld::start(test).await;
+        let auth =
+            regcred_tests::harness::basic_auth(&world.registry.url(), world.user, &world.password);
+        world
+            .cri
+            .pull(&world.reference.clone(), Some(auth), None)
+            .await
+            .unwrap_or_else(|e| panic!("preloading {}: {e}", world.reference));
+        Self::start_in(world, |b, world| {
+            let list = allowlist(world);
+            let list: Vec<&str> = list.iter().map(String::as_str).collect();
+            b.verification_policy(policy, &list)
+        })
+        .await
+    }
+
     async fn start_configured(
         test: &str,
         configure: impl FnOnce(ProxyBuilder, &HtpasswdWorld) -> ProxyBuilder,
     ) -> Self {
-        let world = HtpasswdWorld::start(test).await;
+        Self::start_in(HtpasswdWorld::start(test).await, configure).await
+    }
+
+    async fn start_in(
+        world: HtpasswdWorld,
+        configure: impl FnOnce(ProxyBuilder, &HtpasswdWorld) -> ProxyBuilder,
+    ) -> Self {
         let manifests = Manifests::new();
         let builder = configure(
             Proxy::builder(world.containerd.socket(), manifests.path()),
