@@ -1,6 +1,7 @@
 //! The `regcred` command line.
 mod convert;
 mod create;
+mod credential_provider;
 mod cri_proxy;
 mod input;
 mod policy;
@@ -81,6 +82,16 @@ enum Command {
                             --metrics-addr 127.0.0.1:9091"
     )]
     CriProxy(cri_proxy::CriProxyArgs),
+    /// Be kubelet's credential provider plugin (credentialprovider.kubelet.k8s.io/v1): read
+    /// a CredentialProviderRequest on stdin, answer with the pod's pull Secret's username
+    /// and password, read with the pod's service-account token.
+    #[command(
+        after_help = "kubelet runs it per pull (--image-credential-provider-config, \
+                            --image-credential-provider-bin-dir); see deploy/credential-provider. \
+                            Exit status: 0 answered (possibly with no credentials), 2 any error \
+                            (the reason on stderr)."
+    )]
+    CredentialProvider(credential_provider::CredentialProviderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +167,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Policy(command) => policy::run(&command),
         Command::Webhook(args) => webhook::run(&cli.policy, args),
         Command::CriProxy(args) => cri_proxy::run(cli.policy.runner()?, args),
+        Command::CredentialProvider(args) => credential_provider::run(cli.policy.runner()?, args),
     }
 }
 
