@@ -22,8 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,17 @@ pub enum RecordsError {
         path: PathBuf,
         /// A name in it that is not regcred's.
         entry: String,
+    },
+    /// The last write of the records failed; changes are kept in memory until one
+    /// succeeds.
+    #[error(
+        "pulled-image records {path}: the last write failed ({reason}); the change is kept in memory and written once a write succeeds"
+    )]
+    Unwritten {
+        /// The file.
+        path: PathBuf,
+        /// Why the last write failed.
+        reason: String,
     },
     /// Another process holds the directory's lock.
     #[error(
@@ -178,16 +189,133 @@ pub enum ImageAccess {
 }
 
 /// The records of one node, in memory and on disk.
+///
+/// A change edits the records in memory (a short lock, no I/O) and wakes a writer thread
+/// of their own, which writes the newest state: changes that come while a write is under
+/// way are coalesced into the next one, and no async worker waits on a file write or an
+/// fsync (issue 23, finding 9). A change not yet written is lost in a crash, which fails
+/// closed: its image is then unrecorded and not preloaded, so pods are verified again.
+/// A failed write is retried every second and reported by [`Self::unwritten`] and by
+/// the next changes' errors until one succeeds.
 #[derive(Debug)]
 pub struct PullRecords {
-    file: Option<PathBuf>,
     ttl: Duration,
     key: HashKey,
+    shared: Arc<Shared>,
+    /// The writer thread (file-backed records only), stopped and joined on drop after a
+    /// last write.
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// The directory's lock file, locked for as long as these records live.
+    _lock: Option<std::fs::File>,
+}
+
+/// What the records and their writer share.
+#[derive(Debug)]
+struct Shared {
+    file: Option<PathBuf>,
     state: Mutex<RecordsFile>,
     /// The last write failed: memory holds records the file does not.
     unwritten: AtomicBool,
-    /// The directory's lock file, locked for as long as these records live.
-    _lock: Option<std::fs::File>,
+    /// Serializes writes, so that an older state is never written after a newer one.
+    writing: Mutex<()>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Changes made so far, and how many of them the file holds.
+    changed: u64,
+    written: u64,
+    stop: bool,
+    /// Why the last write failed.
+    error: String,
+}
+
+/// How long the writer waits before trying a failed write again.
+const WRITE_RETRY: Duration = Duration::from_secs(1);
+
+impl Shared {
+    fn new(file: Option<PathBuf>, state: RecordsFile) -> Arc<Self> {
+        Arc::new(Self {
+            file,
+            state: Mutex::new(state),
+            unwritten: AtomicBool::new(false),
+            writing: Mutex::new(()),
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        })
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes the newest state now (on the calling thread).
+    fn write_now(&self) -> Result<(), RecordsError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (bytes, changed) = {
+            let state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (serde_json::to_vec_pretty(&*state), self.queue().changed)
+        };
+        let written = bytes
+            .map_err(|err| RecordsError::Io {
+                path: file.clone(),
+                source: err.into(),
+            })
+            .and_then(|bytes| write_bytes_atomically(file, &bytes));
+        let mut queue = self.queue();
+        match &written {
+            Ok(()) => {
+                queue.written = queue.written.max(changed);
+                queue.error.clear();
+                self.unwritten.store(false, Ordering::SeqCst);
+            }
+            Err(err) => {
+                queue.error = err.to_string();
+                self.unwritten.store(true, Ordering::SeqCst);
+            }
+        }
+        written
+    }
+
+    /// The writer thread: waits for changes, writes the newest state, retries a failed
+    /// write every [`WRITE_RETRY`], and writes once more when told to stop.
+    fn run_writer(&self) {
+        loop {
+            let stop = {
+                let mut queue = self.queue();
+                while queue.changed == queue.written && !queue.stop {
+                    queue = self
+                        .wake
+                        .wait(queue)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                queue.stop
+            };
+            let failed = self.write_now().is_err();
+            if stop {
+                return;
+            }
+            if failed {
+                let queue = self.queue();
+                let _ = self
+                    .wake
+                    .wait_timeout_while(queue, WRITE_RETRY, |q| !q.stop);
+            }
+        }
+    }
 }
 
 /// An image as a pull named it: its ID and, when the runtime's answer named it otherwise
@@ -432,11 +560,10 @@ impl PullRecords {
     /// user): lost at a restart.
     pub fn in_memory(ttl: Duration) -> Self {
         Self {
-            file: None,
             ttl,
             key: HashKey::random(),
-            state: Mutex::new(RecordsFile::fresh()),
-            unwritten: AtomicBool::new(false),
+            shared: Shared::new(None, RecordsFile::fresh()),
+            writer: None,
             _lock: None,
         }
     }
@@ -529,12 +656,22 @@ impl PullRecords {
             write_atomically(&file, &state)?;
         }
         let key = HashKey::load_or_create(key_file)?;
+        let shared = Shared::new(Some(file), state);
+        let writer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("regcred-records".into())
+                .spawn(move || shared.run_writer())
+                .map_err(|source| RecordsError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })?
+        };
         Ok(Self {
-            file: Some(file),
             ttl,
             key,
-            state: Mutex::new(state),
-            unwritten: AtomicBool::new(false),
+            shared,
+            writer: Some(writer),
             _lock: Some(lock),
         })
     }
@@ -553,19 +690,18 @@ impl PullRecords {
             source,
         })?;
         Ok(Self {
-            file: None,
             ttl,
             // Inspection reads, it does not hash: a key of its own.
             key: HashKey::random(),
-            state: Mutex::new(parse(&file, &bytes)?),
-            unwritten: AtomicBool::new(false),
+            shared: Shared::new(None, parse(&file, &bytes)?),
+            writer: None,
             _lock: None,
         })
     }
 
     /// The file the records are kept in, if any.
     pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+        self.shared.file.as_deref()
     }
 
     /// The keyed hash a credential is recorded by (HMAC-SHA256 under the node's key).
@@ -655,19 +791,23 @@ impl PullRecords {
 
     /// The last write failed and memory holds records the file does not.
     pub fn unwritten(&self) -> bool {
-        self.unwritten.load(Ordering::SeqCst)
+        self.shared.unwritten.load(Ordering::SeqCst)
     }
 
-    /// Writes the records when the last write failed; `Ok` when the file now holds them.
+    /// Writes the records now, on the calling thread, when a change is not written yet or
+    /// the last write failed; `Ok` when the file holds every change so far.
     ///
     /// # Errors
     ///
-    /// As [`Self::credentialed`].
+    /// [`RecordsError::Io`] when the file cannot be written.
     pub fn flush(&self) -> Result<(), RecordsError> {
-        if !self.unwritten() {
-            return Ok(());
+        {
+            let queue = self.shared.queue();
+            if queue.changed == queue.written && !self.unwritten() {
+                return Ok(());
+            }
         }
-        self.change(|_| true)
+        self.shared.write_now()
     }
 
     /// The Secret of the first of `hashes` recorded for `image_id` within the lifetime.
@@ -885,27 +1025,53 @@ impl PullRecords {
         now().saturating_sub(at) <= self.ttl.as_secs()
     }
 
-    /// Applies `edit`, which says whether it changed anything, and writes the file when
-    /// it did.
+    /// Applies `edit`, which says whether it changed anything, and has the writer write
+    /// the file when it did.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordsError::Unwritten`] while the last write failed: the change is in memory
+    /// and written once a write succeeds.
     fn change(&self, edit: impl FnOnce(&mut RecordsFile) -> bool) -> Result<(), RecordsError> {
-        let mut state = self.lock();
-        if !edit(&mut state) {
-            return Ok(());
+        {
+            let mut state = self.lock();
+            if !edit(&mut state) {
+                return Ok(());
+            }
+            if self.shared.file.is_none() {
+                return Ok(());
+            }
+            // Counted under the state's lock, so a write that saw the count saw the edit.
+            self.shared.queue().changed += 1;
         }
-        let Some(file) = &self.file else {
-            return Ok(());
-        };
-        // Written under the lock, so that two changes cannot land in the wrong order.
-        let written = write_atomically(file, &state);
-        self.unwritten.store(written.is_err(), Ordering::SeqCst);
-        written
+        self.shared.wake.notify_all();
+        if self.unwritten() {
+            let queue = self.shared.queue();
+            return Err(RecordsError::Unwritten {
+                path: self.shared.file.clone().unwrap_or_default(),
+                reason: queue.error.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RecordsFile> {
         // The state is valid after any panic (each change is one edit of a map).
-        self.state
+        self.shared
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for PullRecords {
+    fn drop(&mut self) {
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        self.shared.queue().stop = true;
+        self.shared.wake.notify_all();
+        let _ = writer.join();
     }
 }
 
@@ -978,14 +1144,22 @@ fn parse(file: &Path, bytes: &[u8]) -> Result<RecordsFile, RecordsError> {
 }
 
 fn write_atomically(file: &Path, state: &RecordsFile) -> Result<(), RecordsError> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(|err| RecordsError::Io {
+        path: file.to_owned(),
+        source: err.into(),
+    })?;
+    write_bytes_atomically(file, &bytes)
+}
+
+/// `bytes` into `file`: a temporary file beside it, fsync, rename, fsync of the directory.
+fn write_bytes_atomically(file: &Path, bytes: &[u8]) -> Result<(), RecordsError> {
     let io = |source| RecordsError::Io {
         path: file.to_owned(),
         source,
     };
     let dir = file.parent().unwrap_or(Path::new("."));
-    let bytes = serde_json::to_vec_pretty(state).map_err(|err| io(err.into()))?;
     let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    temporary.write_all(&bytes).map_err(io)?;
+    temporary.write_all(bytes).map_err(io)?;
     temporary.as_file().sync_all().map_err(io)?;
     temporary.persist(file).map_err(|err| io(err.error))?;
     std::fs::File::open(dir)
@@ -1251,35 +1425,58 @@ mod tests {
         assert!(records.is_empty());
     }
 
-    /// A failed write is remembered until a write succeeds.
+    /// Changes are written by the writer thread; a failed write is remembered (and each
+    /// later change says so) until a write succeeds.
     #[test]
     fn a_failed_write_is_remembered_until_one_succeeds() {
         let parent = tempfile::tempdir().unwrap();
         let dir = parent.path().join("records");
         let records = PullRecords::open(&dir, Duration::from_secs(3600)).unwrap();
-        // A directory where the file goes: every rename onto it fails, root or not.
         let file = dir.join(RECORDS_FILE);
+        let hash = records.hash(fields("pw"));
+        // Written in the background, soon.
+        records
+            .credentialed("sha256:aa", "r/app:v1", &hash, "team/pull")
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("sha256:aa")
+        {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A directory where the file goes: every rename onto it fails, root or not.
         std::fs::remove_file(&file).unwrap();
         std::fs::create_dir(&file).unwrap();
         std::fs::write(file.join("in-the-way"), "").unwrap();
-        let hash = records.hash(fields("pw"));
-        assert!(
-            records
-                .credentialed("sha256:aa", "r/app:v1", &hash, "team/pull")
-                .is_err()
-        );
+        records.public("sha256:bb", "r/open:v1").unwrap();
+        assert!(records.flush().is_err());
         assert!(records.unwritten());
+        let err = records.public("sha256:cc", "r/open:v1").unwrap_err();
+        assert!(
+            matches!(err, RecordsError::Unwritten { .. })
+                && err.to_string().contains("kept in memory"),
+            "{err}"
+        );
         assert_eq!(
             records.access("sha256:aa"),
             ImageAccess::Private,
             "kept in memory"
         );
-        assert!(records.flush().is_err());
         std::fs::remove_dir_all(&file).unwrap();
         records.flush().unwrap();
         assert!(!records.unwritten());
         let text = std::fs::read_to_string(&file).unwrap();
-        assert!(text.contains("sha256:aa"), "{text}");
+        assert!(text.contains("sha256:cc"), "{text}");
+        // A change made just before the records go is written by their drop.
+        records.public("sha256:dd", "r/open:v1").unwrap();
+        drop(records);
+        assert!(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("sha256:dd")
+        );
     }
 
     #[test]
@@ -1297,6 +1494,7 @@ mod tests {
             .credentialed("sha256:aa", "r/team/app:v1", &hash, "team/pull")
             .unwrap();
         records.public("sha256:bb", "r/public:v1").unwrap();
+        records.flush().unwrap();
         // Another opener is refused while these records live; a look is not.
         assert!(matches!(
             PullRecords::open(&dir, Duration::from_secs(3600)),

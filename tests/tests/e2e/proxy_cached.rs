@@ -53,12 +53,29 @@ fn pod_c_with_auth(
     w.manifests.pod("c", &["c-auth"])
 }
 
+/// The records file's text once `settled` holds for it: the agent writes its records in
+/// the background (issue 23, finding 9), a few milliseconds after the change.
+async fn records_when(w: &ProxiedHtpasswd, settled: impl Fn(&str) -> bool) -> String {
+    let file = w.proxy.records_dir().join(RECORDS_FILE);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if settled(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the records never settled: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
     // Pod A pulls with its Secret.
     let (mut w, image, id, url, a) = pulled_by_a("proxy-cached").await;
-    let records = std::fs::read_to_string(w.proxy.records_dir().join(RECORDS_FILE)).unwrap();
-    assert!(records.contains(&id), "{records}");
+    let records = records_when(&w, |text| text.contains(&id)).await;
     assert!(
         !records.contains(&w.world.password),
         "the records hold the password"
@@ -205,6 +222,7 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
 
     // RemoveImage through the proxy drops the image's records (read back from disk).
     w.cri.remove_image(&image).await.unwrap();
+    records_when(&w, |text| !text.contains(&id)).await;
     let reopened =
         PullRecords::inspect(&w.proxy.records_dir(), std::time::Duration::from_secs(60)).unwrap();
     assert_eq!(reopened.access(&id), ImageAccess::Unrecorded);
@@ -432,6 +450,7 @@ async fn a_moved_tag_proves_nothing_about_the_image_on_the_node() {
     ] {
         assert!(message.contains(expected), "{expected:?} not in {message}");
     }
+    records_when(&w, |text| text.contains(&newer_id)).await;
     let records =
         PullRecords::inspect(&w.proxy.records_dir(), std::time::Duration::from_secs(60)).unwrap();
     assert_eq!(records.access(&newer_id), ImageAccess::Private);
@@ -464,13 +483,7 @@ async fn credentials_kubelet_sent_itself_do_not_lock_pods_out() {
             .create_container(NO_SANDBOX, &id, &image, replica)
             .await,
     );
-    let records =
-        std::fs::read_to_string(w.proxy.records_dir().join(regcred::cri_proxy::RECORDS_FILE))
-            .unwrap();
-    assert!(
-        records.contains("a-5f0c-4d7e-9b1a"),
-        "pod A is on record: {records}"
-    );
+    let records = records_when(&w, |text| text.contains("a-5f0c-4d7e-9b1a")).await;
     assert!(
         !records.contains("privateSince"),
         "not made private: {records}"
