@@ -661,6 +661,44 @@ fn secret_grants(objects: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// Issue 23, finding 14: the DaemonSet mounts from the node only what the agent reads,
+/// read-only, and writes only to its own directories (its socket's and its records').
+#[test]
+fn the_cri_proxy_daemonset_writes_only_its_own_host_directories() {
+    let objects = render();
+    let daemonset = find(&objects, "DaemonSet", "regcred-cri-proxy").expect("the DaemonSet");
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let writable: Vec<String> = mounts
+        .iter()
+        .filter(|m| m["readOnly"] != true)
+        .map(|m| {
+            let volume = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
+            volume["hostPath"]["path"]
+                .as_str()
+                .unwrap_or("(not a hostPath)")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(writable, ["/run/regcred", "/var/lib/regcred"], "{mounts:?}");
+    for mount in mounts {
+        let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
+        let path = volume["hostPath"]["path"].as_str().unwrap();
+        assert!(
+            [
+                "/run/regcred",
+                "/var/lib/regcred",
+                "/run/containerd",
+                "/etc/kubernetes/kubelet.conf",
+                "/var/lib/kubelet/pki"
+            ]
+            .contains(&path),
+            "an unexpected host path: {path}"
+        );
+    }
+}
+
 // Issue 14, finding 1: the shipped default reads no more than the Node authorizer lets
 // the node read. The proxy authenticates with the kubelet's kubeconfig, mounted
 // read-only; no role in deploy/ grants anything on Secrets, and the proxy's pods carry
