@@ -614,3 +614,100 @@ fn cri_proxy_image_check_flags_are_checked_before_anything_is_dialled() {
     }
     assert!(!dir.path().join("p.sock").exists(), "nothing listened");
 }
+
+/// Issue 23, finding 7: what clears by itself is waited for inside the process. A socket
+/// another process still serves on (the agent being replaced, draining) and records
+/// another agent still holds: the new agent waits, saying so, instead of exiting, and
+/// takes over once they are free.
+#[test]
+fn cri_proxy_waits_for_a_held_socket_and_held_records() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("p.sock");
+    let records = dir.path().join("records");
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let agent = |records_dir: &Path, log: &Path| {
+        regcred()
+            .args(["cri-proxy", "--listen"])
+            .arg(format!("unix://{}", socket.display()))
+            .args([
+                "--runtime",
+                "unix:///nonexistent/regcred-test.sock",
+                "--secrets-from",
+            ])
+            .arg(format!("dir:{}", manifests.display()))
+            .arg("--pull-records-dir")
+            .arg(records_dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let read = |log: &Path| {
+        let mut text = String::new();
+        std::fs::File::open(log)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    };
+
+    // Someone else serves on the socket.
+    let holder = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let first_log = dir.path().join("first.log");
+    let mut first = agent(&records, &first_log);
+    wait_for("the first agent says it waits for the socket", &|| {
+        read(&first_log).contains("the socket is held by another process; waiting for it")
+    });
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "it exited: {}",
+        read(&first_log)
+    );
+    drop(holder);
+    wait_for("the first agent listens once the socket is free", &|| {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "it exited: {}",
+        read(&first_log)
+    );
+
+    // A second agent on the same records waits for the first to let go.
+    let second_socket_log = dir.path().join("second.log");
+    let mut second = regcred()
+        .args(["cri-proxy", "--listen"])
+        .arg(format!("unix://{}", dir.path().join("q.sock").display()))
+        .args([
+            "--runtime",
+            "unix:///nonexistent/regcred-test.sock",
+            "--secrets-from",
+        ])
+        .arg(format!("dir:{}", manifests.display()))
+        .arg("--pull-records-dir")
+        .arg(&records)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&second_socket_log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the second agent says it waits for the records", &|| {
+        read(&second_socket_log).contains("the records are held by another process")
+    });
+    assert!(second.try_wait().unwrap().is_none(), "it exited");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    wait_for("the second agent starts once the records are free", &|| {
+        std::os::unix::net::UnixStream::connect(dir.path().join("q.sock")).is_ok()
+    });
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

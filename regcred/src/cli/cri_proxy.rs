@@ -169,16 +169,26 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
     let verification = if verification_policy == VerificationPolicy::NeverVerify {
         None
     } else {
-        let records = match &args.pull_records_key {
-            Some(key) => PullRecords::open_with_key(
-                &args.pull_records_dir,
-                key,
-                Duration::from_secs(args.pull_record_ttl),
-            )?,
-            None => PullRecords::open(
-                &args.pull_records_dir,
-                Duration::from_secs(args.pull_record_ttl),
-            )?,
+        let ttl = Duration::from_secs(args.pull_record_ttl);
+        let key = args
+            .pull_records_key
+            .clone()
+            .unwrap_or_else(|| regcred::cri_proxy::default_key_file(&args.pull_records_dir));
+        // Another agent on the same records (the one this replaces, still draining) lets
+        // go by itself: wait for it. Anything else wrong with the records is reported
+        // and the agent exits, for the operator (or the service manager) to act.
+        let mut waited = Duration::ZERO;
+        let records = loop {
+            match PullRecords::open_with_key(&args.pull_records_dir, &key, ttl) {
+                Err(err @ regcred::cri_proxy::RecordsError::Locked { .. }) => {
+                    let pause = backoff(waited);
+                    tracing::warn!(error = %err, retry_in = ?pause,
+                        "the records are held by another process; waiting for them");
+                    std::thread::sleep(pause);
+                    waited += pause;
+                }
+                opened => break opened?,
+            }
         };
         let verification = ImageVerification::new(verification_policy, Arc::new(records))
             .allowlist(args.preloaded_images_verification_allowlist.clone())
@@ -189,9 +199,7 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         let secrets: Arc<dyn PullSecretSource> = match &args.secrets_from {
             SecretsFrom::Dir(dir) => Arc::new(DirSource::new(dir).executor(executor.clone())),
             SecretsFrom::Kube => {
-                let builder = KubeSource::from_env()
-                    .await
-                    .context("--secrets-from kube: no usable kubeconfig or in-cluster config")?;
+                let builder = KubeSource::from_env().await;
                 Arc::new(
                     builder
                         .ttl(Duration::from_secs(args.kube_cache_ttl))
@@ -209,9 +217,24 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             builder = builder.verification(verification);
         }
         let proxy = builder.build();
-        let listener = bind_unix(&listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", listen.display()))?;
+        // A socket another process still serves on (the agent this replaces, draining)
+        // is freed by itself: wait for it rather than exit.
+        let mut waited = Duration::ZERO;
+        let listener = loop {
+            match bind_unix(&listen).await {
+                Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+                    let pause = backoff(waited);
+                    tracing::warn!(socket = %listen.display(), error = %err, retry_in = ?pause,
+                        "the socket is held by another process; waiting for it");
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                }
+                bound => {
+                    break bound
+                        .with_context(|| format!("cannot listen on {}", listen.display()))?;
+                }
+            }
+        };
         let (stop, stopped) = tokio::sync::watch::channel(());
         let decisions_task = match &decisions {
             Some(path) => {
@@ -273,4 +296,11 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         anyhow::Ok(())
     })?;
     Ok(0)
+}
+
+/// The pause before the next try after waiting `waited` so far: 1 s, doubling, at most
+/// 10 s.
+fn backoff(waited: Duration) -> Duration {
+    let pause = Duration::from_secs(1) + waited;
+    pause.min(Duration::from_secs(10))
 }

@@ -81,7 +81,9 @@ use runtime::{RequestHead, RuntimeConnection};
 
 pub use decide::{DECIDE_PATH, DEFAULT_DECISION_BUDGET, Decision, DecisionRequest};
 pub use metrics::{ImageUse, ProxyMetrics, PullOutcome};
-pub use records::{CredentialFields, ImageAccess, PullRecords, RECORDS_FILE, RecordsError};
+pub use records::{
+    CredentialFields, ImageAccess, PullRecords, RECORDS_FILE, RecordsError, default_key_file,
+};
 pub use source::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource, KubeSource,
     KubeSourceBuilder, PodPullSecrets, PodRef, PullSecretSource, SecretsFrom, SourceError,

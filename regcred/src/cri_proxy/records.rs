@@ -410,7 +410,7 @@ impl HashKey {
 }
 
 /// The key file for the records directory `dir` by default: `DIR.key` beside it.
-pub(crate) fn default_key_file(dir: &Path) -> PathBuf {
+pub fn default_key_file(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_owned();
     name.push(".key");
     dir.with_file_name(name)

@@ -46,6 +46,7 @@ pub struct ProxyBuilder {
     policy: Option<PolicyRunner>,
     binary: bool,
     metrics: bool,
+    kubeconfig_later: bool,
     verify_images: bool,
     verification_policy: VerificationPolicy,
     allowlist: Vec<String>,
@@ -100,6 +101,14 @@ impl ProxyBuilder {
         self
     }
 
+    /// Binary only: start with `KUBECONFIG` naming a file that is not there yet (a node
+    /// agent started before kubelet's TLS bootstrap); [`Proxy::write_kubeconfig`] puts it
+    /// there.
+    pub fn kubeconfig_later(mut self) -> Self {
+        self.kubeconfig_later = true;
+        self
+    }
+
     /// Run the real `regcred cri-proxy` binary instead of the library in-process.
     pub fn binary(mut self) -> Self {
         self.binary = true;
@@ -126,6 +135,10 @@ impl ProxyBuilder {
                 .note_preloaded(&ids.iter().cloned().collect())
                 .unwrap_or_else(|e| panic!("{e}"));
         }
+        let pending_kubeconfig = match (&self.secrets, self.kubeconfig_later) {
+            (Secrets::Kube { kubeconfig, .. }, true) => Some(kubeconfig.clone()),
+            _ => None,
+        };
         let running = if self.binary {
             self.start_binary(dir.path(), &socket, &log)
         } else {
@@ -137,6 +150,7 @@ impl ProxyBuilder {
             socket,
             log,
             dir,
+            pending_kubeconfig,
         };
         proxy.wait_until_listening().await;
         proxy
@@ -147,7 +161,9 @@ impl ProxyBuilder {
         if let Secrets::Kube { kubeconfig, .. } = &self.secrets {
             // `env` sets KUBECONFIG for the proxy alone (tests run in parallel).
             let copy = dir.join("kubeconfig");
-            std::fs::copy(kubeconfig, &copy).expect("copying the kubeconfig");
+            if !self.kubeconfig_later {
+                std::fs::copy(kubeconfig, &copy).expect("copying the kubeconfig");
+            }
             args.push(format!("KUBECONFIG={}", copy.display()));
         }
         args.extend([
@@ -324,6 +340,8 @@ pub struct Proxy {
     socket: PathBuf,
     log: PathBuf,
     dir: TempDir,
+    /// With [`ProxyBuilder::kubeconfig_later`]: the kubeconfig still to write.
+    pending_kubeconfig: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -346,6 +364,7 @@ impl Proxy {
             policy: None,
             binary: false,
             metrics: false,
+            kubeconfig_later: false,
             verify_images: false,
             verification_policy: VerificationPolicy::default(),
             allowlist: Vec::new(),
@@ -361,6 +380,18 @@ impl Proxy {
     /// The proxy's directory (socket, log, kubeconfig).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Writes the kubeconfig a [`ProxyBuilder::kubeconfig_later`] proxy started without.
+    pub fn write_kubeconfig(&self) {
+        let source = self
+            .pending_kubeconfig
+            .as_ref()
+            .expect("start the proxy with .kubeconfig_later()");
+        let target = self.dir.path().join("kubeconfig");
+        let temporary = self.dir.path().join("kubeconfig.tmp");
+        std::fs::copy(source, &temporary).expect("copying the kubeconfig");
+        std::fs::rename(&temporary, &target).expect("placing the kubeconfig");
     }
 
     /// Where the proxy keeps its pulled-image records.

@@ -183,3 +183,46 @@ async fn forbidden_secret_is_an_answer_logged_clearly_through_the_real_binary() 
     regcred_tests::harness::assert_logs_exclude(&[&proxy, &api], &world.password);
     regcred_tests::harness::assert_logs_exclude(&[&proxy, &api], api.proxy_token());
 }
+
+/// Issue 23, finding 7: an agent that starts before its kubeconfig exists (kubelet's TLS
+/// bootstrap writes it) serves anyway, fails pulls that need the API with a message that
+/// says why, and reads the API as soon as the file is there, without a restart.
+#[tokio::test]
+async fn an_agent_started_before_its_kubeconfig_waits_for_it_without_exiting() {
+    let world = HtpasswdWorld::start("proxy-kube-later").await;
+    let api = KubeApi::start().await;
+    let uid = api.create_pod(NS, "app-4", &["login"]).await;
+    api.put_secret(login(&world, "login", &world.password))
+        .await;
+    let proxy = Proxy::builder(
+        world.containerd.socket(),
+        std::path::Path::new("/nonexistent"),
+    )
+    .kube(api.proxy_kubeconfig(), Duration::ZERO)
+    .kubeconfig_later()
+    .binary()
+    .start()
+    .await;
+    let mut cri = proxy.client().await;
+    let sandbox = pod_sandbox(NS, "app-4", &uid);
+    let status = cri
+        .pull(&world.reference, None, Some(sandbox.clone()))
+        .await
+        .expect_err("no kubeconfig yet");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("no usable kubeconfig yet"),
+        "{status:?}"
+    );
+    proxy.write_kubeconfig();
+    // Looked for again at most once a second, at a read.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let pulled = cri
+        .pull(&world.reference, None, Some(sandbox))
+        .await
+        .unwrap_or_else(|s| panic!("the kubeconfig is there now: {s:?}"));
+    assert!(pulled.starts_with("sha256:"), "{pulled}");
+    let log = proxy.log_text();
+    assert!(log.contains("a usable kubeconfig appeared"), "{log}");
+    regcred_tests::harness::assert_logs_exclude(&[&proxy, &api], &world.password);
+}

@@ -8,6 +8,11 @@
 //! notes the files its kubeconfig names (the kubeconfig files themselves, client
 //! certificates, keys and token files) and is rebuilt when any of them changes, and
 //! when the API server stops accepting it.
+//!
+//! A node agent may also start before its kubeconfig exists (kubelet's TLS bootstrap
+//! writes it): the client is then built at the first read after the files appear, and
+//! reads fail with a clear error until then, instead of the agent exiting (issue 23,
+//! finding 7).
 
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
@@ -18,7 +23,10 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A [`kube::Client`] that follows its configuration's files.
 pub(crate) struct ReloadingClient {
-    current: RwLock<kube::Client>,
+    /// `None` until a client could be built.
+    current: RwLock<Option<kube::Client>>,
+    /// Why it could not be built yet.
+    missing: Mutex<String>,
     /// `None`: a client given as is (tests, library users), never rebuilt.
     watch: Option<Watch>,
 }
@@ -46,39 +54,57 @@ impl ReloadingClient {
     /// `client` as it is, never rebuilt.
     pub(crate) fn fixed(client: kube::Client) -> Self {
         Self {
-            current: RwLock::new(client),
+            current: RwLock::new(Some(client)),
+            missing: Mutex::new(String::new()),
             watch: None,
         }
     }
 
     /// A client from `KUBECONFIG` or `~/.kube/config`, else the in-cluster service
     /// account (whose token file kube itself reads again), following the kubeconfig's
-    /// files.
-    pub(crate) async fn infer() -> Result<Self, kube::Error> {
-        let client = kube::Client::try_default().await?;
-        let files = kubeconfig_files();
-        let watch = (!files.is_empty()).then(|| Watch {
+    /// files. When none is usable yet, the client is built once one is (looked for at
+    /// most once a second, at a read).
+    pub(crate) async fn infer() -> Self {
+        let (client, missing) = match build().await {
+            Ok(client) => (Some(client), String::new()),
+            Err(err) => {
+                tracing::warn!(error = %err,
+                    "no usable kubeconfig or in-cluster configuration yet; pods' Secrets \
+                     cannot be read (their pulls fail with UNAVAILABLE) until one appears, \
+                     looked for again at each read");
+                (None, err)
+            }
+        };
+        let files = kubeconfig_paths();
+        let watch = Watch {
             state: Mutex::new((fingerprint(&files), Instant::now())),
             files,
             last_refused: Mutex::new(None),
-        });
-        Ok(Self {
+        };
+        Self {
             current: RwLock::new(client),
-            watch,
-        })
+            missing: Mutex::new(missing),
+            watch: Some(watch),
+        }
     }
 
-    /// The client to use now: rebuilt first when a file changed since the last look.
-    pub(crate) async fn get(&self) -> kube::Client {
+    /// The client to use now: rebuilt first when a file changed since the last look, or
+    /// built when there was none yet; `Err` says why there is none.
+    pub(crate) async fn get(&self) -> Result<kube::Client, String> {
         if let Some(watch) = &self.watch {
+            let absent = self
+                .current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none();
             let changed = {
                 let mut state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
                 if state.1.elapsed() < CHECK_EVERY {
                     None
                 } else {
                     state.1 = Instant::now();
-                    let now = fingerprint(&watch.files);
-                    (now != state.0).then_some(now)
+                    let now = fingerprint(&watch.files_now());
+                    (now != state.0 || absent).then_some(now)
                 }
             };
             if let Some(now) = changed {
@@ -90,10 +116,17 @@ impl ReloadingClient {
                 }
             }
         }
-        self.current
+        let current = self
+            .current
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        current.ok_or_else(|| {
+            format!(
+                "no usable kubeconfig yet ({}); looked for again at the next read",
+                self.missing.lock().unwrap_or_else(|e| e.into_inner())
+            )
+        })
     }
 
     /// Rebuilds the client because the API server did not accept its credentials;
@@ -115,52 +148,76 @@ impl ReloadingClient {
             .await;
         if rebuilt {
             let mut state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
-            *state = (fingerprint(&watch.files), Instant::now());
+            *state = (fingerprint(&watch.files_now()), Instant::now());
         }
         rebuilt
     }
 
     async fn rebuild(&self, why: &str) -> bool {
-        let built = match kube::Config::infer().await {
-            Ok(config) => kube::Client::try_from(config).map_err(|e| e.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        match built {
+        match build().await {
             Ok(client) => {
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = client;
-                tracing::info!(reason = why, "the Kubernetes client was rebuilt");
+                let first = self
+                    .current
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replace(client)
+                    .is_none();
+                if first {
+                    tracing::info!("a usable kubeconfig appeared; the Kubernetes client is built");
+                } else {
+                    tracing::info!(reason = why, "the Kubernetes client was rebuilt");
+                }
                 true
             }
             Err(err) => {
                 tracing::warn!(reason = why, error = %err,
-                    "the Kubernetes client could not be rebuilt; the previous one is kept");
+                    "the Kubernetes client could not be rebuilt; the previous one (if any) is kept");
+                *self.missing.lock().unwrap_or_else(|e| e.into_inner()) = err;
                 false
             }
         }
     }
 }
 
-/// The files the kubeconfig in effect is made of and names: each `KUBECONFIG` path
-/// (or `~/.kube/config`), and every client certificate, key and token file in it
-/// (absolute: kube resolves them against their kubeconfig's directory). Empty when no
-/// kubeconfig is readable (in-cluster).
-fn kubeconfig_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = match std::env::var_os("KUBECONFIG") {
+impl Watch {
+    /// The files to look at now: the kubeconfig paths, and the files the kubeconfig
+    /// names once it can be read (it may not exist yet).
+    fn files_now(&self) -> Vec<PathBuf> {
+        let mut files = self.files.clone();
+        files.extend(named_files());
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
+/// A client from the kubeconfig or the in-cluster configuration.
+async fn build() -> Result<kube::Client, String> {
+    let config = kube::Config::infer().await.map_err(|e| e.to_string())?;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// The kubeconfig files in effect: each `KUBECONFIG` path, else `~/.kube/config`
+/// (whether or not they exist yet).
+fn kubeconfig_paths() -> Vec<PathBuf> {
+    match std::env::var_os("KUBECONFIG") {
         Some(value) if !value.is_empty() => std::env::split_paths(&value)
             .filter(|p| !p.as_os_str().is_empty())
             .collect(),
         _ => std::env::home_dir()
             .map(|h| h.join(".kube").join("config"))
             .into_iter()
-            .filter(|p| p.exists())
             .collect(),
-    };
-    if files.is_empty() {
-        return files;
     }
+}
+
+/// The client certificates, keys and token files the kubeconfig names (absolute: kube
+/// resolves them against their kubeconfig's directory); none while it cannot be read.
+fn named_files() -> Vec<PathBuf> {
     let Ok(config) = kube::config::Kubeconfig::read() else {
-        return files;
+        return Vec::new();
     };
+    let mut files = Vec::new();
     for info in config
         .auth_infos
         .iter()
@@ -173,8 +230,6 @@ fn kubeconfig_files() -> Vec<PathBuf> {
             files.push(PathBuf::from(path));
         }
     }
-    files.sort();
-    files.dedup();
     files
 }
 

@@ -127,13 +127,11 @@ impl KubeSource {
 
     /// A source whose client comes from `KUBECONFIG` or `~/.kube/config`, else the
     /// in-cluster service account, and is rebuilt when the kubeconfig's files change
-    /// (kubelet's certificate rotation) or the API server refuses its credentials.
-    ///
-    /// # Errors
-    ///
-    /// kube's error when neither configuration is usable.
-    pub async fn from_env() -> Result<KubeSourceBuilder, kube::Error> {
-        Ok(Self::builder_with(ReloadingClient::infer().await?))
+    /// (kubelet's certificate rotation) or the API server refuses its credentials. When
+    /// neither is usable yet (a node agent started before kubelet's TLS bootstrap wrote
+    /// the kubeconfig), lookups fail with [`SourceError::Api`] saying so until one is.
+    pub async fn from_env() -> KubeSourceBuilder {
+        Self::builder_with(ReloadingClient::infer().await)
     }
 
     fn builder_with(client: ReloadingClient) -> KubeSourceBuilder {
@@ -170,7 +168,10 @@ impl KubeSource {
 
     async fn lookup(&self, pod: &PodRef) -> Result<PodPullSecrets, SourceError> {
         let mut found = PodPullSecrets::default();
-        let client = self.client.get().await;
+        let client = self.client.get().await.map_err(|reason| SourceError::Api {
+            object: format!("pod {pod}"),
+            reason,
+        })?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
         let key = (pod.namespace.clone(), pod.name.clone(), pod.uid.clone());
         let answer = self
