@@ -249,23 +249,7 @@ func TestCredentialProviderBesideTheAgent(t *testing.T) {
 	providerWorkload(t, ctx, ns, "builder", map[string]map[string]string{
 		"corp": {"serverAddress": basic, "username": user(), "password": password()},
 	})
-	// An image of its own in the private registry (the kit's preloaded image's content
-	// under a new name, pushed with ctr from a namespace the CRI does not see): no
-	// regcredentials Secret has pulled it, which would make it private to the agent.
-	image := basic + "/provider/only-" + RandomSuffix() + ":v1"
-	pushArgs := []string{"--address", kit.FirstNode().ContainerdSocket, "-n", "regcred-provider-test"}
-	for _, step := range [][]string{
-		{"images", "import", kit.Desc.Images.Preloaded.Archive},
-		{"images", "tag", "--force", kit.Desc.Images.Preloaded.Name, image},
-		{"images", "push", "--plain-http", "--user", user() + ":" + password(), image},
-	} {
-		if out, err := exec.CommandContext(ctx, kit.Ctr(), append(pushArgs, step...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ctr %s: %v\n%s", step[1], err, out)
-		}
-	}
-	t.Cleanup(func() {
-		_ = exec.Command(kit.Ctr(), append(pushArgs, "images", "rm", image, kit.Desc.Images.Preloaded.Name)...).Run()
-	})
+	image := pushFreshImage(t, ctx)
 	offset := proxyLogSize(t)
 	runPod(t, ctx, ns, providerPod("first", image, "builder", corev1.PullAlways))
 	runPod(t, ctx, ns, providerPod("replica", image, "builder", corev1.PullIfNotPresent))
@@ -370,4 +354,60 @@ func BenchmarkCredentialProviderPerPull(b *testing.B) {
 	}
 	b.ReportMetric((sum1-sum0)/(count1-count0)*1e6, "agent-resolution-µs")
 	b.ReportMetric(count1-count0, "agent-resolutions")
+}
+
+// pushFreshImage pushes the kit's preloaded image's content under a new name to the
+// private registry (with ctr, from a namespace the CRI does not see) and returns the
+// name: an image no regcredentials Secret has pulled on any node, which would make it
+// private to the agent.
+func pushFreshImage(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	image := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"] + "/provider/only-" + RandomSuffix() + ":v1"
+	pushArgs := []string{"--address", kit.FirstNode().ContainerdSocket, "-n", "regcred-push-" + RandomSuffix()}
+	for _, step := range [][]string{
+		{"images", "import", kit.Desc.Images.Preloaded.Archive},
+		{"images", "tag", "--force", kit.Desc.Images.Preloaded.Name, image},
+		{"images", "push", "--plain-http", "--user", user() + ":" + password(), image},
+	} {
+		if out, err := exec.CommandContext(ctx, kit.Ctr(), append(pushArgs, step...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ctr %s: %v\n%s", step[1], err, out)
+		}
+	}
+	t.Cleanup(func() {
+		_ = exec.Command(kit.Ctr(), append(pushArgs, "images", "rm", image, kit.Desc.Images.Preloaded.Name)...).Run()
+	})
+	return image
+}
+
+// Issue 23, finding 3, the other way kubelet sends credentials itself: a Docker Secret
+// the agent may not read (the agent in ServiceAccount mode, the namespace not bound to
+// its role). kubelet reads it and sends it in PullImage; the pod runs, and so does a
+// replica that never pulled: the agent leaves the image to kubelet's checks rather
+// than lock the pod's replicas out.
+func TestDockerSecretTheAgentCannotRead(t *testing.T) {
+	if kit.Desc.Mode == "credential-provider" {
+		t.Skipf("the kit in %s runs without the node agent", kit.Dir)
+	}
+	ctx := context2(t, 4*time.Minute)
+	restartProxy(t, ctx, "sa")
+	ns := namespace(t, ctx)
+	basic := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"]
+	if _, err := kit.CreateDockerConfigSecret(ctx, ns, "docker", basic, user(), password()); err != nil {
+		t.Fatal(err)
+	}
+	image := pushFreshImage(t, ctx)
+	offset := proxyLogSize(t)
+	first := kit.PodSpec("first", image, "docker")
+	first.Spec.NodeName = kit.Node()
+	runPod(t, ctx, ns, first)
+	replica := ifNotPresent(kit.PodSpec("replica", image, "docker"))
+	replica.Spec.NodeName = kit.Node()
+	runPod(t, ctx, ns, replica)
+	log := proxyLogSince(t, offset)
+	if !anyLine(proxyLines(log, ns, "first"), "PullImage already carries auth; forwarded untouched", "image", image) {
+		t.Errorf("the agent did not see kubelet's own credentials for pod first: %v", proxyLines(log, ns, "first"))
+	}
+	if !anyLine(proxyLines(log, ns, "replica"), "image use allowed", "decision", "kubelet_checked") {
+		t.Errorf("the replica was not allowed as left to kubelet's checks:\n%v", proxyLines(log, ns, "replica"))
+	}
 }
