@@ -627,7 +627,7 @@ fn cri_proxy_waits_for_a_held_socket_and_held_records() {
     let records = dir.path().join("records");
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
-    let agent = |records_dir: &Path, log: &Path| {
+    let agent = |socket: &Path, records_dir: &Path, log: &Path| {
         regcred()
             .args(["cri-proxy", "--listen"])
             .arg(format!("unix://{}", socket.display()))
@@ -663,7 +663,7 @@ fn cri_proxy_waits_for_a_held_socket_and_held_records() {
     // Someone else serves on the socket.
     let holder = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let first_log = dir.path().join("first.log");
-    let mut first = agent(&records, &first_log);
+    let mut first = agent(&socket, &records, &first_log);
     wait_for("the first agent says it waits for the socket", &|| {
         read(&first_log).contains("the socket is held by another process; waiting for it")
     });
@@ -684,21 +684,7 @@ fn cri_proxy_waits_for_a_held_socket_and_held_records() {
 
     // A second agent on the same records waits for the first to let go.
     let second_socket_log = dir.path().join("second.log");
-    let mut second = regcred()
-        .args(["cri-proxy", "--listen"])
-        .arg(format!("unix://{}", dir.path().join("q.sock").display()))
-        .args([
-            "--runtime",
-            "unix:///nonexistent/regcred-test.sock",
-            "--secrets-from",
-        ])
-        .arg(format!("dir:{}", manifests.display()))
-        .arg("--pull-records-dir")
-        .arg(&records)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&second_socket_log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut second = agent(&dir.path().join("q.sock"), &records, &second_socket_log);
     wait_for("the second agent says it waits for the records", &|| {
         read(&second_socket_log).contains("the records are held by another process")
     });

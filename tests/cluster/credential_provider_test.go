@@ -1,7 +1,9 @@
 package kit
 
 import (
+	"archive/tar"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,11 +32,13 @@ const providerAudience = "https://kubernetes.default.svc.cluster.local"
 // providerWorkload makes service account sa in ns name the Secrets secrets (created with
 // their data), and lets it read them and record events, as
 // deploy/credential-provider/workload-example.yaml does.
-func providerWorkload(t *testing.T, ctx context.Context, ns, sa string, secrets map[string]map[string]string) {
+func providerWorkload(t testing.TB, ctx context.Context, ns, sa string, secrets map[string]map[string]string) {
 	t.Helper()
 	var names []string
 	for name, data := range secrets {
-		mustSecret(t, ctx, ns, name, data)
+		if _, err := kit.CreateRegcredSecret(ctx, ns, name, data); err != nil {
+			t.Fatalf("creating Secret %s/%s: %v", ns, name, err)
+		}
 		names = append(names, name)
 	}
 	account := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
@@ -63,6 +67,20 @@ func providerWorkload(t *testing.T, ctx context.Context, ns, sa string, secrets 
 	}
 }
 
+// saToken is a token of service account sa in ns for the plugin's audience, as kubelet
+// asks for it.
+func saToken(t testing.TB, ctx context.Context, ns, sa string) string {
+	t.Helper()
+	expiry := int64(3600)
+	token, err := kit.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{providerAudience}, ExpirationSeconds: &expiry},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token.Status.Token
+}
+
 // providerPod is a pod of image run as service account sa on the first node, pulling
 // with policy.
 func providerPod(name, image, sa string, policy corev1.PullPolicy) *corev1.Pod {
@@ -86,18 +104,11 @@ func TestCredentialProviderSpeaksTheV1API(t *testing.T) {
 	providerWorkload(t, ctx, ns, "builder", map[string]map[string]string{
 		"corp": {"serverAddress": basic, "username": user(), "password": password()},
 	})
-	expiry := int64(600)
-	token, err := kit.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "builder", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{providerAudience}, ExpirationSeconds: &expiry},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	image := kit.Image("BASIC")
 	request := credentialproviderv1.CredentialProviderRequest{
 		TypeMeta:                  metav1.TypeMeta{APIVersion: "credentialprovider.kubelet.k8s.io/v1", Kind: "CredentialProviderRequest"},
 		Image:                     image,
-		ServiceAccountToken:       token.Status.Token,
+		ServiceAccountToken:       saToken(t, ctx, ns, "builder"),
 		ServiceAccountAnnotations: map[string]string{pullSecretsAnnotation: "corp"},
 	}
 	input, _ := json.Marshal(request)
@@ -131,13 +142,7 @@ func TestCredentialProviderSpeaksTheV1API(t *testing.T) {
 	if _, err := kit.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	other, err := kit.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "other", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{providerAudience}, ExpirationSeconds: &expiry},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	request.ServiceAccountToken = other.Status.Token
+	request.ServiceAccountToken = saToken(t, ctx, ns, "other")
 	input, _ = json.Marshal(request)
 	cmd = exec.CommandContext(ctx, regcredBinary(t), "credential-provider", "--kubeconfig", kit.FirstNode().KubeletKubeconfig)
 	cmd.Stdin = strings.NewReader(string(input))
@@ -283,35 +288,13 @@ func BenchmarkCredentialProviderPerPull(b *testing.B) {
 	}
 	defer kit.DeleteNamespace(ns)
 	basic := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"]
-	data := map[string]string{"serverAddress": basic, "username": user(), "password": password()}
-	if _, err := kit.CreateRegcredSecret(ctx, ns, "corp", data); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := kit.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "builder", Namespace: ns}}, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "pull", Namespace: ns},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"corp"}, Verbs: []string{"get"}}}}
-	if _, err := kit.Client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "pull", Namespace: ns},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pull"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "builder", Namespace: ns}}}
-	if _, err := kit.Client.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	expiry := int64(3600)
-	token, err := kit.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "builder", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{providerAudience}, ExpirationSeconds: &expiry},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	providerWorkload(b, ctx, ns, "builder", map[string]map[string]string{
+		"corp": {"serverAddress": basic, "username": user(), "password": password()},
+	})
 	input, _ := json.Marshal(credentialproviderv1.CredentialProviderRequest{
 		TypeMeta:                  metav1.TypeMeta{APIVersion: "credentialprovider.kubelet.k8s.io/v1", Kind: "CredentialProviderRequest"},
 		Image:                     kit.Image("BASIC"),
-		ServiceAccountToken:       token.Status.Token,
+		ServiceAccountToken:       saToken(b, ctx, ns, "builder"),
 		ServiceAccountAnnotations: map[string]string{pullSecretsAnnotation: "corp"},
 	})
 	bin := regcredBinary(b)
@@ -356,17 +339,21 @@ func BenchmarkCredentialProviderPerPull(b *testing.B) {
 	b.ReportMetric(count1-count0, "agent-resolutions")
 }
 
-// pushFreshImage pushes the kit's preloaded image's content under a new name to the
-// private registry (with ctr, from a namespace the CRI does not see) and returns the
-// name: an image no regcredentials Secret has pulled on any node, which would make it
-// private to the agent.
+// pushFreshImage pushes an image of its own to the private registry and returns its
+// name: no regcredentials Secret has pulled it on any node (which would make it private
+// to the agent), and kubelet has no record of it either. It is the kit's preloaded image
+// with a label of its own in its configuration, so a new image ID over the same layers:
+// the preloaded image itself must not be pulled with credentials, or kubelet's own
+// records would ask every later pod of it for credentials.
 func pushFreshImage(t *testing.T, ctx context.Context) string {
 	t.Helper()
-	image := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"] + "/provider/only-" + RandomSuffix() + ":v1"
-	pushArgs := []string{"--address", kit.FirstNode().ContainerdSocket, "-n", "regcred-push-" + RandomSuffix()}
+	suffix := RandomSuffix()
+	archive, local := uniqueImageArchive(t, suffix)
+	image := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"] + "/provider/only-" + suffix + ":v1"
+	pushArgs := []string{"--address", kit.FirstNode().ContainerdSocket, "-n", "regcred-push-" + suffix}
 	for _, step := range [][]string{
-		{"images", "import", kit.Desc.Images.Preloaded.Archive},
-		{"images", "tag", "--force", kit.Desc.Images.Preloaded.Name, image},
+		{"images", "import", archive},
+		{"images", "tag", "--force", local, image},
 		{"images", "push", "--plain-http", "--user", user() + ":" + password(), image},
 	} {
 		if out, err := exec.CommandContext(ctx, kit.Ctr(), append(pushArgs, step...)...).CombinedOutput(); err != nil {
@@ -374,9 +361,103 @@ func pushFreshImage(t *testing.T, ctx context.Context) string {
 		}
 	}
 	t.Cleanup(func() {
-		_ = exec.Command(kit.Ctr(), append(pushArgs, "images", "rm", image, kit.Desc.Images.Preloaded.Name)...).Run()
+		_ = exec.Command(kit.Ctr(), append(pushArgs, "images", "rm", image, local)...).Run()
 	})
 	return image
+}
+
+// uniqueImageArchive writes an OCI archive of the kit's preloaded image with the label
+// dev.regcred.test/unique=suffix added to its configuration (a new image ID, the same
+// layers), named regcred.local/kit/unique-SUFFIX:v1; it returns the archive and the name.
+func uniqueImageArchive(t *testing.T, suffix string) (string, string) {
+	t.Helper()
+	blobs := map[string][]byte{}
+	var index map[string]any
+	f, err := os.Open(kit.Desc.Images.Preloaded.Archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	reader := tar.NewReader(f)
+	for {
+		header, err := reader.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case header.Name == "index.json":
+			if err := json.Unmarshal(data, &index); err != nil {
+				t.Fatal(err)
+			}
+		case strings.HasPrefix(header.Name, "blobs/sha256/"):
+			blobs["sha256:"+strings.TrimPrefix(header.Name, "blobs/sha256/")] = data
+		}
+	}
+	digestOf := func(data []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(data)) }
+	descriptor := index["manifests"].([]any)[0].(map[string]any)
+	var manifest map[string]any
+	if err := json.Unmarshal(blobs[descriptor["digest"].(string)], &manifest); err != nil {
+		t.Fatal(err)
+	}
+	configDescriptor := manifest["config"].(map[string]any)
+	var config map[string]any
+	if err := json.Unmarshal(blobs[configDescriptor["digest"].(string)], &config); err != nil {
+		t.Fatal(err)
+	}
+	inner, _ := config["config"].(map[string]any)
+	if inner == nil {
+		inner = map[string]any{}
+		config["config"] = inner
+	}
+	labels, _ := inner["Labels"].(map[string]any)
+	if labels == nil {
+		labels = map[string]any{}
+		inner["Labels"] = labels
+	}
+	labels["dev.regcred.test/unique"] = suffix
+	configBytes, _ := json.Marshal(config)
+	configDescriptor["digest"], configDescriptor["size"] = digestOf(configBytes), len(configBytes)
+	blobs[digestOf(configBytes)] = configBytes
+	manifestBytes, _ := json.Marshal(manifest)
+	blobs[digestOf(manifestBytes)] = manifestBytes
+	name := "regcred.local/kit/unique-" + suffix + ":v1"
+	descriptor["digest"], descriptor["size"] = digestOf(manifestBytes), len(manifestBytes)
+	descriptor["annotations"] = map[string]any{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "v1"}
+	indexBytes, _ := json.Marshal(index)
+
+	path := filepath.Join(t.TempDir(), "unique.oci.tar")
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer := tar.NewWriter(out)
+	add := func(name string, data []byte) {
+		if err := writer.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := writer.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	add("index.json", indexBytes)
+	for digest, data := range blobs {
+		add("blobs/sha256/"+strings.TrimPrefix(digest, "sha256:"), data)
+	}
+	if err := writer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path, name
 }
 
 // Issue 23, finding 3, the other way kubelet sends credentials itself: a Docker Secret
