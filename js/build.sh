@@ -9,12 +9,25 @@
 # page are bundled with esbuild. Needs what scripts/setup installs: the wasm32 target,
 # wasm-bindgen-cli at the Cargo.lock version, binaryen, Node.js and `npm ci` in js/ and
 # js/page/. Fails loudly when any of it is missing.
+#
+# `js/build.sh --in-place` (package.json's `prepack`, so `npm pack` and `npm publish` in
+# js/, and a git dependency, get a complete package) writes the package's built files into
+# js/ itself, beside package.json (they are git-ignored), and neither packs nor builds the
+# page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out=$root/target/js
 pkg=$out/package
 page=$out/page
+in_place=false
+case "${1:-}" in
+  "") ;;
+  --in-place) in_place=true; pkg=$root/js ;;
+  *) echo "js/build.sh: unknown argument $1 (the only one is --in-place)" >&2; exit 2 ;;
+esac
+# What the package holds besides package.json and README.md (package.json's "files").
+built_files=(index.d.ts index.d.cts api.js browser.js node.mjs node.cjs wasm)
 
 die() { echo "js/build.sh: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is missing: run scripts/setup"; }
@@ -45,8 +58,13 @@ env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u RUSTC_WORKSPACE_WRAPPER \
   cargo build --quiet --package regcred-policy --lib --features js \
   --target wasm32-unknown-unknown --profile wasm-release --target-dir "$wasm_target"
 
-rm -rf "$pkg" "$page"
-mkdir -p "$pkg/wasm" "$page"
+if $in_place; then
+  (cd "$pkg" && rm -rf "${built_files[@]}")
+  mkdir -p "$pkg/wasm"
+else
+  rm -rf "$pkg" "$page"
+  mkdir -p "$pkg/wasm" "$page"
+fi
 # wasm-opt before wasm-bindgen: Debian's binaryen (version 108) rewrites the externref
 # table wasm-bindgen adds, which then fails to instantiate; on rustc's output it is safe.
 opt_dir=$out/opt
@@ -57,18 +75,25 @@ wasm-opt -Os --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-t
 wasm-bindgen --target web --no-typescript --out-dir "$pkg/wasm" "$opt_dir/regcred_policy.wasm" \
   2> >(grep -v "target_features" >&2)
 
-cp js/package.json js/README.md "$pkg/"
+$in_place || cp js/package.json js/README.md "$pkg/"
 cp js/src/api.js js/src/browser.js js/src/node.mjs "$pkg/"
 cp js/src/index.d.ts "$pkg/index.d.ts"
 cp js/src/index.d.ts "$pkg/index.d.cts"
 # The CommonJS entry: node-cjs.js with api.js and the glue bundled in. The glue's
 # `import.meta.url` only serves its asynchronous loader, which node.cjs never calls.
+# Bundled from inside the package, so the paths esbuild writes into its comments are the
+# same wherever the package is built (js/ for `npm pack`, target/js/package here).
 cp js/src/node-cjs.js "$pkg/node-cjs.js"
-"$esbuild" "$pkg/node-cjs.js" --bundle --platform=node --format=cjs --target=node18 \
-  --log-level=warning --log-override:empty-import-meta=silent --outfile="$pkg/node.cjs"
+(cd "$pkg" && "$esbuild" node-cjs.js --bundle --platform=node --format=cjs --target=node20 \
+  --log-level=warning --log-override:empty-import-meta=silent --outfile=node.cjs)
 rm "$pkg/node-cjs.js"
 
-(cd "$out" && npm pack --silent "$pkg" >/dev/null)
+if $in_place; then
+  echo "js/build.sh: the package's files are in $pkg (${built_files[*]})" >&2
+  exit 0
+fi
+# (--ignore-scripts: the copy has no build.sh for the prepack script to run.)
+(cd "$out" && npm pack --silent --ignore-scripts "$pkg" >/dev/null)
 tarball=$out/regcred-policy-$package_version.tgz
 [ -f "$tarball" ] || die "npm pack made no $tarball"
 

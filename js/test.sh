@@ -18,7 +18,23 @@ command -v npm >/dev/null 2>&1 || die "npm is missing: run scripts/setup"
 
 js/build.sh
 version=$(node -p 'require("./js/package.json").version')
-tarball=$root/target/js/regcred-policy-$version.tgz
+built=$root/target/js/regcred-policy-$version.tgz
+
+# The npm way from a checkout: `npm pack` in js/ runs the prepack script (js/build.sh
+# --in-place), so its tarball has every entry file. It must hold exactly what
+# js/build.sh's does, byte for byte; the consumer below installs it.
+npm_way=$root/target/js/npm-way
+rm -rf "$npm_way" && mkdir -p "$npm_way"
+(cd js && npm pack --silent --pack-destination "$npm_way" >/dev/null) || die "npm pack in js/ failed"
+tarball=$npm_way/regcred-policy-$version.tgz
+[ -f "$tarball" ] || die "npm pack in js/ made no $tarball"
+listing() { tar -xzOf "$1" --wildcards '*' | sha256sum; tar -tzf "$1" | sort; }
+entries=$(tar -tzf "$tarball")
+for entry in package/node.mjs package/node.cjs package/browser.js package/index.d.ts package/wasm/regcred_policy_bg.wasm; do
+  grep -qx "$entry" <<<"$entries" || die "the npm-way tarball has no $entry"
+done
+[ "$(listing "$tarball")" = "$(listing "$built")" ] \
+  || die "npm pack in js/ and js/build.sh packed different packages: $(diff <(listing "$tarball") <(listing "$built"))"
 
 # The CLI the package is compared with (`--bin` finds it in whichever crate has it).
 cargo build --quiet --bin regcred
