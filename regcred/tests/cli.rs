@@ -697,3 +697,50 @@ fn cri_proxy_waits_for_a_held_socket_and_held_records() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+/// Issue 25: the agent's JSON log carries values, not Rust's `Debug` of them (it wrote
+/// `"metrics_addr":"Some(127.0.0.1:9091)"` and `"runtime_profile":"Containerd"`).
+#[test]
+fn cri_proxy_logs_values_a_machine_can_read() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = regcred()
+        .args(["cri-proxy", "--listen"])
+        .arg(format!("unix://{}", dir.path().join("p.sock").display()))
+        .args([
+            "--runtime",
+            "unix:///nonexistent/regcred-test.sock",
+            "--image-pull-credentials-verification-policy",
+            "NeverVerify",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .arg("--secrets-from")
+        .arg(format!("dir:{}", dir.path().display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(agent.stderr.take().unwrap());
+    let mut serving = None;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.contains("regcred cri-proxy serving") {
+            serving = Some(line);
+            break;
+        }
+    }
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let line = serving.expect("the agent logged that it serves");
+    assert!(!line.contains("Some("), "{line}");
+    let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(fields["runtime_profile"], "containerd", "{line}");
+    assert_eq!(fields["metrics_addr"], "127.0.0.1:0", "{line}");
+    assert!(
+        fields.get("nri_decisions").is_none(),
+        "an absent value is left out: {line}"
+    );
+}

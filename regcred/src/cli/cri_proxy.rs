@@ -271,8 +271,9 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             listen = %listen.display(),
             runtime = %runtime_socket.display(),
             secrets_from = %args.secrets_from,
-            runtime_profile = ?args.runtime_profile,
-            metrics_addr = ?args.metrics_addr,
+            runtime_profile = %regcred_types::RuntimeProfile::from(args.runtime_profile),
+            // (an absent value leaves the field out, not `None`: logs a machine can read)
+            metrics_addr = args.metrics_addr.map(tracing::field::display),
             verification = %verification_policy,
             nri_decisions = decisions.as_ref().map(|p| tracing::field::display(p.display())),
             records = proxy
