@@ -319,4 +319,56 @@ mod tests {
             assert!(text.contains(expected), "{expected} missing in\n{text}");
         }
     }
+
+    /// Every family the agent serves is in METRICS.md, with each label it has.
+    #[test]
+    fn every_metric_is_documented() {
+        let metrics = ProxyMetrics::new();
+        metrics.pull(PullOutcome::Pulled);
+        metrics.image_use(ImageUse::Refused);
+        metrics.runtime_call(
+            regcred_cri_api::methods::PULL_IMAGE,
+            Duration::from_micros(1),
+        );
+        metrics.decision(Duration::from_micros(1));
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../METRICS.md"),
+        )
+        .unwrap();
+        let text = metrics.encode();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(names.len(), 8, "{text}");
+        for name in names {
+            assert!(
+                doc.contains(&format!("| `{name}` |")),
+                "{name} is not in METRICS.md"
+            );
+        }
+        for label in ["outcome", "decision", "method"] {
+            assert!(doc.contains(&format!("`{label}`:")), "label {label}");
+        }
+        for decision in [
+            ImageUse::NotVerified,
+            ImageUse::Public,
+            ImageUse::Preloaded,
+            ImageUse::Allowlisted,
+            ImageUse::PodOnRecord,
+            ImageUse::Remembered,
+            ImageUse::Verified,
+            ImageUse::Anonymous,
+            ImageUse::KubeletChecked,
+            ImageUse::Refused,
+            ImageUse::Undecided,
+            ImageUse::Failed,
+        ] {
+            assert!(
+                doc.contains(&format!("`{}`", decision.as_str())),
+                "{decision:?}"
+            );
+        }
+    }
 }

@@ -101,3 +101,46 @@ impl WebhookMetrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family the webhook serves is in METRICS.md, with its labels and outcomes.
+    #[test]
+    fn every_metric_is_documented() {
+        let metrics = WebhookMetrics::new();
+        metrics.review("CREATE", "allowed", Duration::from_micros(1));
+        metrics.violation("FieldValueRequired");
+        metrics.tls_reload(true);
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../METRICS.md"),
+        )
+        .unwrap();
+        let text = metrics.render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(names.len(), 4, "{text}");
+        for name in names {
+            assert!(
+                doc.contains(&format!("| `{name}` |")),
+                "{name} is not in METRICS.md"
+            );
+        }
+        for outcome in [
+            "allowed",
+            "denied",
+            "skipped",
+            "bad_request",
+            "too_large",
+            "busy",
+            "timeout",
+            "error",
+        ] {
+            assert!(doc.contains(&format!("`{outcome}`")), "{outcome}");
+        }
+    }
+}
