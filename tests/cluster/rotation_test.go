@@ -140,6 +140,12 @@ current-context: node
 	if time.Now().After(expires) {
 		t.Fatalf("the first pod took longer than the first certificate's %v life; the test proves nothing", firstLife)
 	}
+	// Nothing changed yet: the agent has not rebuilt its client (it once did at its first
+	// look at the files, comparing the kubeconfig alone with the kubeconfig and its
+	// certificate).
+	if logged := proxyLogSince(t, offset); strings.Contains(logged, "the Kubernetes client was rebuilt") {
+		t.Errorf("the agent rebuilt its client before anything changed:\n%s", logged)
+	}
 
 	// kubelet rotates; then the first certificate expires.
 	rotateKubeletClient(t, pki, ca.kubeletClientPEM(t, node, time.Now().Add(time.Hour)))

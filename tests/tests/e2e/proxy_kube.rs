@@ -156,6 +156,9 @@ async fn forbidden_secret_is_an_answer_logged_clearly_through_the_real_binary() 
     .start()
     .await;
     let mut cri = proxy.client().await;
+    // Past the agent's first look at its kubeconfig's files: nothing changed, so its
+    // client is not rebuilt (checked below).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let status = cri
         .pull(&world.reference, None, Some(pod_sandbox(NS, "app-3", &uid)))
         .await
@@ -176,6 +179,7 @@ async fn forbidden_secret_is_an_answer_logged_clearly_through_the_real_binary() 
         log.contains("secret team/login of pod team/app-3") && log.contains("403 Forbidden"),
         "{log}"
     );
+    assert!(!log.contains("client was rebuilt"), "{log}");
     assert_eq!(
         api.requests().await,
         [get("pods", "app-3", 200), get("secrets", "login", 403)]

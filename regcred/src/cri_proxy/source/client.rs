@@ -75,12 +75,15 @@ impl ReloadingClient {
                 (None, err)
             }
         };
-        let files = kubeconfig_paths();
-        let watch = Watch {
-            state: Mutex::new((fingerprint(&files), Instant::now())),
-            files,
+        let mut watch = Watch {
+            state: Mutex::new((Vec::new(), Instant::now())),
+            files: kubeconfig_paths(),
             last_refused: Mutex::new(None),
         };
+        // The same files the later looks compare (the kubeconfigs and what they name), or
+        // the first look would see a change that is not one.
+        let first = fingerprint(&watch.files_now());
+        watch.state.get_mut().unwrap_or_else(|e| e.into_inner()).0 = first;
         Self {
             current: RwLock::new(client),
             missing: Mutex::new(missing),
