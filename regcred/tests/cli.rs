@@ -744,3 +744,33 @@ fn cri_proxy_logs_values_a_machine_can_read() {
         "an absent value is left out: {line}"
     );
 }
+
+/// Issue 25: `regcred completion bash` loads in bash and completes the commands;
+/// zsh and fish get their scripts too.
+#[test]
+fn completion_scripts_load_and_complete() {
+    let script = run(regcred().args(["completion", "bash"]));
+    assert!(script.status.success(), "{}", text(&script.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "regcred.bash", &text(&script.stdout));
+    // What bash does on `regcred cri-<TAB>`.
+    let probe = format!(
+        "source {}; COMP_WORDS=(regcred cri-); COMP_CWORD=1; COMP_LINE='regcred cri-'; \
+         COMP_POINT=${{#COMP_LINE}}; _regcred regcred cri- regcred; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        file.display()
+    );
+    let out = run(Command::new("bash").args(["--noprofile", "--norc", "-c", &probe]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let completions = text(&out.stdout);
+    assert!(
+        completions.lines().any(|l| l.trim() == "cri-proxy"),
+        "{completions}"
+    );
+    for shell in ["zsh", "fish"] {
+        let out = run(regcred().args(["completion", shell]));
+        assert!(out.status.success(), "{shell}");
+        assert!(text(&out.stdout).contains("credential-provider"), "{shell}");
+    }
+    let bad = run(regcred().args(["completion", "powershell"]));
+    assert_eq!(bad.status.code(), Some(2));
+}

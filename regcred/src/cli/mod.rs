@@ -92,6 +92,30 @@ enum Command {
                             (the reason on stderr)."
     )]
     CredentialProvider(credential_provider::CredentialProviderArgs),
+    /// Print a shell completion script for regcred's commands and flags.
+    #[command(after_help = "Examples:\n  source <(regcred completion bash)\n  \
+                            regcred completion zsh > \"${fpath[1]}/_regcred\"\n  \
+                            regcred completion fish > ~/.config/fish/completions/regcred.fish")]
+    Completion(CompletionArgs),
+}
+
+/// Arguments of `regcred completion`.
+#[derive(Debug, Args)]
+struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: CompletionShell,
+    /// The command name the script completes (e.g. kubectl-regcred for the plugin's file).
+    #[arg(long, value_name = "NAME", default_value = "regcred")]
+    bin_name: String,
+}
+
+/// The shells `regcred completion` writes for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +192,20 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Webhook(args) => webhook::run(&cli.policy, args),
         Command::CriProxy(args) => cri_proxy::run(cli.policy.runner()?, args),
         Command::CredentialProvider(args) => credential_provider::run(cli.policy.runner()?, args),
+        Command::Completion(args) => {
+            let shell = match args.shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), &args.bin_name, &mut out);
+            std::io::stdout()
+                .lock()
+                .write_all(&out)
+                .context("cannot write the completion script")?;
+            Ok(EXIT_OK)
+        }
     }
 }
 
