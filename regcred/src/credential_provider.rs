@@ -28,8 +28,9 @@ pub const API_VERSION: &str = "credentialprovider.kubelet.k8s.io/v1";
 /// so kubelet calls the plugin only for workloads that opted in.
 pub const PULL_SECRETS_ANNOTATION: &str = "regcred.dev/pull-secrets";
 
-/// What kubelet sends on standard input.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// What kubelet sends on standard input. Its `Debug` shows whether a token came, never
+/// the token.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialProviderRequest {
     /// `credentialprovider.kubelet.k8s.io/v1`.
@@ -46,14 +47,27 @@ pub struct CredentialProviderRequest {
     pub service_account_annotations: BTreeMap<String, String>,
 }
 
-impl std::fmt::Debug for Token<'_> {
+impl std::fmt::Debug for CredentialProviderRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
+        f.debug_struct("CredentialProviderRequest")
+            .field("api_version", &self.api_version)
+            .field("kind", &self.kind)
+            .field("image", &self.image)
+            .field(
+                "service_account_token",
+                &if self.service_account_token.is_empty() {
+                    ""
+                } else {
+                    regcred_types::REDACTED
+                },
+            )
+            .field(
+                "service_account_annotations",
+                &self.service_account_annotations,
+            )
+            .finish()
     }
 }
-
-/// A service-account token, shown as `<redacted>`.
-pub struct Token<'a>(pub &'a str);
 
 /// How kubelet caches an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -582,7 +596,13 @@ mod tests {
             .insert(PULL_SECRETS_ANNOTATION.into(), "ok,Not_A_Name".into());
         let err = annotated.pull_secret_names("team", "builder").unwrap_err();
         assert!(err.to_string().contains("\"Not_A_Name\""), "{err}");
-        assert!(format!("{:?}", Token("CANARY")).contains("redacted"));
+        let mut with_token = annotated.clone();
+        with_token.service_account_token = "CANARY-token".into();
+        let shown = format!("{with_token:?}");
+        assert!(
+            !shown.contains("CANARY") && shown.contains("redacted"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -485,6 +485,17 @@ impl ImageRecord {
         self.names.drain(..excess);
     }
 
+    /// Notes that the credentials hashed `hash`, from `secret`, pulled or were accepted for
+    /// the image at `at` (their newest use replaces an older one).
+    fn credential_used(&mut self, hash: &str, secret: &str, at: u64) {
+        self.credentials.retain(|c| c.hash != hash);
+        self.credentials.push(CredentialRecord {
+            hash: hash.to_owned(),
+            secret: secret.to_owned(),
+            at,
+        });
+    }
+
     fn alias(&mut self, alias: Option<&str>) {
         let Some(alias) = alias else { return };
         self.aliases.retain(|a| a != alias);
@@ -874,7 +885,8 @@ impl PullRecords {
     ///
     /// # Errors
     ///
-    /// [`RecordsError::Io`] when the file cannot be written; the record is kept in memory.
+    /// [`RecordsError::Unwritten`] while the last write of the records failed; the record
+    /// is kept in memory and written once a write succeeds.
     pub fn credentialed<'a>(
         &self,
         image: impl Into<ImageKey<'a>>,
@@ -888,12 +900,7 @@ impl PullRecords {
             let record = state.entry(image);
             record.name_used(name);
             record.private_since.get_or_insert(at);
-            record.credentials.retain(|c| c.hash != hash);
-            record.credentials.push(CredentialRecord {
-                hash: hash.to_owned(),
-                secret: secret.to_owned(),
-                at,
-            });
+            record.credential_used(hash, secret, at);
             true
         })
     }
@@ -923,12 +930,7 @@ impl PullRecords {
             let record = state.entry(image);
             record.name_used(name);
             record.kubelet_pulled_at = Some(at);
-            record.credentials.retain(|c| c.hash != hash);
-            record.credentials.push(CredentialRecord {
-                hash: hash.to_owned(),
-                secret: secret.to_owned(),
-                at,
-            });
+            record.credential_used(hash, secret, at);
             if let Some((pod, uid)) = pod.filter(|(_, uid)| !uid.is_empty()) {
                 record.grant(pod, uid, secret, at);
             }
