@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chart;
 pub mod credential_provider;
 pub mod cri_proxy;
 pub mod serve;

@@ -9,8 +9,10 @@ use clap::Args;
 
 use regcred::serve::{LogFormat, init_logging, shutdown_signal};
 use regcred::webhook::{
-    DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_PEER, SecretAdmission, Webhook,
+    DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_CA_VALIDITY, DEFAULT_CERT_VALIDITY,
+    DEFAULT_CHECK_INTERVAL, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER, ManagedCertificate, ManagedTlsConfig, SecretAdmission,
+    Webhook,
 };
 
 use super::policy::PolicyArgs;
@@ -20,11 +22,44 @@ use super::{PolicyConfigArg, load_config};
 #[derive(Debug, Args)]
 pub(crate) struct WebhookArgs {
     /// The serving certificate chain (PEM); reloaded when the file changes.
-    #[arg(long, value_name = "FILE")]
-    tls_cert: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "tls_secret",
+        conflicts_with = "tls_secret",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); reloaded with it.
-    #[arg(long, value_name = "FILE")]
-    tls_key: PathBuf,
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Manage the certificate here instead of files: a CA and a serving pair kept in
+    /// this Secret (created when missing), renewed before they end, the CA bundle put
+    /// into --webhook-configuration. Reads the API as the pod's ServiceAccount (or
+    /// KUBECONFIG).
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        requires_all = ["tls_dns_name", "webhook_configuration"],
+        value_parser = parse_secret_ref
+    )]
+    tls_secret: Option<(String, String)>,
+    /// A DNS name of the managed serving certificate (repeat: the Service's names, such
+    /// as regcred-webhook.regcred-system.svc).
+    #[arg(long, value_name = "NAME", requires = "tls_secret")]
+    tls_dns_name: Vec<String>,
+    /// The ValidatingWebhookConfiguration whose webhooks get the managed CA bundle.
+    #[arg(long, value_name = "NAME", requires = "tls_secret")]
+    webhook_configuration: Option<String>,
+    /// The managed CA's life in seconds (renewed with a third left).
+    #[arg(long, value_name = "SECONDS", hide = true, default_value_t = DEFAULT_CA_VALIDITY.as_secs(), value_parser = clap::value_parser!(u64).range(60..))]
+    tls_ca_validity: u64,
+    /// The managed serving certificate's life in seconds (renewed with a third left).
+    #[arg(long, value_name = "SECONDS", hide = true, default_value_t = DEFAULT_CERT_VALIDITY.as_secs(), value_parser = clap::value_parser!(u64).range(30..))]
+    tls_cert_validity: u64,
+    /// Seconds between checks of the managed certificate.
+    #[arg(long, value_name = "SECONDS", hide = true, default_value_t = DEFAULT_CHECK_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    tls_check_interval: u64,
     /// Where to serve HTTPS.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
     addr: SocketAddr,
@@ -98,7 +133,30 @@ pub(crate) fn run(policy: &PolicyArgs, args: WebhookArgs) -> Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let mut builder = Webhook::builder(admission, &args.tls_cert, &args.tls_key)
+        let builder = match (&args.tls_secret, &args.tls_cert, &args.tls_key) {
+            (Some((namespace, name)), _, _) => {
+                let client = kube::Client::try_default().await.context(
+                    "--tls-secret reads the API: no in-cluster ServiceAccount and no KUBECONFIG",
+                )?;
+                let config = ManagedTlsConfig {
+                    ca_validity: Duration::from_secs(args.tls_ca_validity),
+                    cert_validity: Duration::from_secs(args.tls_cert_validity),
+                    check_interval: Duration::from_secs(args.tls_check_interval),
+                    ..ManagedTlsConfig::new(
+                        namespace,
+                        name,
+                        args.tls_dns_name.clone(),
+                        args.webhook_configuration.clone().unwrap_or_default(),
+                    )
+                };
+                let managed = ManagedCertificate::start(client, config).await?;
+                Webhook::builder_managed(admission, managed)
+            }
+            (None, Some(cert), Some(key)) => Webhook::builder(admission, cert, key),
+            // clap requires one of the two.
+            _ => anyhow::bail!("--tls-cert and --tls-key, or --tls-secret, are required"),
+        };
+        let mut builder = builder
             .addr(args.addr)
             .body_limit(args.max_body_bytes)
             .max_concurrent_reviews(concurrency)
@@ -118,4 +176,16 @@ pub(crate) fn run(policy: &PolicyArgs, args: WebhookArgs) -> Result<u8> {
         anyhow::Ok(())
     })?;
     Ok(0)
+}
+
+/// `NAMESPACE/NAME` of a Secret.
+fn parse_secret_ref(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok((namespace.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+    }
 }

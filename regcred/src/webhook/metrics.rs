@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use prometheus::{Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Seconds: from a tenth of a millisecond (a warm review) to a second (a stuck one).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -18,6 +20,7 @@ pub(crate) struct WebhookMetrics {
     latency: HistogramVec,
     violations: IntCounterVec,
     tls_reloads: IntCounterVec,
+    certificate_expiry: IntGaugeVec,
 }
 
 impl WebhookMetrics {
@@ -59,6 +62,18 @@ impl WebhookMetrics {
             &["result"],
         )
         .expect("valid metric");
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "certificate_expiry_timestamp_seconds",
+                "When the certificate in service ends (Unix seconds), by certificate \
+                 (serving; ca where the webhook manages its own).",
+            ),
+            &["certificate"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(certificate_expiry.clone()))
+            .expect("unique metric");
         for collector in [&reviews, &violations, &tls_reloads] {
             registry
                 .register(Box::new(collector.clone()))
@@ -73,7 +88,15 @@ impl WebhookMetrics {
             latency,
             violations,
             tls_reloads,
+            certificate_expiry,
         }
+    }
+
+    /// The end of the `certificate` in service (`serving` or `ca`), in Unix seconds.
+    pub(crate) fn certificate_expiry(&self, certificate: &str, not_after: i64) {
+        self.certificate_expiry
+            .with_label_values(&[certificate])
+            .set(not_after);
     }
 
     pub(crate) fn review(&self, operation: &str, outcome: &str, elapsed: Duration) {
@@ -113,6 +136,7 @@ mod tests {
         metrics.review("CREATE", "allowed", Duration::from_micros(1));
         metrics.violation("FieldValueRequired");
         metrics.tls_reload(true);
+        metrics.certificate_expiry("serving", 1);
         let doc = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../METRICS.md"),
         )
@@ -123,7 +147,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# HELP "))
             .filter_map(|l| l.split_whitespace().next())
             .collect();
-        assert_eq!(names.len(), 4, "{text}");
+        assert_eq!(names.len(), 5, "{text}");
         for name in names {
             assert!(
                 doc.contains(&format!("| `{name}` |")),

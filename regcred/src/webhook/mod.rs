@@ -55,6 +55,7 @@
 //! ```
 
 mod admission;
+mod managed_tls;
 mod metrics;
 mod tls;
 
@@ -79,6 +80,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::serve::{BlockingError, BlockingExecutor, HttpServer, serve_metrics};
 
 pub use admission::{Decision, Outcome, ReviewError, SecretAdmission, error_review};
+pub use managed_tls::{
+    DEFAULT_CA_VALIDITY, DEFAULT_CERT_VALIDITY, DEFAULT_CHECK_INTERVAL, ManagedCertificate,
+    ManagedTlsConfig, ManagedTlsError,
+};
 
 use metrics::WebhookMetrics;
 use tls::ReloadingCert;
@@ -144,13 +149,21 @@ pub enum WebhookError {
     },
 }
 
+/// Where the serving certificate comes from.
+#[derive(Debug)]
+enum CertificateSource {
+    /// PEM files, read again when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// The webhook's own (`--tls-secret`).
+    Managed(ManagedCertificate),
+}
+
 /// Configures a [`Webhook`]: addresses, limits, TLS files.
 #[derive(Debug)]
 #[must_use]
 pub struct WebhookBuilder {
     admission: SecretAdmission,
-    tls_cert: PathBuf,
-    tls_key: PathBuf,
+    certificate: CertificateSource,
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     probe_addr: Option<SocketAddr>,
@@ -245,19 +258,25 @@ impl WebhookBuilder {
     pub async fn bind(self) -> Result<Webhook, WebhookError> {
         let metrics = WebhookMetrics::new();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = ReloadingCert::load(
-            &self.tls_cert,
-            &self.tls_key,
-            provider.clone(),
-            metrics.clone(),
-        )?;
+        let certs: Arc<dyn rustls::server::ResolvesServerCert> = match &self.certificate {
+            CertificateSource::Files { cert, key } => Arc::new(ReloadingCert::load(
+                cert,
+                key,
+                provider.clone(),
+                metrics.clone(),
+            )?),
+            CertificateSource::Managed(managed) => {
+                managed.run(metrics.clone());
+                managed.resolver()
+            }
+        };
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|err| WebhookError::TlsConfig {
                 reason: err.to_string(),
             })?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(certs));
+            .with_cert_resolver(certs);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
         let listener = bind(self.addr).await?;
@@ -351,10 +370,28 @@ impl Webhook {
         tls_cert: impl AsRef<Path>,
         tls_key: impl AsRef<Path>,
     ) -> WebhookBuilder {
+        Self::builder_with(
+            admission,
+            CertificateSource::Files {
+                cert: tls_cert.as_ref().to_path_buf(),
+                key: tls_key.as_ref().to_path_buf(),
+            },
+        )
+    }
+
+    /// A builder for a webhook that serves the certificate it manages itself
+    /// ([`ManagedCertificate`]: made, stored, renewed, its CA in the configuration).
+    pub fn builder_managed(
+        admission: SecretAdmission,
+        certificate: ManagedCertificate,
+    ) -> WebhookBuilder {
+        Self::builder_with(admission, CertificateSource::Managed(certificate))
+    }
+
+    fn builder_with(admission: SecretAdmission, certificate: CertificateSource) -> WebhookBuilder {
         WebhookBuilder {
             admission,
-            tls_cert: tls_cert.as_ref().to_path_buf(),
-            tls_key: tls_key.as_ref().to_path_buf(),
+            certificate,
             addr: DEFAULT_ADDR,
             metrics_addr: None,
             probe_addr: None,

@@ -71,6 +71,7 @@ impl ReloadingCert {
     ) -> Result<Self, WebhookError> {
         let stamps = (FileStamp::of(cert_path), FileStamp::of(key_path));
         let key = load_pair(cert_path, key_path, &provider)?;
+        record_expiry(&metrics, &key);
         Ok(Self {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
@@ -111,6 +112,7 @@ impl ReloadingCert {
                         stamps,
                     };
                     self.metrics.tls_reload(true);
+                    record_expiry(&self.metrics, &key);
                     tracing::info!(
                         cert = %self.cert_path.display(),
                         key = %self.key_path.display(),
@@ -139,6 +141,15 @@ impl ReloadingCert {
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
+    }
+}
+
+/// The serving certificate's end, for `regcred_webhook_certificate_expiry_timestamp_seconds`.
+fn record_expiry(metrics: &WebhookMetrics, key: &CertifiedKey) {
+    if let Some(leaf) = key.cert.first()
+        && let Ok((_, leaf)) = x509_parser::parse_x509_certificate(leaf)
+    {
+        metrics.certificate_expiry("serving", leaf.validity().not_after.timestamp());
     }
 }
 

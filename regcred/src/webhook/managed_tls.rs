@@ -1,0 +1,897 @@
+//! The webhook's own certificate (`regcred webhook --tls-secret`): a CA and a serving
+//! certificate kept in one Secret, renewed before they expire, and the CA bundle kept
+//! current in the ValidatingWebhookConfiguration, so that an install needs neither
+//! cert-manager nor openssl.
+//!
+//! Every replica runs the same loop (at start, then every `check_interval`):
+//!
+//! 1. Read the Secret. Plan: keep it, or write a renewed one ([`plan`]): a new CA when
+//!    the current one has less than a third of its life left (the old CA stays in the
+//!    bundle until it expires, so pairs it signed stay trusted), a new serving pair when
+//!    that has less than a third of its life left, names other DNS names, or was not
+//!    signed by the current CA. Writes carry the `resourceVersion` read: of replicas
+//!    racing, one wins and the others read again.
+//! 2. Make every webhook of the configuration trust the Secret's bundle (`caBundle`).
+//! 3. Serve the Secret's pair: only after step 2, so a pair is never served before the
+//!    API server trusts its issuer.
+//!
+//! Keys are never logged, and errors name objects, never their data.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use super::metrics::WebhookMetrics;
+
+/// The Secret's keys: the serving pair as a `kubernetes.io/tls` Secret has it, the CA
+/// bundle, and the current CA's key.
+const TLS_CRT: &str = "tls.crt";
+const TLS_KEY: &str = "tls.key";
+const CA_CRT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+
+/// The default lives: five years for the CA, ninety days for the serving pair.
+pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+/// See [`DEFAULT_CA_VALIDITY`].
+pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How often each replica checks the Secret and the configuration.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a replica waits after changing the `caBundle` before serving a pair signed
+/// by the new CA: the API server sees configuration changes through a watch.
+const PROPAGATION: Duration = Duration::from_secs(3);
+/// Certificates start this much before they are made (clocks of other machines).
+const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// Where the certificate lives and what it must name.
+#[derive(Debug, Clone)]
+pub struct ManagedTlsConfig {
+    /// The Secret's namespace.
+    pub namespace: String,
+    /// The Secret's name (created if missing).
+    pub secret_name: String,
+    /// The serving certificate's DNS names (the Service's names).
+    pub dns_names: Vec<String>,
+    /// The ValidatingWebhookConfiguration whose every webhook gets the CA bundle.
+    pub webhook_configuration: String,
+    /// The CA's life.
+    pub ca_validity: Duration,
+    /// The serving certificate's life.
+    pub cert_validity: Duration,
+    /// How often the Secret and the configuration are checked.
+    pub check_interval: Duration,
+}
+
+impl ManagedTlsConfig {
+    /// A configuration with the default lives and interval.
+    pub fn new(
+        namespace: impl Into<String>,
+        secret_name: impl Into<String>,
+        dns_names: Vec<String>,
+        webhook_configuration: impl Into<String>,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            secret_name: secret_name.into(),
+            dns_names,
+            webhook_configuration: webhook_configuration.into(),
+            ca_validity: DEFAULT_CA_VALIDITY,
+            cert_validity: DEFAULT_CERT_VALIDITY,
+            check_interval: DEFAULT_CHECK_INTERVAL,
+        }
+    }
+
+    fn secret_ref(&self) -> String {
+        format!("Secret {}/{}", self.namespace, self.secret_name)
+    }
+}
+
+/// Why the certificate could not be made, stored or served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagedTlsError {
+    /// The API refused or failed a call.
+    #[error("{what}: {source}")]
+    Api {
+        /// Which call, on which object.
+        what: String,
+        /// The client's error.
+        source: Box<kube::Error>,
+    },
+    /// Another replica wrote first; read again.
+    #[error("{0} changed while it was being renewed")]
+    Conflict(String),
+    /// Making a key or a certificate failed.
+    #[error("cannot make a certificate: {0}")]
+    Generate(String),
+    /// The stored pair does not load.
+    #[error("{what}: {reason}")]
+    Unusable {
+        /// The object.
+        what: String,
+        /// Why (never the data).
+        reason: String,
+    },
+}
+
+impl ManagedTlsError {
+    /// A refusal that waiting does not cure: RBAC, or a wrong name.
+    fn is_permanent(&self) -> bool {
+        matches!(self, Self::Api { source, .. }
+            if matches!(source.as_ref(), kube::Error::Api(status) if status.code == 401 || status.code == 403))
+    }
+}
+
+/// The webhook's own certificate: serves the current pair to rustls and renews it in the
+/// background (see the module's documentation).
+#[derive(Clone)]
+pub struct ManagedCertificate {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ManagedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedCertificate")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    config: ManagedTlsConfig,
+    client: kube::Client,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Option<Served>>,
+    metrics: OnceLock<WebhookMetrics>,
+    /// Set once "the configuration does not exist (yet)" was logged.
+    waiting_logged: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    leaf_der: Vec<u8>,
+}
+
+impl ManagedCertificate {
+    /// Makes or reads the certificate and serves it: returns once a pair is ready.
+    /// Passing failures (the API away, a lost race) are logged and tried again, at most
+    /// every 30 s; a refusal by RBAC is returned, as no retry cures it.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagedTlsError`] when the API refuses the webhook's identity.
+    pub async fn start(
+        client: kube::Client,
+        config: ManagedTlsConfig,
+    ) -> Result<Self, ManagedTlsError> {
+        let shared = Arc::new(Shared {
+            config,
+            client,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            current: RwLock::new(None),
+            metrics: OnceLock::new(),
+            waiting_logged: AtomicBool::new(false),
+        });
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match shared.reconcile().await {
+                Ok(()) => break,
+                Err(err) if err.is_permanent() => return Err(err),
+                Err(ManagedTlsError::Conflict(what)) => {
+                    tracing::info!(object = %what, "another replica renewed it first; reading again");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_seconds = delay.as_secs(), "cannot get the serving certificate yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        Ok(Self { shared })
+    }
+
+    /// Records the expiry gauges in `metrics` and starts the renewal loop on the current
+    /// tokio runtime.
+    pub(crate) fn run(&self, metrics: WebhookMetrics) {
+        let _ = self.shared.metrics.set(metrics);
+        self.shared.record_expiry();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(shared.config.check_interval).await;
+                match shared.reconcile().await {
+                    Ok(()) => {}
+                    Err(ManagedTlsError::Conflict(what)) => {
+                        tracing::info!(object = %what, "another replica renewed it first; reading again");
+                        if let Err(err) = shared.reconcile().await {
+                            tracing::warn!(error = %err, "cannot check the serving certificate; serving the current one");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot check the serving certificate; serving the current one");
+                    }
+                }
+            }
+        });
+    }
+
+    pub(crate) fn resolver(&self) -> Arc<dyn ResolvesServerCert> {
+        self.shared.clone()
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedCertificate")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for Shared {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|served| served.key.clone())
+    }
+}
+
+impl Shared {
+    async fn reconcile(&self) -> Result<(), ManagedTlsError> {
+        let config = &self.config;
+        let what = config.secret_ref();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &config.namespace);
+        let existing = secrets
+            .get_opt(&config.secret_name)
+            .await
+            .map_err(|source| ManagedTlsError::Api {
+                what: format!("cannot read {what}"),
+                source: Box::new(source),
+            })?;
+        let stored = existing.as_ref().and_then(|secret| {
+            match Stored::from_secret(secret) {
+                Ok(stored) => stored,
+                Err(reason) => {
+                    tracing::warn!(secret = %what, %reason, "the stored certificate is unusable; making a new one");
+                    None
+                }
+            }
+        });
+        let stored = match plan(stored.as_ref(), SystemTime::now(), config)? {
+            Plan::Keep => stored.unwrap_or_else(|| unreachable!("plan keeps only what exists")),
+            Plan::Write {
+                stored: renewed,
+                why,
+            } => {
+                self.write(&secrets, existing, &renewed).await?;
+                tracing::info!(secret = %what, reason = why, "renewed the webhook's certificate");
+                renewed
+            }
+        };
+        if self.ensure_ca_bundle(&stored.ca_pem).await? {
+            tokio::time::sleep(PROPAGATION).await;
+        }
+        self.serve(&stored)
+    }
+
+    async fn write(
+        &self,
+        secrets: &Api<Secret>,
+        existing: Option<Secret>,
+        stored: &Stored,
+    ) -> Result<(), ManagedTlsError> {
+        let what = self.config.secret_ref();
+        let data = stored.data();
+        let result = match existing {
+            Some(mut secret) => {
+                // The type stays what it is (it cannot change): the chart makes the
+                // Secret Opaque and empty, so that `helm uninstall` removes it.
+                secret.data = Some(data);
+                secret.string_data = None;
+                secrets
+                    .replace(&self.config.secret_name, &PostParams::default(), &secret)
+                    .await
+            }
+            None => {
+                let secret = Secret {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(self.config.secret_name.clone()),
+                        namespace: Some(self.config.namespace.clone()),
+                        labels: Some(BTreeMap::from([(
+                            "app.kubernetes.io/managed-by".to_owned(),
+                            "regcred-webhook".to_owned(),
+                        )])),
+                        ..Default::default()
+                    },
+                    type_: Some("kubernetes.io/tls".to_owned()),
+                    data: Some(data),
+                    ..Default::default()
+                };
+                secrets.create(&PostParams::default(), &secret).await
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Err(ManagedTlsError::Conflict(what))
+            }
+            Err(source) => Err(ManagedTlsError::Api {
+                what: format!("cannot write {what}"),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Puts `bundle` into every webhook of the configuration that lacks it; true when
+    /// it changed anything. A missing configuration is waited for (`helm install`
+    /// creates it after the Deployment).
+    async fn ensure_ca_bundle(&self, bundle: &str) -> Result<bool, ManagedTlsError> {
+        let name = &self.config.webhook_configuration;
+        let what = format!("ValidatingWebhookConfiguration {name}");
+        let configurations: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
+        let Some(configuration) =
+            configurations
+                .get_opt(name)
+                .await
+                .map_err(|source| ManagedTlsError::Api {
+                    what: format!("cannot read {what}"),
+                    source: Box::new(source),
+                })?
+        else {
+            if !self.waiting_logged.swap(true, Ordering::Relaxed) {
+                tracing::info!(configuration = %name, "the webhook configuration does not exist yet; its caBundle is set when it does");
+            }
+            return Ok(false);
+        };
+        self.waiting_logged.store(false, Ordering::Relaxed);
+        let stale: Vec<String> = configuration
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|webhook| {
+                webhook
+                    .client_config
+                    .ca_bundle
+                    .as_ref()
+                    .map(|b| b.0.as_slice())
+                    != Some(bundle.as_bytes())
+            })
+            .map(|webhook| webhook.name)
+            .collect();
+        if stale.is_empty() {
+            return Ok(false);
+        }
+        let encoded = ByteString(bundle.as_bytes().to_vec());
+        let patch = serde_json::json!({
+            "webhooks": stale
+                .iter()
+                .map(|name| serde_json::json!({"name": name, "clientConfig": {"caBundle": encoded}}))
+                .collect::<Vec<_>>()
+        });
+        configurations
+            .patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+            .map_err(|source| ManagedTlsError::Api {
+                what: format!("cannot set the caBundle of {what}"),
+                source: Box::new(source),
+            })?;
+        tracing::info!(configuration = %name, webhooks = stale.len(), "set the webhook configuration's caBundle");
+        Ok(true)
+    }
+
+    fn serve(&self, stored: &Stored) -> Result<(), ManagedTlsError> {
+        let unusable = |reason: String| ManagedTlsError::Unusable {
+            what: self.config.secret_ref(),
+            reason,
+        };
+        let leaf = CertificateDer::from_pem_slice(stored.cert_pem.as_bytes())
+            .map_err(|_| unusable("tls.crt is not a PEM certificate".into()))?;
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current
+                .as_ref()
+                .is_some_and(|c| c.leaf_der == leaf.as_ref())
+            {
+                return Ok(());
+            }
+        }
+        let key = PrivateKeyDer::from_pem_slice(stored.key_pem.as_bytes())
+            .map_err(|_| unusable("tls.key is not a PEM private key".into()))?;
+        let leaf_der = leaf.as_ref().to_vec();
+        let key = CertifiedKey::from_der(vec![leaf], key, &self.provider)
+            .map_err(|err| unusable(format!("tls.key does not fit tls.crt: {err}")))?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Served {
+            key: Arc::new(key),
+            leaf_der,
+        });
+        tracing::info!(
+            secret = %self.config.secret_ref(),
+            not_after = stored.leaf_not_after,
+            "serving the webhook's certificate"
+        );
+        self.record_expiry_of(stored);
+        Ok(())
+    }
+
+    fn record_expiry(&self) {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(served) = current
+            && let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&served.leaf_der)
+            && let Some(metrics) = self.metrics.get()
+        {
+            metrics.certificate_expiry("serving", leaf.validity().not_after.timestamp());
+        }
+    }
+
+    fn record_expiry_of(&self, stored: &Stored) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.certificate_expiry("serving", stored.leaf_not_after);
+            if let Some(ca) = stored.cas.first() {
+                metrics.certificate_expiry("ca", ca.not_after);
+            }
+        }
+    }
+}
+
+/// What the Secret holds, parsed.
+struct Stored {
+    cert_pem: String,
+    key_pem: String,
+    ca_pem: String,
+    ca_key_pem: String,
+    leaf_not_after: i64,
+    leaf_dns_names: Vec<String>,
+    /// The bundle's CAs, the current (signing) one first.
+    cas: Vec<StoredCa>,
+    /// Whether the current CA's key fits its certificate and signed the leaf.
+    leaf_signed_by_current: bool,
+    ca_key_fits: bool,
+}
+
+struct StoredCa {
+    der: Vec<u8>,
+    not_after: i64,
+}
+
+impl Stored {
+    /// `Ok(None)` when the Secret holds none of the keys yet (as the chart makes it).
+    fn from_secret(secret: &Secret) -> Result<Option<Self>, String> {
+        let data = secret.data.clone().unwrap_or_default();
+        let text = |key: &str| -> Result<Option<String>, String> {
+            data.get(key)
+                .map(|value| {
+                    String::from_utf8(value.0.clone()).map_err(|_| format!("{key} is not text"))
+                })
+                .transpose()
+        };
+        let (Some(cert_pem), Some(key_pem), Some(ca_pem), Some(ca_key_pem)) =
+            (text(TLS_CRT)?, text(TLS_KEY)?, text(CA_CRT)?, text(CA_KEY)?)
+        else {
+            return Ok(None);
+        };
+        Self::parse(cert_pem, key_pem, ca_pem, ca_key_pem).map(Some)
+    }
+
+    fn parse(
+        cert_pem: String,
+        key_pem: String,
+        ca_pem: String,
+        ca_key_pem: String,
+    ) -> Result<Self, String> {
+        let leaf_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|_| "tls.crt is not a PEM certificate".to_owned())?;
+        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der)
+            .map_err(|_| "tls.crt does not parse".to_owned())?;
+        let leaf_dns_names = leaf
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|name| match name {
+                        x509_parser::extensions::GeneralName::DNSName(dns) => {
+                            Some((*dns).to_owned())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cas: Vec<StoredCa> = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+            .map(|der| {
+                let der = der.map_err(|_| "ca.crt is not a PEM bundle".to_owned())?;
+                let (_, ca) = x509_parser::parse_x509_certificate(&der)
+                    .map_err(|_| "ca.crt does not parse".to_owned())?;
+                Ok(StoredCa {
+                    not_after: ca.validity().not_after.timestamp(),
+                    der: der.as_ref().to_vec(),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        let first = cas
+            .first()
+            .ok_or_else(|| "ca.crt holds no certificate".to_owned())?;
+        let (_, current_ca) = x509_parser::parse_x509_certificate(&first.der)
+            .map_err(|_| "ca.crt does not parse".to_owned())?;
+        let ca_key =
+            KeyPair::from_pem(&ca_key_pem).map_err(|_| "ca.key does not parse".to_owned())?;
+        let ca_key_fits = {
+            use rcgen::PublicKeyData as _;
+            current_ca.public_key().subject_public_key.data.as_ref() == ca_key.der_bytes()
+        };
+        let leaf_signed_by_current = leaf.verify_signature(Some(current_ca.public_key())).is_ok();
+        Ok(Self {
+            leaf_not_after: leaf.validity().not_after.timestamp(),
+            leaf_dns_names,
+            leaf_signed_by_current,
+            ca_key_fits,
+            cas,
+            cert_pem,
+            key_pem,
+            ca_pem,
+            ca_key_pem,
+        })
+    }
+
+    fn data(&self) -> BTreeMap<String, ByteString> {
+        [
+            (TLS_CRT, &self.cert_pem),
+            (TLS_KEY, &self.key_pem),
+            (CA_CRT, &self.ca_pem),
+            (CA_KEY, &self.ca_key_pem),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), ByteString(value.as_bytes().to_vec())))
+        .collect()
+    }
+}
+
+enum Plan {
+    Keep,
+    Write { stored: Stored, why: &'static str },
+}
+
+fn unix(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// What to do with what is stored at `now` (see the module's documentation).
+fn plan(
+    stored: Option<&Stored>,
+    now: SystemTime,
+    config: &ManagedTlsConfig,
+) -> Result<Plan, ManagedTlsError> {
+    let now_unix = unix(now);
+    let Some(stored) = stored else {
+        let ca = new_ca(now, config.ca_validity)?;
+        let stored = issue(
+            &ca.cert_pem,
+            &ca.key_pem,
+            std::slice::from_ref(&ca.cert_pem),
+            now,
+            config,
+        )?;
+        return Ok(Plan::Write {
+            stored,
+            why: "none stored",
+        });
+    };
+    let mut why = None;
+    // The bundle: CAs still valid, the current one first.
+    let mut bundle: Vec<String> = stored
+        .cas
+        .iter()
+        .filter(|ca| ca.not_after > now_unix)
+        .map(|ca| pem_of(&ca.der))
+        .collect();
+    if bundle.len() != stored.cas.len() {
+        why = Some("an expired CA left the bundle");
+    }
+    let current = &stored.cas[0];
+    let ca_renew =
+        !stored.ca_key_fits || current.not_after - now_unix < secs(config.ca_validity) / 3;
+    let (ca_pem, ca_key_pem) = if ca_renew {
+        let ca = new_ca(now, config.ca_validity)?;
+        bundle.insert(0, ca.cert_pem.clone());
+        why = Some("the CA nears its end");
+        (ca.cert_pem, ca.key_pem)
+    } else {
+        (pem_of(&current.der), stored.ca_key_pem.clone())
+    };
+    let mut want: Vec<&String> = config.dns_names.iter().collect();
+    want.sort();
+    want.dedup();
+    let mut have: Vec<&String> = stored.leaf_dns_names.iter().collect();
+    have.sort();
+    have.dedup();
+    let leaf_renew = if ca_renew || !stored.leaf_signed_by_current {
+        Some("a new CA")
+    } else if stored.leaf_not_after - now_unix < secs(config.cert_validity) / 3 {
+        Some("the serving certificate nears its end")
+    } else if want != have {
+        Some("the DNS names changed")
+    } else {
+        None
+    };
+    if let Some(reason) = leaf_renew {
+        let stored = issue(&ca_pem, &ca_key_pem, &bundle, now, config)?;
+        return Ok(Plan::Write {
+            stored,
+            why: why.filter(|_| ca_renew).unwrap_or(reason),
+        });
+    }
+    match why {
+        None => Ok(Plan::Keep),
+        Some(why) => {
+            let renewed = Stored::parse(
+                stored.cert_pem.clone(),
+                stored.key_pem.clone(),
+                bundle.concat(),
+                stored.ca_key_pem.clone(),
+            )
+            .map_err(|reason| ManagedTlsError::Unusable {
+                what: config.secret_ref(),
+                reason,
+            })?;
+            Ok(Plan::Write {
+                stored: renewed,
+                why,
+            })
+        }
+    }
+}
+
+fn pem_of(der: &[u8]) -> String {
+    pem_encode("CERTIFICATE", der)
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+struct NewCa {
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn generate_error(err: rcgen::Error) -> ManagedTlsError {
+    ManagedTlsError::Generate(err.to_string())
+}
+
+fn validity(params: &mut CertificateParams, now: SystemTime, life: Duration) {
+    params.not_before = (now - BACKDATE).into();
+    params.not_after = (now + life).into();
+}
+
+fn new_ca(now: SystemTime, life: Duration) -> Result<NewCa, ManagedTlsError> {
+    let key = KeyPair::generate().map_err(generate_error)?;
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    // The time in the name tells CAs of successive renewals apart in a bundle.
+    name.push(
+        DnType::CommonName,
+        format!("regcred webhook CA {}", unix(now)),
+    );
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut params, now, life);
+    let cert = params.self_signed(&key).map_err(generate_error)?;
+    Ok(NewCa {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A serving pair signed by the CA, stored with `bundle`.
+fn issue(
+    ca_pem: &str,
+    ca_key_pem: &str,
+    bundle: &[String],
+    now: SystemTime,
+    config: &ManagedTlsConfig,
+) -> Result<Stored, ManagedTlsError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(generate_error)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).map_err(generate_error)?;
+    let key = KeyPair::generate().map_err(generate_error)?;
+    let mut params = CertificateParams::new(config.dns_names.clone()).map_err(generate_error)?;
+    let mut name = DistinguishedName::new();
+    name.push(
+        DnType::CommonName,
+        config.dns_names.first().cloned().unwrap_or_default(),
+    );
+    params.distinguished_name = name;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, now, config.cert_validity);
+    let cert = params.signed_by(&key, &issuer).map_err(generate_error)?;
+    Stored::parse(
+        cert.pem(),
+        key.serialize_pem(),
+        bundle.concat(),
+        ca_key_pem.to_owned(),
+    )
+    .map_err(|reason| ManagedTlsError::Unusable {
+        what: config.secret_ref(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ManagedTlsConfig {
+        ManagedTlsConfig {
+            ca_validity: Duration::from_secs(3000),
+            cert_validity: Duration::from_secs(300),
+            ..ManagedTlsConfig::new(
+                "regcred-system",
+                "regcred-webhook-tls",
+                vec!["regcred-webhook.regcred-system.svc".into()],
+                "regcred-webhook",
+            )
+        }
+    }
+
+    fn written(plan: Plan) -> (Stored, &'static str) {
+        match plan {
+            Plan::Write { stored, why } => (stored, why),
+            Plan::Keep => panic!("kept"),
+        }
+    }
+
+    #[test]
+    fn a_fresh_pair_is_signed_by_its_ca_and_names_the_service() {
+        let now = SystemTime::now();
+        let (stored, why) = written(plan(None, now, &config()).unwrap());
+        assert_eq!(why, "none stored");
+        assert!(stored.leaf_signed_by_current && stored.ca_key_fits);
+        assert_eq!(stored.leaf_dns_names, config().dns_names);
+        assert_eq!(stored.cas.len(), 1);
+        // Read back as a Secret holds it, it is kept.
+        let secret = Secret {
+            data: Some(stored.data()),
+            ..Default::default()
+        };
+        let again = Stored::from_secret(&secret).unwrap().unwrap();
+        assert!(matches!(
+            plan(Some(&again), now, &config()).unwrap(),
+            Plan::Keep
+        ));
+        // rustls takes the pair.
+        let provider = rustls::crypto::ring::default_provider();
+        let leaf = CertificateDer::from_pem_slice(stored.cert_pem.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(stored.key_pem.as_bytes()).unwrap();
+        CertifiedKey::from_der(vec![leaf], key, &provider).unwrap();
+    }
+
+    #[test]
+    fn the_serving_pair_is_renewed_at_two_thirds_of_its_life_by_the_same_ca() {
+        let now = SystemTime::now();
+        let (first, _) = written(plan(None, now, &config()).unwrap());
+        let later = now + Duration::from_secs(199);
+        assert!(matches!(
+            plan(Some(&first), later, &config()).unwrap(),
+            Plan::Keep
+        ));
+        let later = now + Duration::from_secs(201);
+        let (second, why) = written(plan(Some(&first), later, &config()).unwrap());
+        assert_eq!(why, "the serving certificate nears its end");
+        assert_eq!(second.ca_pem, first.ca_pem, "same CA");
+        assert_ne!(second.cert_pem, first.cert_pem);
+        assert_ne!(second.key_pem, first.key_pem, "a new key");
+        assert!(second.leaf_signed_by_current);
+    }
+
+    #[test]
+    fn a_new_ca_joins_the_bundle_and_the_old_one_leaves_only_when_expired() {
+        let config = ManagedTlsConfig {
+            cert_validity: Duration::from_secs(2000),
+            ..config()
+        };
+        let now = SystemTime::now();
+        let (first, _) = written(plan(None, now, &config).unwrap());
+        let later = now + Duration::from_secs(2001);
+        let (second, why) = written(plan(Some(&first), later, &config).unwrap());
+        assert_eq!(why, "the CA nears its end");
+        assert_eq!(second.cas.len(), 2, "new and old CA trusted");
+        assert!(
+            second.ca_pem.ends_with(&first.ca_pem),
+            "the old CA stays, after the new"
+        );
+        assert!(second.leaf_signed_by_current);
+        // Past the old CA's end it leaves the bundle; the pair and the new CA stay.
+        let much_later = now + Duration::from_secs(3001);
+        let (third, why) = written(plan(Some(&second), much_later, &config).unwrap());
+        assert_eq!(why, "an expired CA left the bundle");
+        assert_eq!(third.cas.len(), 1);
+        assert_eq!(third.cert_pem, second.cert_pem);
+        assert!(second.ca_pem.starts_with(&third.ca_pem));
+    }
+
+    #[test]
+    fn other_dns_names_or_a_foreign_pair_get_a_new_pair() {
+        let now = SystemTime::now();
+        let (first, _) = written(plan(None, now, &config()).unwrap());
+        let mut other = config();
+        other
+            .dns_names
+            .push("regcred-webhook.regcred-system.svc.cluster.local".into());
+        let (second, why) = written(plan(Some(&first), now, &other).unwrap());
+        assert_eq!(why, "the DNS names changed");
+        assert_eq!(second.leaf_dns_names.len(), 2);
+        // A pair from another CA (someone wrote the Secret by hand) is replaced.
+        let (foreign, _) = written(plan(None, now, &config()).unwrap());
+        let mixed = Stored::parse(
+            foreign.cert_pem.clone(),
+            foreign.key_pem.clone(),
+            first.ca_pem.clone(),
+            first.ca_key_pem.clone(),
+        )
+        .unwrap();
+        assert!(!mixed.leaf_signed_by_current);
+        let (_, why) = written(plan(Some(&mixed), now, &config()).unwrap());
+        assert_eq!(why, "a new CA");
+    }
+
+    #[test]
+    fn a_half_written_secret_is_unusable_and_named_without_its_data() {
+        let secret = Secret {
+            data: Some(BTreeMap::from([
+                (TLS_CRT.to_owned(), ByteString(b"not a cert".to_vec())),
+                (
+                    TLS_KEY.to_owned(),
+                    ByteString(b"canary-key-material".to_vec()),
+                ),
+                (CA_CRT.to_owned(), ByteString(b"x".to_vec())),
+                (CA_KEY.to_owned(), ByteString(b"y".to_vec())),
+            ])),
+            ..Default::default()
+        };
+        let err = Stored::from_secret(&secret).err().unwrap();
+        assert_eq!(err, "tls.crt is not a PEM certificate");
+        // An empty Secret (as the chart makes it) is "nothing stored yet".
+        assert!(Stored::from_secret(&Secret::default()).unwrap().is_none());
+    }
+}
