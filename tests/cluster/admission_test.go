@@ -231,7 +231,7 @@ func expectation(t *testing.T, path string) (field, errorType string) {
 }
 
 // registerWebhook starts `regcred webhook` (a serving certificate from ca, the examples'
-// policy) and registers it with deploy/'s ValidatingWebhookConfiguration by URL, waiting
+// policy) and registers it with the chart's ValidatingWebhookConfiguration by URL, waiting
 // until the API server calls it; both are undone at cleanup.
 func registerWebhook(tb testing.TB, ctx context.Context) (w *webhookProcess, ca *testCA, dir string) {
 	tb.Helper()
@@ -244,21 +244,23 @@ func registerWebhook(tb testing.TB, ctx context.Context) (w *webhookProcess, ca 
 	w = &webhookProcess{
 		port: freePort(tb), metricsPort: freePort(tb), dir: dir, bin: regcredBinary(tb),
 		log: filepath.Join(dir, "webhook.log"), caPEM: caPEM,
-		// The examples' policy (allowedRegistries), as deploy/ mounts one from a ConfigMap.
+		// The examples' policy (allowedRegistries), as the chart mounts one from a ConfigMap.
 		policyConfig: mustAbs(tb, filepath.Join("..", "..", "examples", "policy-config.yaml")),
 		client:       &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
 	}
 	startWebhook(tb, w)
 	tb.Cleanup(w.stop)
 
-	// deploy/'s configuration, pointed at this process.
-	raw, err := os.ReadFile(filepath.Join("..", "..", "deploy", "webhook", "validatingwebhookconfiguration.yaml"))
+	// The chart's configuration, pointed at this process.
+	raw, err := exec.CommandContext(ctx, kit.Desc.Binaries.Helm, "template", "regcred", filepath.Join("..", "..", "deploy", "chart"),
+		"--namespace", deployNamespace, "--kube-version", kit.Desc.Kubernetes,
+		"--show-only", "templates/webhook/validatingwebhookconfiguration.yaml").Output()
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("helm template deploy/chart: %v", err)
 	}
 	var config admissionregistrationv1.ValidatingWebhookConfiguration
 	if err := yaml.UnmarshalStrict(raw, &config); err != nil {
-		tb.Fatalf("deploy/webhook/validatingwebhookconfiguration.yaml: %v", err)
+		tb.Fatalf("deploy/chart's ValidatingWebhookConfiguration: %v\n%s", err, raw)
 	}
 	config.Name = "regcred-kit-" + RandomSuffix()
 	url := fmt.Sprintf("https://127.0.0.1:%d%s", w.port, *config.Webhooks[0].ClientConfig.Service.Path)

@@ -233,7 +233,7 @@ func proxyLines(log, ns, pod string) []map[string]any {
 
 // ---- serial: the proxy's credentials (these restart the proxy, so nothing else runs) ----
 
-// The opt-in ServiceAccount mode that deploy/ ships (deploy/cri-proxy/namespaced) is
+// The opt-in ServiceAccount mode the chart ships (node.apiCredentials=serviceAccount) is
 // exactly enough: `get` on any pod, `get` on Secrets only in a namespace that applied
 // its secrets-rolebinding.yaml, nothing more. (By default the proxy uses the kubelet's
 // credentials instead: TestProxyWithNodeCredentials.)
@@ -241,7 +241,7 @@ func TestProxyRBACFromDeployIsExactlyEnough(t *testing.T) {
 	ctx := context2(t, time.Minute)
 	bound := namespace(t, ctx)
 	unbound := namespace(t, ctx)
-	binding := filepath.Join("..", "..", "deploy", "cri-proxy", "namespaced", "secrets-rolebinding.yaml")
+	binding := filepath.Join("..", "..", "deploy", "cri-proxy", "secrets-rolebinding.yaml")
 	if out, err := exec.CommandContext(ctx, kit.Env["REGCRED_CLUSTER_KUBECTL"], "--kubeconfig", kit.Env["REGCRED_CLUSTER_KUBECONFIG"],
 		"apply", "-n", bound, "-f", binding).CombinedOutput(); err != nil {
 		t.Fatalf("kubectl apply -n %s -f %s: %v\n%s", bound, binding, err, out)
@@ -290,7 +290,7 @@ func TestProxySecretInNamespaceItMayNotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: allowed}}
-	// deploy/'s roles (deploy/cri-proxy/namespaced): pods everywhere (so the failure is
+	// The chart's roles (node.apiCredentials=serviceAccount): pods everywhere (so the failure is
 	// about the Secret), Secrets only in `allowed`.
 	podsBinding := saName + "-pods"
 	t.Cleanup(func() {

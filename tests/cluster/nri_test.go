@@ -266,7 +266,7 @@ func TestNRIPluginAwayFailsClosedExceptTolerated(t *testing.T) {
 	missing := eventMatching(t, ctx, ns, first.Name, failTimeout, regexp.QuoteMeta(`required plugin "regcred" not present`))
 	t.Logf("the next try, the plugin dropped: %s", missing)
 
-	// The toleration (allowed in kube-system by deploy/admission): runs without regcred.
+	// The toleration (allowed in kube-system by the chart's admission policy): runs without regcred.
 	tolerated := onNode(ifNotPresent(kit.PodSpec("tolerated-"+RandomSuffix(), pause)), node.Name)
 	tolerated.Annotations = map[string]string{kit.Desc.NRITolerationAnnotation + "/pod": "true"}
 	if _, err := kit.CreatePod(ctx, "kube-system", tolerated); err != nil {
@@ -288,7 +288,7 @@ func TestNRIPluginAwayFailsClosedExceptTolerated(t *testing.T) {
 	t.Logf("the refused pod Running %.1f s after regcred-nri resumed (its reconnection and kubelet's back-off)", time.Since(back).Seconds())
 }
 
-// deploy/admission: the toleration annotation, in each form containerd reads, is refused
+// The chart's admission policy (node.mode=nri): the toleration annotation, in each form containerd reads, is refused
 // on a pod outside the listed namespaces; kube-system may use it.
 func TestNRITolerationAnnotationRefusedAtAdmission(t *testing.T) {
 	needNRI(t)

@@ -1,15 +1,17 @@
-//! The cluster manifests as the real `kubectl kustomize deploy/` renders them: every
-//! object parses into its k8s-openapi type and serializes back to exactly what was
-//! rendered (so a misspelt or misplaced field fails here, not in a cluster), the
-//! cert-manager objects have the fields the wiring relies on, and the webhook
-//! configuration, the Service and the Deployment agree on names, ports and paths.
+//! The Helm chart (deploy/chart) as the real `helm template` renders it, in each of its
+//! modes: every object parses into its k8s-openapi type and serializes back to exactly
+//! what was rendered (so a misspelt or misplaced field fails here, not in a cluster) and
+//! carries the chart's labels in the release namespace; the cert-manager objects have
+//! the fields the wiring relies on; the webhook configuration, the Service and the
+//! Deployment agree on names, ports and paths; and each certificate mode and node mode
+//! renders what it promises, RBAC no more than that.
 
 #![allow(
     clippy::unwrap_used,
     reason = "tests: a failed unwrap is a failed test, with its message"
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,64 +19,136 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn kubectl() -> PathBuf {
+/// The release namespace of every render (`helm template --namespace`).
+const NAMESPACE: &str = "regcred-system";
+
+/// What the opt-in kustomize component webhook/cert-manager gave: cert-manager issues the
+/// serving certificate and injects its CA.
+const CERT_MANAGER: &[&str] = &["webhook.certificate.mode=certManager"];
+
+/// The runtime proxy's DaemonSet, reading the API with the kubelet's credentials.
+const DAEMON_SET: &[&str] = &["node.mode=runtime-proxy", "node.daemonSet.enabled=true"];
+
+/// The same as its own ServiceAccount: what the kustomize component cri-proxy/namespaced
+/// gave.
+const DAEMON_SET_AS_ACCOUNT: &[&str] = &[
+    "node.mode=runtime-proxy",
+    "node.daemonSet.enabled=true",
+    "node.apiCredentials=serviceAccount",
+];
+
+/// Every mode and optional object of the chart, for the checks that hold in each.
+const VARIANTS: &[&[&str]] = &[
+    &[],
+    CERT_MANAGER,
+    &[
+        "webhook.certificate.mode=certManager",
+        "webhook.certificate.certManager.issuerRef.name=corp-ca",
+        "webhook.certificate.certManager.issuerRef.kind=ClusterIssuer",
+        "webhook.certificate.certManager.issuerRef.group=cert-manager.io",
+    ],
+    &[
+        "webhook.certificate.mode=secret",
+        "webhook.certificate.caBundle=not-checked-here",
+    ],
+    DAEMON_SET,
+    DAEMON_SET_AS_ACCOUNT,
+    &["node.mode=credential-provider"],
+    &[
+        "node.mode=none",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.labels.release=prometheus",
+        "webhook.checkDockerSecrets=true",
+        "webhook.logLevel=debug",
+        "webhook.replicas=3",
+        "webhook.priorityClassName=system-cluster-critical",
+        "webhook.nodeSelector.kubernetes\\.io/os=linux",
+        "webhook.tolerations[0].key=dedicated",
+        "webhook.tolerations[0].operator=Exists",
+        "webhook.podAnnotations.example\\.com/team=platform",
+        "webhook.policy.maxValueBytes=16384",
+        "imagePullSecrets[0].name=registry-pull",
+        "webhook.extraArgs[0]=--max-connections=128",
+        "image.digest=sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ],
+    &["webhook.enabled=false", "webhook.replicas=1"],
+];
+
+fn helm() -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|path| {
             std::env::split_paths(&path)
-                .map(|dir| dir.join("kubectl"))
+                .map(|dir| dir.join("helm"))
                 .find(|p| p.is_file())
         })
-        .expect("kubectl is not installed: run scripts/setup")
+        .expect(
+            "helm is not on PATH: build it with `scripts/cluster build helm` and put \
+             `$(scripts/cluster bin-dir)` on PATH",
+        )
 }
 
-/// `kubectl kustomize deploy/`, one JSON value per object.
-fn render_default() -> Vec<Value> {
-    render_dir(&root().join("deploy"))
-}
-
-/// deploy/ with the opt-in cert-manager component, as README.md's overlay adds it (an
-/// overlay beside a copy of deploy/: kustomize takes relative paths only).
-fn render() -> Vec<Value> {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&root().join("deploy"), &dir.path().join("deploy"));
-    std::fs::write(
-        dir.path().join("kustomization.yaml"),
-        "resources: [deploy]\ncomponents: [deploy/webhook/cert-manager]\n",
+/// The Kubernetes version the chart is rendered for: the oldest it accepts (Chart.yaml's
+/// kubeVersion, `>=X.Y.Z-0`). Without --kube-version, `helm template` assumes v1.20 and
+/// refuses the chart.
+fn kube_version() -> String {
+    let chart: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("deploy/chart/Chart.yaml")).unwrap(),
     )
     .unwrap();
-    render_dir(dir.path())
+    let constraint = chart["kubeVersion"]
+        .as_str()
+        .expect("Chart.yaml has a kubeVersion");
+    constraint
+        .strip_prefix(">=")
+        .and_then(|v| v.strip_suffix("-0"))
+        .unwrap_or_else(|| panic!("Chart.yaml's kubeVersion {constraint}: expected >=X.Y.Z-0"))
+        .to_owned()
 }
 
-/// `kubectl kustomize DIR`, one JSON value per object.
-fn render_dir(dir: &Path) -> Vec<Value> {
-    let output = Command::new(kubectl())
-        .arg("kustomize")
-        .arg(dir)
+/// `--set VALUE` for each of `values`.
+fn sets(values: &[&str]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| ["--set".to_owned(), (*v).to_owned()])
+        .collect()
+}
+
+/// `helm template regcred deploy/chart --namespace regcred-system ARGS`: one JSON value
+/// per object, or helm's error output.
+fn helm_template(args: &[String]) -> Result<Vec<Value>, String> {
+    let output = Command::new(helm())
+        .args(["template", "regcred"])
+        .arg(root().join("deploy/chart"))
+        .args(["--namespace", NAMESPACE, "--kube-version", &kube_version()])
+        .args(args)
         .output()
-        .expect("kubectl runs");
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .expect("helm runs");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
     let text = String::from_utf8(output.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    Ok(serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .filter(|v: &Value| !v.is_null())
-        .collect()
+        .collect())
+}
+
+/// The chart rendered with `values` (each a `--set`), which must succeed.
+fn render(values: &[&str]) -> Vec<Value> {
+    helm_template(&sets(values))
+        .unwrap_or_else(|e| panic!("helm template --set {values:?} failed: {e}"))
 }
 
 /// Parses `object` as `T` and checks that nothing was lost on the way: a field the type
@@ -115,7 +189,6 @@ fn diff(path: &str, rendered: &Value, parsed: &Value, lost: &mut Vec<String>) {
 }
 
 struct Rendered {
-    namespaces: Vec<Namespace>,
     service_accounts: Vec<ServiceAccount>,
     config_maps: Vec<ConfigMap>,
     services: Vec<Service>,
@@ -123,13 +196,25 @@ struct Rendered {
     budgets: Vec<PodDisruptionBudget>,
     network_policies: Vec<NetworkPolicy>,
     webhooks: Vec<ValidatingWebhookConfiguration>,
+    secrets: Vec<Secret>,
     /// cert-manager objects by `kind/namespace/name`, as JSON.
     cert_manager: BTreeMap<String, Value>,
+    /// prometheus-operator ServiceMonitors, as JSON.
+    service_monitors: Vec<Value>,
 }
 
-fn parse_all() -> Rendered {
+/// The kinds the chart renders that have no namespace.
+const CLUSTER_SCOPED: &[&str] = &[
+    "ValidatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+];
+
+/// Every object of `objects` parsed (and its metadata checked, [`check_metadata`]).
+fn parse(objects: &[Value]) -> Rendered {
     let mut rendered = Rendered {
-        namespaces: Vec::new(),
         service_accounts: Vec::new(),
         config_maps: Vec::new(),
         services: Vec::new(),
@@ -137,23 +222,26 @@ fn parse_all() -> Rendered {
         budgets: Vec::new(),
         network_policies: Vec::new(),
         webhooks: Vec::new(),
+        secrets: Vec::new(),
         cert_manager: BTreeMap::new(),
+        service_monitors: Vec::new(),
     };
-    for object in render() {
+    for object in objects {
+        check_metadata(object);
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let kind = object["kind"].as_str().unwrap_or_default();
         match (api_version, kind) {
-            ("v1", "Namespace") => rendered.namespaces.push(typed(&object)),
-            ("v1", "ServiceAccount") => rendered.service_accounts.push(typed(&object)),
-            ("v1", "ConfigMap") => rendered.config_maps.push(typed(&object)),
-            ("v1", "Service") => rendered.services.push(typed(&object)),
-            ("apps/v1", "Deployment") => rendered.deployments.push(typed(&object)),
-            ("policy/v1", "PodDisruptionBudget") => rendered.budgets.push(typed(&object)),
+            ("v1", "ServiceAccount") => rendered.service_accounts.push(typed(object)),
+            ("v1", "ConfigMap") => rendered.config_maps.push(typed(object)),
+            ("v1", "Secret") => rendered.secrets.push(typed(object)),
+            ("v1", "Service") => rendered.services.push(typed(object)),
+            ("apps/v1", "Deployment") => rendered.deployments.push(typed(object)),
+            ("policy/v1", "PodDisruptionBudget") => rendered.budgets.push(typed(object)),
             ("networking.k8s.io/v1", "NetworkPolicy") => {
-                rendered.network_policies.push(typed(&object));
+                rendered.network_policies.push(typed(object));
             }
             ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
-                rendered.webhooks.push(typed(&object));
+                rendered.webhooks.push(typed(object));
             }
             ("cert-manager.io/v1", "Issuer" | "Certificate") => {
                 let key = format!(
@@ -161,27 +249,65 @@ fn parse_all() -> Rendered {
                     object["metadata"]["namespace"].as_str().unwrap_or_default(),
                     object["metadata"]["name"].as_str().unwrap_or_default()
                 );
-                rendered.cert_manager.insert(key, object);
+                rendered.cert_manager.insert(key, object.clone());
             }
-            // Kinds other components (the node proxy) bring: checked for typos only.
-            ("apps/v1", "DaemonSet") => drop(typed::<DaemonSet>(&object)),
-            ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(typed::<ClusterRole>(&object)),
+            ("monitoring.coreos.com/v1", "ServiceMonitor") => {
+                rendered.service_monitors.push(object.clone());
+            }
+            // Kinds of the node modes and the certificate RBAC: checked for typos here,
+            // for what they grant by the tests below.
+            ("apps/v1", "DaemonSet") => drop(typed::<DaemonSet>(object)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(typed::<ClusterRole>(object)),
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-                drop(typed::<ClusterRoleBinding>(&object));
+                drop(typed::<ClusterRoleBinding>(object));
             }
-            ("rbac.authorization.k8s.io/v1", "Role") => drop(typed::<Role>(&object)),
-            ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(typed::<RoleBinding>(&object)),
-            // NRI mode's admission rule (deploy/admission); the kit's API server runs it.
+            ("rbac.authorization.k8s.io/v1", "Role") => drop(typed::<Role>(object)),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(typed::<RoleBinding>(object)),
+            // NRI mode's admission rule; the kit's API server runs it.
             ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
-                drop(typed::<ValidatingAdmissionPolicy>(&object));
+                drop(typed::<ValidatingAdmissionPolicy>(object));
             }
             ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
-                drop(typed::<ValidatingAdmissionPolicyBinding>(&object));
+                drop(typed::<ValidatingAdmissionPolicyBinding>(object));
             }
-            _ => panic!("deploy/ renders {api_version} {kind}, which this test does not check"),
+            // The namespace is helm's (`helm install --create-namespace`), not the chart's.
+            _ => panic!("the chart renders {api_version} {kind}, which this test does not check"),
         }
     }
     rendered
+}
+
+/// Every object carries the chart's labels, and sits in the release namespace exactly
+/// when its kind is namespaced.
+fn check_metadata(object: &Value) {
+    let name = format!("{} {}", object["kind"], object["metadata"]["name"]);
+    let labels = &object["metadata"]["labels"];
+    for (key, value) in [
+        ("app.kubernetes.io/part-of", "regcred"),
+        ("app.kubernetes.io/managed-by", "Helm"),
+        ("app.kubernetes.io/instance", "regcred"),
+    ] {
+        assert_eq!(labels[key], value, "{name}: label {key}");
+    }
+    for key in ["helm.sh/chart", "app.kubernetes.io/version"] {
+        assert!(
+            labels[key].as_str().is_some_and(|v| !v.is_empty()),
+            "{name}: label {key}"
+        );
+    }
+    if CLUSTER_SCOPED.contains(&object["kind"].as_str().unwrap()) {
+        assert!(
+            object["metadata"]["namespace"].is_null(),
+            "{name} is cluster-scoped"
+        );
+    } else {
+        assert_eq!(object["metadata"]["namespace"], NAMESPACE, "{name}");
+    }
+}
+
+/// The chart in mode certManager, parsed: the objects most tests look at.
+fn parse_all() -> Rendered {
+    parse(&render(CERT_MANAGER))
 }
 
 /// The Deployment that runs `regcred webhook`.
@@ -191,6 +317,15 @@ fn webhook_deployment(rendered: &Rendered) -> &Deployment {
         .iter()
         .find(|d| d.metadata.name.as_deref() == Some("regcred-webhook"))
         .expect("the regcred-webhook Deployment")
+}
+
+/// The ValidatingWebhookConfiguration regcred-webhook.
+fn webhook_configuration(rendered: &Rendered) -> &ValidatingWebhookConfiguration {
+    rendered
+        .webhooks
+        .iter()
+        .find(|w| w.metadata.name.as_deref() == Some("regcred-webhook"))
+        .expect("the regcred-webhook ValidatingWebhookConfiguration")
 }
 
 fn webhook_container(deployment: &Deployment) -> &Container {
@@ -245,8 +380,47 @@ fn container_port(container: &Container, port: &IntOrString) -> i32 {
 
 #[test]
 fn every_rendered_object_parses_into_its_api_type() {
-    let rendered = parse_all();
-    assert_eq!(rendered.namespaces.len(), 1);
+    for variant in VARIANTS {
+        let objects = render(variant);
+        parse(&objects);
+        for object in &objects {
+            let name = &object["metadata"]["name"];
+            // Selectors: the name label only, as before the chart, so that no upgrade
+            // changes an immutable selector.
+            let selector = match object["kind"].as_str().unwrap() {
+                "Deployment" | "DaemonSet" | "PodDisruptionBudget" => {
+                    &object["spec"]["selector"]["matchLabels"]
+                }
+                "Service" => &object["spec"]["selector"],
+                _ => continue,
+            };
+            assert_eq!(
+                *selector,
+                json!({ "app.kubernetes.io/name": name }),
+                "{variant:?}: {} {name}",
+                object["kind"]
+            );
+            // Pod templates carry none of the chart's version labels: a new chart version
+            // alone does not roll the pods.
+            let pod_labels = &object["spec"]["template"]["metadata"]["labels"];
+            if let Some(pod_labels) = pod_labels.as_object() {
+                let keys: BTreeSet<&str> = pod_labels.keys().map(String::as_str).collect();
+                assert_eq!(
+                    keys,
+                    BTreeSet::from(["app.kubernetes.io/name", "app.kubernetes.io/component"]),
+                    "{variant:?}: {} {name}",
+                    object["kind"]
+                );
+            }
+        }
+    }
+
+    let objects = render(CERT_MANAGER);
+    assert!(
+        objects.iter().all(|o| o["kind"] != "Namespace"),
+        "the release namespace is helm's (--create-namespace), not the chart's"
+    );
+    let rendered = parse(&objects);
     let named = |names: Vec<Option<String>>| {
         names
             .into_iter()
@@ -303,45 +477,577 @@ fn every_rendered_object_parses_into_its_api_type() {
     );
 }
 
-/// `kubectl apply -k deploy/` needs no CRDs: cert-manager is opt-in, and the default is
-/// exactly the opt-in rendering without its four objects and its annotation.
+/// `helm lint --strict` has nothing to say in any variant: no warning, no error (an INFO,
+/// such as "icon is recommended", is not a finding).
 #[test]
-fn the_default_needs_no_cert_manager() {
-    let default = render_default();
-    assert!(
-        default.iter().all(|o| !o["apiVersion"]
-            .as_str()
-            .unwrap()
-            .starts_with("cert-manager.io/")),
-        "deploy/ renders no cert-manager objects"
-    );
-    let mut with: Vec<Value> = render()
-        .into_iter()
+fn the_chart_lints_clean() {
+    for variant in VARIANTS {
+        let output = Command::new(helm())
+            .args(["lint", "--strict", "--kube-version", &kube_version()])
+            .arg(root().join("deploy/chart"))
+            .args(sets(variant))
+            .output()
+            .expect("helm runs");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() && !said.contains("[WARNING]") && !said.contains("[ERROR]"),
+            "helm lint --set {variant:?}:\n{said}"
+        );
+    }
+}
+
+/// `helm install` with the defaults needs no CRDs: the serving certificate is the
+/// webhook's own (mode selfManaged), cert-manager's objects come with mode certManager
+/// only. Mode certManager is mode secret plus its four objects and the inject-ca-from
+/// annotation, less the caBundle (cainjector's to write): the same Deployment, mounting
+/// the same Secret.
+#[test]
+fn the_default_needs_no_crds() {
+    let default = render(&[]);
+    for object in &default {
+        let api_version = object["apiVersion"].as_str().unwrap();
+        assert!(
+            ["v1", "apps/v1", "policy/v1"].contains(&api_version)
+                || api_version.contains(".k8s.io/"),
+            "the default renders {api_version} {}",
+            object["metadata"]["name"]
+        );
+    }
+    let with_cert_manager = render(CERT_MANAGER);
+    let mut without: Vec<Value> = with_cert_manager
+        .iter()
         .filter(|o| {
             !o["apiVersion"]
                 .as_str()
                 .unwrap()
                 .starts_with("cert-manager.io/")
         })
+        .cloned()
         .collect();
-    for object in &mut with {
+    assert_eq!(with_cert_manager.len() - without.len(), 4);
+    for object in &mut without {
         if object["kind"] == "ValidatingWebhookConfiguration" {
-            let annotations = object["metadata"].as_object_mut().unwrap();
-            assert!(annotations.remove("annotations").is_some());
+            let metadata = object["metadata"].as_object_mut().unwrap();
+            let annotations = metadata.remove("annotations").unwrap();
+            assert_eq!(
+                annotations,
+                json!({ "cert-manager.io/inject-ca-from": format!("{NAMESPACE}/regcred-webhook") })
+            );
+            // "CA" in base64.
+            object["webhooks"][0]["clientConfig"]["caBundle"] = json!("Q0E=");
         }
     }
-    assert_eq!(default, with);
+    let secret = render(&[
+        "webhook.certificate.mode=secret",
+        "webhook.certificate.caBundle=CA",
+    ]);
+    assert_eq!(secret, without);
+}
+
+/// The default certificate mode, selfManaged: the webhook makes its CA and serving
+/// certificate in a Secret, renews them, and writes the configuration's caBundle itself.
+/// So: no TLS volume, the four flags that say which Secret, names and configuration, no
+/// caBundle in the manifest (helm's upgrades then leave the webhook's alone), the Secret
+/// made empty (the release's, so `helm uninstall` removes it), the token mounted, and RBAC
+/// for exactly that: create Secrets; get, update and patch the one Secret; get and patch
+/// the one ValidatingWebhookConfiguration. In the other modes the webhook has no token,
+/// no role and no Secret of the chart's.
+#[test]
+fn the_default_webhook_manages_its_own_certificate() {
+    let objects = render(&[]);
+    let rendered = parse(&objects);
+    let deployment = webhook_deployment(&rendered);
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    let account = rendered
+        .service_accounts
+        .iter()
+        .find(|a| a.metadata.name.as_deref() == pod.service_account_name.as_deref())
+        .expect("the webhook's ServiceAccount");
+    assert_eq!(
+        account.automount_service_account_token,
+        Some(false),
+        "only the webhook's pods mount the token"
+    );
+    let volumes = pod.volumes.as_ref().unwrap();
+    assert!(
+        volumes.iter().all(|v| v.secret.is_none()),
+        "no Secret volume: {volumes:?}"
+    );
+    assert_eq!(
+        volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        ["policy"]
+    );
+
+    let container = webhook_container(deployment);
+    assert_eq!(flag(container, "tls-cert"), None);
+    assert_eq!(flag(container, "tls-key"), None);
+    let certificate_flags: Vec<&str> = container
+        .args
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(String::as_str)
+        .filter(|a| a.starts_with("--tls-") || a.starts_with("--webhook-configuration"))
+        .collect();
+    assert_eq!(
+        certificate_flags,
+        [
+            "--tls-secret=regcred-system/regcred-webhook-tls",
+            "--tls-dns-name=regcred-webhook.regcred-system.svc",
+            "--tls-dns-name=regcred-webhook.regcred-system.svc.cluster.local",
+            "--webhook-configuration=regcred-webhook",
+        ]
+    );
+    // The names are those of the Service the configuration calls and of the configuration.
+    let configuration = webhook_configuration(&rendered);
+    let webhook = &configuration.webhooks.as_ref().unwrap()[0];
+    let service = webhook.client_config.service.as_ref().unwrap();
+    assert_eq!(
+        flag(container, "tls-dns-name"),
+        Some(format!("{}.{}.svc", service.name, service.namespace).as_str())
+    );
+    assert_eq!(
+        flag(container, "webhook-configuration"),
+        configuration.metadata.name.as_deref()
+    );
+    assert_eq!(configuration.metadata.annotations, None);
+    let raw = find(
+        &objects,
+        "ValidatingWebhookConfiguration",
+        "regcred-webhook",
+    )
+    .unwrap();
+    assert!(
+        raw["webhooks"][0]["clientConfig"].get("caBundle").is_none(),
+        "the manifest sets no caBundle: {}",
+        raw["webhooks"][0]["clientConfig"]
+    );
+
+    // The Secret is the release's, empty: the webhook writes its data, and `helm
+    // uninstall` removes it.
+    assert_eq!(rendered.secrets.len(), 1);
+    let secret = &rendered.secrets[0];
+    assert_eq!(secret.metadata.name.as_deref(), Some("regcred-webhook-tls"));
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    assert!(secret.data.is_none() && secret.string_data.is_none());
+
+    assert_eq!(
+        grants_to(&objects, "regcred-webhook"),
+        BTreeSet::from(
+            [
+                "regcred-system: create secrets",
+                "regcred-system: get secrets/regcred-webhook-tls",
+                "regcred-system: update secrets/regcred-webhook-tls",
+                "regcred-system: patch secrets/regcred-webhook-tls",
+                "cluster: get admissionregistration.k8s.io/validatingwebhookconfigurations/regcred-webhook",
+                "cluster: patch admissionregistration.k8s.io/validatingwebhookconfigurations/regcred-webhook",
+            ]
+            .map(String::from)
+        )
+    );
+
+    for values in [
+        CERT_MANAGER,
+        &[
+            "webhook.certificate.mode=secret",
+            "webhook.certificate.caBundle=CA",
+        ][..],
+    ] {
+        let objects = render(values);
+        assert_eq!(
+            grants_to(&objects, "regcred-webhook"),
+            BTreeSet::new(),
+            "{values:?}"
+        );
+        let rendered = parse(&objects);
+        assert!(
+            rendered.secrets.is_empty(),
+            "{values:?}: the Secret is not the chart's"
+        );
+        let container = webhook_container(webhook_deployment(&rendered));
+        assert_eq!(flag(container, "tls-secret"), None, "{values:?}");
+        assert_eq!(flag(container, "webhook-configuration"), None, "{values:?}");
+    }
+}
+
+/// Mode secret: the operator's Secret and CA. Without webhook.certificate.caBundle the
+/// chart does not render (the API server could not trust the webhook); with it, the PEM
+/// given is the configuration's caBundle and the Secret is mounted where the flags point.
+#[test]
+fn the_secret_mode_needs_its_ca_bundle() {
+    let error = helm_template(&sets(&["webhook.certificate.mode=secret"]))
+        .expect_err("mode secret without a caBundle must not render");
+    assert!(
+        error.contains(
+            "webhook.certificate.caBundle is required with webhook.certificate.mode=secret"
+        ),
+        "{error}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBdummy\n-----END CERTIFICATE-----\n";
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, pem).unwrap();
+    let mut args = sets(&["webhook.certificate.mode=secret"]);
+    args.extend([
+        "--set-file".to_owned(),
+        format!("webhook.certificate.caBundle={}", ca.display()),
+    ]);
+    let rendered = parse(&helm_template(&args).unwrap());
+    let webhook = &webhook_configuration(&rendered).webhooks.as_ref().unwrap()[0];
+    assert_eq!(
+        webhook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.as_slice()),
+        Some(pem.as_bytes())
+    );
+    let deployment = webhook_deployment(&rendered);
+    let container = webhook_container(deployment);
+    assert_eq!(
+        flag(container, "tls-cert"),
+        Some("/etc/regcred/tls/tls.crt")
+    );
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let secret = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find_map(|v| v.secret.as_ref())
+        .expect("the Secret volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("regcred-webhook-tls"));
+}
+
+/// webhook.checkDockerSecrets: the API server sends the Docker config Secrets too, and the
+/// webhook checks them (--check-docker-secrets); by default neither.
+#[test]
+fn check_docker_secrets_widens_the_match_condition() {
+    for (values, types, checks) in [
+        (&[][..], &["'kubernetes.io/regcredentials'"][..], false),
+        (
+            &["webhook.checkDockerSecrets=true"][..],
+            &[
+                "'kubernetes.io/regcredentials'",
+                "'kubernetes.io/dockerconfigjson'",
+                "'kubernetes.io/dockercfg'",
+            ][..],
+            true,
+        ),
+    ] {
+        let rendered = parse(&render(values));
+        let webhook = &webhook_configuration(&rendered).webhooks.as_ref().unwrap()[0];
+        let conditions = webhook.match_conditions.as_ref().unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(
+            conditions[0].expression,
+            format!("has(object.type) && object.type in [{}]", types.join(", ")),
+            "{values:?}"
+        );
+        let container = webhook_container(webhook_deployment(&rendered));
+        assert_eq!(
+            container
+                .args
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|a| a == "--check-docker-secrets"),
+            checks,
+            "{values:?}"
+        );
+    }
+}
+
+/// webhook.extraArgs: more `regcred webhook` flags, after the chart's own.
+#[test]
+fn extra_args_follow_the_charts_own() {
+    let rendered = parse(&render(&[
+        "webhook.extraArgs[0]=--max-connections=128",
+        "webhook.extraArgs[1]=--idle-timeout=30",
+    ]));
+    let args = webhook_container(webhook_deployment(&rendered))
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(
+        args[args.len() - 3..],
+        [
+            "--log-level=info",
+            "--max-connections=128",
+            "--idle-timeout=30"
+        ]
+    );
+}
+
+/// webhook.policy is the ConfigMap's policy-config.yaml (valid against
+/// schemas/policy-config.schema.json), and the pods' checksum/policy annotation is the
+/// sha256 of exactly that file: a policy change rolls the pods.
+#[test]
+fn a_policy_value_lands_in_the_config_map_and_rolls_the_pods() {
+    let schema = std::fs::read_to_string(root().join("schemas/policy-config.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&serde_json::from_str(&schema).unwrap()).unwrap();
+    let policy_of = |values: &[&str]| {
+        let rendered = parse(&render(values));
+        let map = rendered
+            .config_maps
+            .iter()
+            .find(|m| m.metadata.name.as_deref() == Some("regcred-webhook-policy"))
+            .expect("the ConfigMap regcred-webhook-policy");
+        let file = map.data.as_ref().unwrap()["policy-config.yaml"].clone();
+        let deployment = webhook_deployment(&rendered);
+        let annotations = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap();
+        let checksum = annotations["checksum/policy"].clone();
+        let digest = regcred_tests::harness::sha256_digest(file.as_bytes());
+        assert_eq!(
+            Some(checksum.as_str()),
+            digest.strip_prefix("sha256:"),
+            "{values:?}: checksum/policy is the file's sha256"
+        );
+        let policy: Value = serde_yaml::from_str(&file).unwrap();
+        assert!(validator.is_valid(&policy), "{values:?}: {file}");
+        (policy, checksum)
+    };
+    let (default, default_checksum) = policy_of(&[]);
+    assert_eq!(default, json!({}));
+    let (policy, checksum) = policy_of(&[
+        "webhook.policy.allowedRegistries[0]=registry.example.com",
+        "webhook.policy.allowedRegistries[1]=*.corp.example",
+        "webhook.policy.maxValueBytes=16384",
+    ]);
+    assert_eq!(
+        policy,
+        json!({
+            "allowedRegistries": ["registry.example.com", "*.corp.example"],
+            "maxValueBytes": 16384
+        })
+    );
+    assert_ne!(checksum, default_checksum);
+}
+
+/// node.mode: each mode's cluster objects, and only those; the NRI binding exempts the
+/// release namespace and node.tolerationNamespaces, each once; the DaemonSet is the
+/// runtime proxy's, refused with any other mode.
+#[test]
+fn each_node_mode_renders_its_own_objects() {
+    let node_objects = |values: &[&str]| -> BTreeSet<String> {
+        render(values)
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .filter(|o| !o.contains(" regcred-webhook"))
+            .collect()
+    };
+    let set =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| (*n).to_owned()).collect() };
+    assert_eq!(
+        node_objects(&[]),
+        set(&[
+            "ValidatingAdmissionPolicy regcred-nri-toleration",
+            "ValidatingAdmissionPolicyBinding regcred-nri-toleration",
+        ])
+    );
+    assert_eq!(
+        node_objects(&["node.mode=runtime-proxy"]),
+        set(&["ServiceAccount regcred-cri-proxy"])
+    );
+    assert_eq!(
+        node_objects(&[
+            "node.mode=runtime-proxy",
+            "node.apiCredentials=serviceAccount"
+        ]),
+        set(&[
+            "ServiceAccount regcred-cri-proxy",
+            "ClusterRole regcred-cri-proxy-pods",
+            "ClusterRoleBinding regcred-cri-proxy-pods",
+            "ClusterRole regcred-cri-proxy-secrets",
+        ])
+    );
+    assert_eq!(
+        node_objects(DAEMON_SET),
+        set(&[
+            "ServiceAccount regcred-cri-proxy",
+            "DaemonSet regcred-cri-proxy"
+        ])
+    );
+    assert_eq!(
+        node_objects(&["node.mode=credential-provider"]),
+        set(&[
+            "ClusterRole regcred-credential-provider-audience",
+            "ClusterRoleBinding regcred-credential-provider-audience",
+        ])
+    );
+    assert_eq!(node_objects(&["node.mode=none"]), BTreeSet::new());
+
+    // The credential provider's audience is the resource nodes may request tokens for.
+    for (values, audience) in [
+        (
+            &["node.mode=credential-provider"][..],
+            "https://kubernetes.default.svc.cluster.local",
+        ),
+        (
+            &[
+                "node.mode=credential-provider",
+                "node.credentialProvider.audience=regcred.example.com",
+            ][..],
+            "regcred.example.com",
+        ),
+    ] {
+        let objects = render(values);
+        let role = find(
+            &objects,
+            "ClusterRole",
+            "regcred-credential-provider-audience",
+        )
+        .unwrap();
+        assert_eq!(
+            role["rules"],
+            json!([{
+                "apiGroups": [""],
+                "resources": [audience],
+                "verbs": ["request-serviceaccounts-token-audience"]
+            }])
+        );
+        let binding = find(
+            &objects,
+            "ClusterRoleBinding",
+            "regcred-credential-provider-audience",
+        )
+        .unwrap();
+        assert_eq!(
+            binding["subjects"],
+            json!([{ "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes" }])
+        );
+    }
+
+    // Where the NRI toleration annotation is allowed.
+    for (args, exempt) in [
+        (vec![], &["kube-system", "regcred-system"][..]),
+        (
+            sets(&["node.tolerationNamespaces={kube-system,regcred-system,calico-system}"]),
+            &["kube-system", "regcred-system", "calico-system"][..],
+        ),
+        (
+            vec![
+                "--set-json".to_owned(),
+                "node.tolerationNamespaces=[]".to_owned(),
+            ],
+            &["regcred-system"][..],
+        ),
+    ] {
+        let objects = helm_template(&args).unwrap();
+        let binding = find(
+            &objects,
+            "ValidatingAdmissionPolicyBinding",
+            "regcred-nri-toleration",
+        )
+        .unwrap();
+        let expression =
+            &binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0];
+        assert_eq!(expression["key"], "kubernetes.io/metadata.name");
+        assert_eq!(expression["operator"], "NotIn");
+        assert_eq!(expression["values"], json!(exempt), "{args:?}");
+    }
+
+    for mode in ["nri", "credential-provider", "none"] {
+        let mode = format!("node.mode={mode}");
+        let error = helm_template(&sets(&[mode.as_str(), "node.daemonSet.enabled=true"]))
+            .expect_err("the DaemonSet needs node.mode=runtime-proxy");
+        assert!(
+            error.contains("node.daemonSet.enabled") && error.contains("node.mode=runtime-proxy"),
+            "{error}"
+        );
+    }
+}
+
+/// metrics.serviceMonitor: a ServiceMonitor of the webhook Service's metrics port, with
+/// the interval and extra labels given.
+#[test]
+fn the_service_monitor_scrapes_the_webhook_metrics_port() {
+    assert!(parse(&render(&[])).service_monitors.is_empty());
+    let rendered = parse(&render(&[
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.interval=15s",
+        "metrics.serviceMonitor.labels.release=prometheus",
+    ]));
+    assert_eq!(rendered.service_monitors.len(), 1);
+    let monitor = &rendered.service_monitors[0];
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    let service = rendered
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("regcred-webhook"))
+        .unwrap();
+    let service_labels = service.metadata.labels.as_ref().unwrap();
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            service_labels.get(key).map(String::as_str),
+            value.as_str(),
+            "{key}"
+        );
+    }
+    let endpoints = monitor["spec"]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["interval"], "15s");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    let port = endpoints[0]["port"].as_str().unwrap();
+    assert!(
+        service
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_deref() == Some(port) && p.port == 9090),
+        "the Service's port {port} is metrics (9090)"
+    );
 }
 
 #[test]
 fn the_webhook_configuration_service_and_deployment_agree() {
     let rendered = parse_all();
-    let namespace = rendered.namespaces[0].metadata.name.as_deref().unwrap();
-    let configuration = rendered
-        .webhooks
-        .iter()
-        .find(|w| w.metadata.name.as_deref() == Some("regcred-webhook"))
-        .expect("the regcred-webhook ValidatingWebhookConfiguration");
+    let namespace = NAMESPACE;
+    let configuration = webhook_configuration(&rendered);
     let webhooks = configuration.webhooks.as_ref().unwrap();
     assert_eq!(webhooks.len(), 1);
     let webhook = &webhooks[0];
@@ -491,7 +1197,7 @@ fn the_webhook_configuration_service_and_deployment_agree() {
         .config_maps
         .iter()
         .find(|m| m.metadata.name.as_deref() == Some(config_map.name.as_str()))
-        .expect("the mounted ConfigMap is rendered (with its generated name)");
+        .expect("the mounted ConfigMap is rendered");
     let file = Path::new(policy_config)
         .file_name()
         .unwrap()
@@ -561,77 +1267,103 @@ fn the_webhook_configuration_service_and_deployment_agree() {
     assert!(root_issuer["spec"]["selfSigned"].is_object());
 }
 
+/// webhook.certificate.certManager.issuerRef: the serving certificate from an issuer of
+/// the operator's; the chart then makes no CA of its own.
 #[test]
-fn the_webhook_pods_run_locked_down() {
-    let rendered = parse_all();
-    let deployment = webhook_deployment(&rendered);
-    let pod = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
-    let pod_security = pod.security_context.as_ref().unwrap();
-    assert_eq!(pod_security.run_as_non_root, Some(true));
-    assert_eq!(pod.automount_service_account_token, Some(false));
-    let account = pod.service_account_name.as_deref().unwrap();
-    assert!(
-        rendered
-            .service_accounts
-            .iter()
-            .any(|a| a.metadata.name.as_deref() == Some(account))
-    );
-    let container = webhook_container(deployment);
-    let security = container.security_context.as_ref().unwrap();
-    assert_eq!(security.read_only_root_filesystem, Some(true));
-    assert_eq!(security.allow_privilege_escalation, Some(false));
+fn cert_manager_uses_the_given_issuer() {
+    let rendered = parse(&render(&[
+        "webhook.certificate.mode=certManager",
+        "webhook.certificate.certManager.issuerRef.name=corp-ca",
+        "webhook.certificate.certManager.issuerRef.kind=ClusterIssuer",
+        "webhook.certificate.certManager.issuerRef.group=cert-manager.io",
+    ]));
     assert_eq!(
-        security.capabilities.as_ref().unwrap().drop.as_deref(),
-        Some(&["ALL".to_string()][..])
+        rendered.cert_manager.keys().collect::<Vec<_>>(),
+        [&format!("Certificate/{NAMESPACE}/regcred-webhook")]
     );
-    let requests = container
-        .resources
-        .as_ref()
-        .unwrap()
-        .requests
-        .as_ref()
-        .unwrap();
-    assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
-    let budget = rendered
-        .budgets
-        .iter()
-        .find(|b| b.metadata.name.as_deref() == Some("regcred-webhook"))
-        .expect("the webhook's PodDisruptionBudget");
-    let budget_selector = budget.spec.as_ref().unwrap().selector.as_ref().unwrap();
-    let labels = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .labels
-        .as_ref()
-        .unwrap();
-    for (key, value) in budget_selector.match_labels.as_ref().unwrap() {
-        assert_eq!(labels.get(key), Some(value));
-    }
+    let certificate = rendered.cert_manager.values().next().unwrap();
+    assert_eq!(
+        certificate["spec"]["issuerRef"],
+        json!({ "name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io" })
+    );
+    assert_eq!(
+        certificate["spec"]["dnsNames"],
+        json!([
+            "regcred-webhook.regcred-system.svc",
+            "regcred-webhook.regcred-system.svc.cluster.local"
+        ])
+    );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
+#[test]
+fn the_webhook_pods_run_locked_down() {
+    // The token is mounted only where the webhook manages its certificate (selfManaged,
+    // the default; the_default_webhook_manages_its_own_certificate checks its RBAC).
+    for (values, token) in [(CERT_MANAGER, false), (&[][..], true)] {
+        let rendered = parse(&render(values));
+        let deployment = webhook_deployment(&rendered);
+        let pod = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let pod_security = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(
+            pod.automount_service_account_token,
+            Some(token),
+            "{values:?}"
+        );
+        let account = pod.service_account_name.as_deref().unwrap();
+        assert!(
+            rendered
+                .service_accounts
+                .iter()
+                .any(|a| a.metadata.name.as_deref() == Some(account))
+        );
+        let container = webhook_container(deployment);
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        let requests = container
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap();
+        assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+        let budget = rendered
+            .budgets
+            .iter()
+            .find(|b| b.metadata.name.as_deref() == Some("regcred-webhook"))
+            .expect("the webhook's PodDisruptionBudget");
+        let budget_selector = budget.spec.as_ref().unwrap().selector.as_ref().unwrap();
+        let labels = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        for (key, value) in budget_selector.match_labels.as_ref().unwrap() {
+            assert_eq!(labels.get(key), Some(value));
         }
     }
+    // One replica: no budget of minAvailable 1, which would block every drain of its node.
+    let single = parse(&render(&["webhook.replicas=1"]));
+    assert!(single.budgets.is_empty());
 }
 
 /// The objects of `kind` named `name` in `objects`.
@@ -641,11 +1373,16 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
         .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
 }
 
-/// Every rule of every ClusterRole and Role in `objects` that grants something on Secrets.
+/// Every rule of every ClusterRole and Role in `objects` that grants something on Secrets,
+/// but the webhook's own certificate Role (mode selfManaged: its one Secret, checked
+/// exactly by the_default_webhook_manages_its_own_certificate).
 fn secret_grants(objects: &[Value]) -> Vec<String> {
     objects
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+        .filter(|o| {
+            !(o["kind"] == "Role" && o["metadata"]["name"] == "regcred-webhook-certificate")
+        })
         .flat_map(|o| {
             o["rules"]
                 .as_array()
@@ -661,52 +1398,134 @@ fn secret_grants(objects: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The strings of a JSON array (none for anything else).
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+/// What the ServiceAccount `account` of the release namespace is granted, through every
+/// RoleBinding and ClusterRoleBinding in `objects` that names it: one line per verb,
+/// resource and resource name, `SCOPE: VERB [GROUP/]RESOURCE[/NAME]`, SCOPE being the
+/// binding's namespace or `cluster`.
+fn grants_to(objects: &[Value], account: &str) -> BTreeSet<String> {
+    let mut grants = BTreeSet::new();
+    for binding in objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+    {
+        let names_account = binding["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s["kind"] == "ServiceAccount" && s["name"] == account && s["namespace"] == NAMESPACE
+            });
+        if !names_account {
+            continue;
+        }
+        let scope = binding["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("cluster");
+        let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
+        let role_name = binding["roleRef"]["name"].as_str().unwrap();
+        let role = find(objects, role_kind, role_name).unwrap_or_else(|| {
+            panic!(
+                "{} binds {role_kind} {role_name}, which is not rendered",
+                binding["metadata"]["name"]
+            )
+        });
+        if role_kind == "Role" {
+            assert_eq!(
+                role["metadata"]["namespace"],
+                binding["metadata"]["namespace"]
+            );
+        }
+        for rule in role["rules"].as_array().unwrap() {
+            let names: Vec<String> = match rule["resourceNames"].as_array() {
+                Some(names) => names
+                    .iter()
+                    .map(|n| format!("/{}", n.as_str().unwrap()))
+                    .collect(),
+                None => vec![String::new()],
+            };
+            for group in strings(&rule["apiGroups"]) {
+                let group = if group.is_empty() {
+                    String::new()
+                } else {
+                    format!("{group}/")
+                };
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        for name in &names {
+                            grants.insert(format!("{scope}: {verb} {group}{resource}{name}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
 /// Issue 23, finding 14: the DaemonSet mounts from the node only what the agent reads,
 /// read-only, and writes only to its own directories (its socket's and its records').
 #[test]
 fn the_cri_proxy_daemonset_writes_only_its_own_host_directories() {
-    let objects = render();
-    let daemonset = find(&objects, "DaemonSet", "regcred-cri-proxy").expect("the DaemonSet");
-    let pod = &daemonset["spec"]["template"]["spec"];
-    let volumes = pod["volumes"].as_array().unwrap();
-    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
-    let writable: Vec<String> = mounts
-        .iter()
-        .filter(|m| m["readOnly"] != true)
-        .map(|m| {
-            let volume = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
-            volume["hostPath"]["path"]
-                .as_str()
-                .unwrap_or("(not a hostPath)")
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(writable, ["/run/regcred", "/var/lib/regcred"], "{mounts:?}");
-    for mount in mounts {
-        let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
-        let path = volume["hostPath"]["path"].as_str().unwrap();
-        assert!(
-            [
-                "/run/regcred",
-                "/var/lib/regcred",
-                "/run/containerd",
-                "/etc/kubernetes/kubelet.conf",
-                "/var/lib/kubelet/pki"
-            ]
-            .contains(&path),
-            "an unexpected host path: {path}"
+    for values in [DAEMON_SET, DAEMON_SET_AS_ACCOUNT] {
+        let objects = render(values);
+        let daemonset = find(&objects, "DaemonSet", "regcred-cri-proxy").expect("the DaemonSet");
+        let pod = &daemonset["spec"]["template"]["spec"];
+        let volumes = pod["volumes"].as_array().unwrap();
+        let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+        let writable: Vec<String> = mounts
+            .iter()
+            .filter(|m| m["readOnly"] != true)
+            .map(|m| {
+                let volume = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
+                volume["hostPath"]["path"]
+                    .as_str()
+                    .unwrap_or("(not a hostPath)")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            writable,
+            ["/run/regcred", "/var/lib/regcred"],
+            "{values:?}: {mounts:?}"
         );
+        for mount in mounts {
+            let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
+            let path = volume["hostPath"]["path"].as_str().unwrap();
+            assert!(
+                [
+                    "/run/regcred",
+                    "/var/lib/regcred",
+                    "/run/containerd",
+                    "/etc/kubernetes/kubelet.conf",
+                    "/var/lib/kubelet/pki"
+                ]
+                .contains(&path),
+                "an unexpected host path: {path}"
+            );
+        }
     }
 }
 
-// Issue 14, finding 1: the shipped default reads no more than the Node authorizer lets
-// the node read. The proxy authenticates with the kubelet's kubeconfig, mounted
-// read-only; no role in deploy/ grants anything on Secrets, and the proxy's pods carry
+// Issue 14, finding 1: the default node credentials read no more than the Node
+// authorizer lets the node read. The proxy authenticates with the kubelet's kubeconfig,
+// mounted read-only; nothing is bound to its ServiceAccount, no role of the chart grants
+// anything on Secrets (but the webhook's own certificate Role), and the proxy's pods carry
 // no ServiceAccount token.
 #[test]
 fn the_cri_proxy_reads_the_api_as_its_node_by_default() {
-    let objects = render();
+    let objects = render(DAEMON_SET);
     assert_eq!(secret_grants(&objects), Vec::<String>::new());
+    assert_eq!(grants_to(&objects, "regcred-cri-proxy"), BTreeSet::new());
     let daemonset = find(&objects, "DaemonSet", "regcred-cri-proxy").expect("the DaemonSet");
     let pod = &daemonset["spec"]["template"]["spec"];
     assert_eq!(pod["automountServiceAccountToken"], false);
@@ -768,20 +1587,13 @@ fn the_cri_proxy_reads_the_api_as_its_node_by_default() {
     assert_eq!(account["automountServiceAccountToken"], false);
 }
 
-// The opt-in alternative (the component deploy/cri-proxy/namespaced): the proxy runs as
-// its ServiceAccount, may get any pod, and gets Secrets only where a namespace binds the
-// Secret role (no ClusterRoleBinding of it ships); the kubelet's files are not mounted.
+// The alternative, node.apiCredentials=serviceAccount (the kustomize component
+// cri-proxy/namespaced before the chart): the proxy runs as its ServiceAccount, may get
+// any pod, and gets Secrets only where a namespace binds the Secret role (the chart binds
+// it nowhere); the kubelet's files are not mounted.
 #[test]
-fn the_namespaced_component_grants_secrets_only_per_namespace() {
-    // Kustomize takes relative paths only: an overlay beside a copy of deploy/.
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&root().join("deploy"), &dir.path().join("deploy"));
-    std::fs::write(
-        dir.path().join("kustomization.yaml"),
-        "resources: [deploy]\ncomponents: [deploy/cri-proxy/namespaced]\n",
-    )
-    .unwrap();
-    let objects = render_dir(dir.path());
+fn the_service_account_credentials_grant_secrets_only_per_namespace() {
+    let objects = render(DAEMON_SET_AS_ACCOUNT);
     let grants = secret_grants(&objects);
     assert_eq!(grants.len(), 1, "{grants:?}");
     assert!(
@@ -789,24 +1601,30 @@ fn the_namespaced_component_grants_secrets_only_per_namespace() {
         "{grants:?}"
     );
     assert!(
-        objects.iter().all(|o| o["kind"] != "ClusterRoleBinding"
-            || o["roleRef"]["name"] != "regcred-cri-proxy-secrets"),
-        "the Secret role must not be bound cluster-wide"
+        objects.iter().all(
+            |o| !(o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")
+                || o["roleRef"]["name"] != "regcred-cri-proxy-secrets"
+        ),
+        "the Secret role must not be bound by the chart"
+    );
+    assert_eq!(
+        grants_to(&objects, "regcred-cri-proxy"),
+        BTreeSet::from(["cluster: get pods".to_owned()])
     );
     let pods = find(&objects, "ClusterRole", "regcred-cri-proxy-pods").unwrap();
-    assert_eq!(pods["rules"][0]["verbs"], serde_json::json!(["get"]));
+    assert_eq!(pods["rules"][0]["verbs"], json!(["get"]));
+    let account = find(&objects, "ServiceAccount", "regcred-cri-proxy").unwrap();
+    assert_eq!(account["automountServiceAccountToken"], true);
     let daemonset = find(&objects, "DaemonSet", "regcred-cri-proxy").unwrap();
     let pod = &daemonset["spec"]["template"]["spec"];
     assert_eq!(pod["automountServiceAccountToken"], true);
     assert!(pod["containers"][0]["env"].is_null(), "no KUBECONFIG");
     let volumes = pod["volumes"].to_string();
     assert!(!volumes.contains("kubelet"), "{volumes}");
-    // The per-namespace binding it documents names that role and the proxy's account.
+    // The per-namespace binding the chart's notes document names that role and the
+    // proxy's account.
     let binding: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(
-            root().join("deploy/cri-proxy/namespaced/secrets-rolebinding.yaml"),
-        )
-        .unwrap(),
+        &std::fs::read_to_string(root().join("deploy/cri-proxy/secrets-rolebinding.yaml")).unwrap(),
     )
     .unwrap();
     assert_eq!(binding["kind"], "RoleBinding");
@@ -866,6 +1684,9 @@ fn the_network_policy_admits_only_the_webhook_and_probe_ports() {
             Some(IntOrString::Int(port_named("probes")))
         ]
     );
+    // webhook.networkPolicy.enabled=false leaves it out.
+    let without = parse(&render(&["webhook.networkPolicy.enabled=false"]));
+    assert!(without.network_policies.is_empty());
 }
 
 /// deploy/cri-proxy's systemd unit, checked by Debian's systemd-analyze without a running

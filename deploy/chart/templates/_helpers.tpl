@@ -1,0 +1,101 @@
+{{/*
+regcred's chart helpers. Object names are fixed (regcred-webhook, regcred-cri-proxy, ...),
+not derived from the release name: the cluster-scoped objects (the webhook
+configuration, the admission policy, the ClusterRoles) allow one install per cluster.
+*/}}
+
+{{/* helm.sh/chart: name-version, as a label value. */}}
+{{- define "regcred.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end }}
+
+{{/*
+The labels of every object: the component's own (app.kubernetes.io/name and /component,
+when given) and the chart's. Call with a dict:
+  include "regcred.labels" (dict "ctx" $ "name" "regcred-webhook" "component" "admission-webhook")
+Selectors and pod templates never use these: they keep the name label only (and the
+component where they always had it), so an upgrade never changes an immutable selector
+and a chart version bump alone does not roll the pods.
+*/}}
+{{- define "regcred.labels" -}}
+{{- with .name }}app.kubernetes.io/name: {{ . }}
+{{ end -}}
+{{- with .component }}app.kubernetes.io/component: {{ . }}
+{{ end -}}
+app.kubernetes.io/part-of: regcred
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+helm.sh/chart: {{ include "regcred.chart" .ctx }}
+{{- end }}
+
+{{/*
+The image every component runs: repository@digest when image.digest is set (the tag is
+then only informative), else repository:tag, the tag defaulting to the chart's appVersion.
+*/}}
+{{- define "regcred.image" -}}
+{{- $image := .Values.image -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository (toString ($image.tag | default .Chart.AppVersion)) -}}
+{{- end -}}
+{{- end }}
+
+{{/* A pod spec's imagePullSecrets from the value (names, or {name: ...} maps); call inside `with .Values.imagePullSecrets`. */}}
+{{- define "regcred.imagePullSecrets" -}}
+{{- range . }}
+- name: {{ if kindIs "map" . }}{{ .name }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* The webhook Service's DNS names: what its serving certificate is for. */}}
+{{- define "regcred.webhook.dnsNames" -}}
+- regcred-webhook.{{ .Release.Namespace }}.svc
+- regcred-webhook.{{ .Release.Namespace }}.svc.cluster.local
+{{- end }}
+
+{{/*
+The ConfigMap's policy-config.yaml: the site policy (schemas/policy-config.schema.json).
+The Deployment's checksum/policy annotation hashes exactly this text.
+*/}}
+{{- define "regcred.webhook.policyConfig" -}}
+{{- if .Values.webhook.policy -}}
+{{- toYaml .Values.webhook.policy -}}
+{{- else -}}
+{{- "{}" -}}
+{{- end -}}
+{{- end }}
+
+{{/* The Secret types the webhook is sent (the configuration's matchCondition). */}}
+{{- define "regcred.webhook.secretTypes" -}}
+{{- $types := list "'kubernetes.io/regcredentials'" -}}
+{{- if .Values.webhook.checkDockerSecrets -}}
+{{- $types = concat $types (list "'kubernetes.io/dockerconfigjson'" "'kubernetes.io/dockercfg'") -}}
+{{- end -}}
+{{- join ", " $types -}}
+{{- end }}
+
+{{/*
+The checks a value schema cannot express (combinations of values); each fails the
+render with what to change. Included once, from templates/validate.yaml.
+*/}}
+{{- define "regcred.validate" -}}
+{{- $modes := list "selfManaged" "certManager" "secret" -}}
+{{- if not (has .Values.webhook.certificate.mode $modes) -}}
+{{- fail (printf "webhook.certificate.mode is %q: use selfManaged, certManager or secret" (toString .Values.webhook.certificate.mode)) -}}
+{{- end -}}
+{{- $nodeModes := list "nri" "runtime-proxy" "credential-provider" "none" -}}
+{{- if not (has .Values.node.mode $nodeModes) -}}
+{{- fail (printf "node.mode is %q: use nri, runtime-proxy, credential-provider or none" (toString .Values.node.mode)) -}}
+{{- end -}}
+{{- if not (has .Values.node.apiCredentials (list "node" "serviceAccount")) -}}
+{{- fail (printf "node.apiCredentials is %q: use node or serviceAccount" (toString .Values.node.apiCredentials)) -}}
+{{- end -}}
+{{- if and .Values.node.daemonSet.enabled (ne .Values.node.mode "runtime-proxy") -}}
+{{- fail (printf "node.daemonSet.enabled runs the runtime proxy (regcred cri-proxy) on the nodes: it needs node.mode=runtime-proxy, not %q" (toString .Values.node.mode)) -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.webhook.enabled) -}}
+{{- fail "metrics.serviceMonitor.enabled scrapes the webhook's Service: it needs webhook.enabled" -}}
+{{- end -}}
+{{- end }}
