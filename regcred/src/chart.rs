@@ -104,7 +104,7 @@ pub struct WebhookValues {
     /// Annotations on the pods.
     pub pod_annotations: BTreeMap<String, String>,
     /// The NetworkPolicy admitting only the webhook and probe ports.
-    pub network_policy: Enabled,
+    pub network_policy: NetworkPolicyValues,
 }
 
 /// `failurePolicy` of the webhook configuration.
@@ -188,12 +188,17 @@ pub enum IssuerKind {
     ClusterIssuer,
 }
 
-/// `enabled: bool`.
+/// The webhook's NetworkPolicy.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Enabled {
-    /// On or off.
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkPolicyValues {
+    /// Install it.
     pub enabled: bool,
+    /// Who may scrape the metrics port (9090): NetworkPolicy peers, such as
+    /// `{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}`.
+    /// Empty: nobody.
+    #[serde(default)]
+    pub metrics_from: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A container's resources: quantities by resource name.

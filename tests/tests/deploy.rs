@@ -128,9 +128,14 @@ fn sets(values: &[&str]) -> Vec<String> {
 /// `helm template regcred deploy/chart --namespace regcred-system ARGS`: one JSON value
 /// per object, or helm's error output.
 fn helm_template(args: &[String]) -> Result<Vec<Value>, String> {
+    helm_template_of(&root().join("deploy/chart"), args)
+}
+
+/// `helm template` of a chart directory or archive.
+fn helm_template_of(chart: &Path, args: &[String]) -> Result<Vec<Value>, String> {
     let output = Command::new(helm())
         .args(["template", "regcred"])
-        .arg(root().join("deploy/chart"))
+        .arg(chart)
         .args(["--namespace", NAMESPACE, "--kube-version", &kube_version()])
         .args(args)
         .output()
@@ -1684,6 +1689,26 @@ fn the_network_policy_admits_only_the_webhook_and_probe_ports() {
             Some(IntOrString::Int(port_named("probes")))
         ]
     );
+    // webhook.networkPolicy.metricsFrom admits the metrics port from those peers only.
+    let scraped = helm_template(&[
+        "--set-json".to_owned(),
+        r#"webhook.networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#.to_owned(),
+    ])
+    .unwrap();
+    let scraped = parse(&scraped);
+    let rules = scraped.network_policies[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress.clone())
+        .unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(
+        rules[1].ports.as_ref().unwrap()[0].port,
+        Some(IntOrString::Int(port_named("metrics")))
+    );
+    let from = rules[1].from.as_ref().unwrap();
+    assert_eq!(from.len(), 1);
+    assert!(from[0].namespace_selector.is_some() && from[0].pod_selector.is_none());
     // webhook.networkPolicy.enabled=false leaves it out.
     let without = parse(&render(&["webhook.networkPolicy.enabled=false"]));
     assert!(without.network_policies.is_empty());
@@ -1774,4 +1799,53 @@ fn unit_verifies_and_is_hardened(
         exposure <= 2.0,
         "{path}: exposure {exposure} (want at most 2.0):\n{report}"
     );
+}
+
+/// `scripts/package-chart`: `helm package` made reproducible. Two runs, with the chart's
+/// files touched in between (new modification times, as a fresh checkout has), give the
+/// same bytes; the archive lints, and renders the objects the chart directory renders.
+#[test]
+fn the_packaged_chart_is_reproducible_and_renders_as_the_directory() {
+    let package = |out: &Path| {
+        let output = Command::new(root().join("scripts/package-chart"))
+            .arg("--out")
+            .arg(out)
+            .arg("--helm")
+            .arg(helm())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "scripts/package-chart: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let mut lines = stdout.lines();
+        let path = PathBuf::from(lines.next().unwrap());
+        let digest = lines.next().unwrap().to_owned();
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{stdout}"
+        );
+        (path, digest)
+    };
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (archive, digest) = package(first.path());
+    let values = root().join("deploy/chart/values.yaml");
+    let file = std::fs::File::options().write(true).open(&values).unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(7))
+        .unwrap();
+    drop(file);
+    let (again, digest_again) = package(second.path());
+    assert_eq!(digest, digest_again, "two packages of one commit differ");
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    assert_eq!(
+        archive.file_name().unwrap().to_str().unwrap(),
+        "regcred-0.1.0.tgz"
+    );
+    let from_archive = helm_template_of(&archive, &[]).unwrap();
+    assert_eq!(from_archive, helm_template(&[]).unwrap());
 }
