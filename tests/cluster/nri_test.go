@@ -296,7 +296,7 @@ func TestNRITolerationAnnotationRefusedAtAdmission(t *testing.T) {
 	ns := namespace(t, ctx)
 	key := kit.Desc.NRITolerationAnnotation
 	dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
-	// A policy (re)created a moment ago (TestDeployOnTheKit deletes and restores it) is
+	// A policy (re)created a moment ago (TestHelmChartOnTheKit adopts, deletes and restores it) is
 	// enforced once the API server has loaded it: wait for that, at most 30 s.
 	_ = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		pod := kit.PodSpec("tolerates", "regcred.local/kit/pause:v1")
