@@ -54,6 +54,8 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a replica waits after changing the `caBundle` before serving a pair signed
 /// by the new CA: the API server sees configuration changes through a watch.
 const PROPAGATION: Duration = Duration::from_secs(3);
+/// How often a replica looks for a configuration that does not exist yet.
+const WAITING_INTERVAL: Duration = Duration::from_secs(2);
 /// Certificates start this much before they are made (clocks of other machines).
 const BACKDATE: Duration = Duration::from_secs(3600);
 
@@ -213,7 +215,15 @@ impl ManagedCertificate {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(shared.config.check_interval).await;
+                // Until the configuration exists (`helm install` creates it after the
+                // Deployment), every 2 s: its caBundle is what makes the API server's
+                // calls work at all.
+                let interval = if shared.waiting_logged.load(Ordering::Relaxed) {
+                    WAITING_INTERVAL.min(shared.config.check_interval)
+                } else {
+                    shared.config.check_interval
+                };
+                tokio::time::sleep(interval).await;
                 match shared.reconcile().await {
                     Ok(()) => {}
                     Err(ManagedTlsError::Conflict(what)) => {
@@ -320,7 +330,9 @@ impl Shared {
                         )])),
                         ..Default::default()
                     },
-                    type_: Some("kubernetes.io/tls".to_owned()),
+                    // Opaque, as the chart makes it: a Secret's type cannot change, and
+                    // a later `helm upgrade` of a chart that owns one would fail.
+                    type_: Some("Opaque".to_owned()),
                     data: Some(data),
                     ..Default::default()
                 };
