@@ -11,14 +11,17 @@
 //! Written to `OUT_DIR`: `regcred_policy.wasm` with `regcred_policy.wasm.sha256` (its
 //! digest, 32 bytes, so that the host does not hash 350 KB at every start), and `regcred_policy.cwasm` with
 //! `regcred_policy.cwasm.meta` (the digests the code was made from and for). In a cross
-//! build, or when precompiling fails (a warning says why), both of the latter are empty
-//! and the host compiles the module when it loads it.
+//! build the code is portable (`regcred_module_build::precompile_portable`); when
+//! precompiling fails (a warning says why), both of the latter are empty and the host
+//! compiles the module when it loads it.
 
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use regcred_module_build::{MODULE_FILE, build_policy_module, check_wasm_target, precompile};
+use regcred_module_build::{
+    MODULE_FILE, build_policy_module, check_wasm_target, precompile, precompile_portable,
+};
 
 const CODE_FILE: &str = "regcred_policy.cwasm";
 const METADATA_FILE: &str = "regcred_policy.cwasm.meta";
@@ -92,14 +95,17 @@ fn build_from_workspace(out_dir: &Path) -> PathBuf {
 }
 
 /// Precompiles for the machine this build script runs on, which is the one the crate is
-/// built for unless this is a cross build.
+/// built for; in a cross build (such as the static `x86_64-unknown-linux-musl` binary),
+/// portable code for the target (its architecture's baseline CPU features). Another
+/// architecture needs its Cranelift backend in the build's wasmtime: without it the
+/// module is compiled when loaded (a warning says so).
 fn precompile_for_target(wasm: &[u8]) -> Result<regcred_module_build::Precompiled, String> {
     let target = env::var("TARGET").unwrap_or_default();
     let host = env::var("HOST").unwrap_or_default();
     if target != host {
-        return Err(format!(
-            "the policy module is not precompiled in a cross build ({host} -> {target})"
-        ));
+        return precompile_portable(wasm, &target).map_err(|err| {
+            format!("the policy module is not precompiled in this cross build ({host} -> {target}): {err}")
+        });
     }
     precompile(wasm)
 }

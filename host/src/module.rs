@@ -38,17 +38,21 @@ pub(crate) struct PrecompiledCode {
     pub(crate) wasm_sha256: [u8; 32],
     /// The `regcred_module_build::compatibility_digest` of the engine that compiled it.
     pub(crate) engine_digest: [u8; 32],
+    /// Portable code (a cross build): fits any engine of this triple and settings,
+    /// which wasmtime checks when loading it, so the digest is not compared.
+    pub(crate) portable: bool,
 }
 
 impl PrecompiledCode {
     /// What the build script made, if it made something.
     fn embedded() -> Option<Self> {
-        let (wasm_sha256, engine_digest) =
+        let (wasm_sha256, engine_digest, portable) =
             regcred_module_build::parse_metadata(PRECOMPILED_METADATA)?;
         Some(Self {
             code: PRECOMPILED_CODE,
             wasm_sha256,
             engine_digest,
+            portable,
         })
     }
 }

@@ -107,7 +107,10 @@ fn load_precompiled(engine: &Engine, module: &PolicyModule) -> Result<Module, Co
     if code.wasm_sha256 != module.sha256() {
         return Err(CompileReason::OtherModule);
     }
-    if code.engine_digest != regcred_module_build::compatibility_digest(engine) {
+    // Portable code (a cross build's) was made for the target, not for this CPU: the
+    // digests differ by the CPU features, and wasmtime's own check on load (triple,
+    // settings, each CPU feature the code uses present) decides.
+    if !code.portable && code.engine_digest != regcred_module_build::compatibility_digest(engine) {
         return Err(CompileReason::EngineSettings);
     }
     deserialize(engine, code).map_err(|err| CompileReason::Refused {
@@ -128,7 +131,8 @@ fn deserialize(engine: &Engine, code: &PrecompiledCode) -> wasmtime::Result<Modu
     // `include_bytes!` of what this crate's build script wrote with
     // `Engine::precompile_module` (`regcred_module_build::precompile`), read-only in the
     // binary. The caller checked that it was made from this module's bytes (sha256) by an
-    // engine whose compatibility digest equals `engine`'s. (Unit tests also hand in
+    // engine whose compatibility digest equals `engine`'s, or, for portable code, left
+    // the fit to wasmtime's check of triple, settings and CPU features. (Unit tests also hand in
     // truncated code, which fails wasmtime's format check before any of it is used.)
     unsafe { Module::deserialize(engine, code.code) }
 }

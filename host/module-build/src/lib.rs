@@ -22,7 +22,7 @@
 //! let metadata = artifact.metadata();
 //! assert_eq!(
 //!     regcred_module_build::parse_metadata(&metadata),
-//!     Some((artifact.wasm_sha256, artifact.engine_digest))
+//!     Some((artifact.wasm_sha256, artifact.engine_digest, false))
 //! );
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -37,5 +37,5 @@ pub use build::{
 };
 pub use precompile::{
     METADATA_LEN, Precompiled, compatibility_digest, engine_config, module_sha256, parse_metadata,
-    precompile,
+    precompile, precompile_portable,
 };

@@ -12,6 +12,8 @@ pub const METADATA_LEN: usize = 16 + 32 + 32;
 
 /// The first bytes of the metadata; a new layout gets a new tag.
 const MAGIC: &[u8; 16] = b"regcred-cwasm-1\n";
+/// The tag of portable code ([`precompile_portable`]).
+const PORTABLE_MAGIC: &[u8; 16] = b"regcred-cwasm-p\n";
 
 /// The wasmtime configuration regcred's own engine compiles with: epoch interruption
 /// (deadlines are epoch deadlines) and wasmtime's defaults otherwise (Cranelift,
@@ -61,6 +63,11 @@ pub struct Precompiled {
     pub wasm_sha256: [u8; 32],
     /// The [`compatibility_digest`] of the engine that compiled it.
     pub engine_digest: [u8; 32],
+    /// Made by [`precompile_portable`]: for a target triple, with the CPU features every
+    /// machine of its architecture has, so it fits any engine of that triple and
+    /// settings, whatever its CPU (wasmtime checks the triple, the settings and that
+    /// each CPU feature the code uses is there when it loads the code).
+    pub portable: bool,
 }
 
 impl fmt::Debug for Precompiled {
@@ -69,6 +76,7 @@ impl fmt::Debug for Precompiled {
             .field("code_len", &self.code.len())
             .field("wasm_sha256", &hex(&self.wasm_sha256))
             .field("engine_digest", &hex(&self.engine_digest))
+            .field("portable", &self.portable)
             .finish()
     }
 }
@@ -78,24 +86,32 @@ impl Precompiled {
     /// module's sha256, the engine's digest.
     pub fn metadata(&self) -> [u8; METADATA_LEN] {
         let mut out = [0; METADATA_LEN];
-        out[..16].copy_from_slice(MAGIC);
+        out[..16].copy_from_slice(if self.portable { PORTABLE_MAGIC } else { MAGIC });
         out[16..48].copy_from_slice(&self.wasm_sha256);
         out[48..].copy_from_slice(&self.engine_digest);
         out
     }
 }
 
-/// The module's sha256 and the engine's digest from [`Precompiled::metadata`]; `None`
-/// for anything else (such as the empty file a build without precompiled code records).
-pub fn parse_metadata(bytes: &[u8]) -> Option<([u8; 32], [u8; 32])> {
-    if bytes.len() != METADATA_LEN || !bytes.starts_with(MAGIC) {
+/// The module's sha256, the engine's digest and whether the code is portable, from
+/// [`Precompiled::metadata`]; `None` for anything else (such as the empty file a build
+/// without precompiled code records).
+pub fn parse_metadata(bytes: &[u8]) -> Option<([u8; 32], [u8; 32], bool)> {
+    if bytes.len() != METADATA_LEN {
         return None;
     }
+    let portable = if bytes.starts_with(MAGIC) {
+        false
+    } else if bytes.starts_with(PORTABLE_MAGIC) {
+        true
+    } else {
+        return None;
+    };
     let mut wasm_sha256 = [0; 32];
     let mut engine_digest = [0; 32];
     wasm_sha256.copy_from_slice(&bytes[16..48]);
     engine_digest.copy_from_slice(&bytes[48..]);
-    Some((wasm_sha256, engine_digest))
+    Some((wasm_sha256, engine_digest, portable))
 }
 
 /// The sha256 of module bytes: what [`Precompiled::wasm_sha256`] holds, and what the
@@ -120,6 +136,34 @@ pub fn precompile(wasm: &[u8]) -> Result<Precompiled, String> {
         code,
         wasm_sha256: module_sha256(wasm),
         engine_digest: compatibility_digest(&engine),
+        portable: false,
+    })
+}
+
+/// Compiles `wasm` with [`engine_config`] for `target` (a Rust target triple such as
+/// `x86_64-unknown-linux-musl`), assuming only the CPU features every machine of that
+/// architecture has: code for a build whose binary runs elsewhere than the build machine
+/// (a cross build, a static binary).
+///
+/// # Errors
+///
+/// wasmtime's message when the target is unknown or not compiled into this wasmtime
+/// (another architecture's backend), or the module does not compile.
+pub fn precompile_portable(wasm: &[u8], target: &str) -> Result<Precompiled, String> {
+    let mut config = engine_config();
+    config
+        .target(target)
+        .map_err(|err| format!("cannot compile for {target}: {err:#}"))?;
+    let engine = Engine::new(&config)
+        .map_err(|err| format!("cannot make a WebAssembly engine for {target}: {err:#}"))?;
+    let code = engine
+        .precompile_module(wasm)
+        .map_err(|err| format!("cannot precompile the policy module for {target}: {err:#}"))?;
+    Ok(Precompiled {
+        code,
+        wasm_sha256: module_sha256(wasm),
+        engine_digest: compatibility_digest(&engine),
+        portable: true,
     })
 }
 
@@ -164,9 +208,18 @@ mod tests {
             code: vec![1, 2, 3],
             wasm_sha256: [7; 32],
             engine_digest: [9; 32],
+            portable: false,
         };
         let metadata = artifact.metadata();
-        assert_eq!(parse_metadata(&metadata), Some(([7; 32], [9; 32])));
+        assert_eq!(parse_metadata(&metadata), Some(([7; 32], [9; 32], false)));
+        let portable = Precompiled {
+            portable: true,
+            ..artifact.clone()
+        };
+        assert_eq!(
+            parse_metadata(&portable.metadata()),
+            Some(([7; 32], [9; 32], true))
+        );
         assert_eq!(parse_metadata(&[]), None);
         assert_eq!(parse_metadata(&metadata[1..]), None);
         let mut other = metadata;
@@ -192,5 +245,35 @@ mod tests {
             Some(wasmtime::Precompiled::Module)
         );
         assert!(precompile(b"not wasm").is_err());
+    }
+
+    /// Portable code for the host's own triple loads into the host's native engine
+    /// (whose CPU features are a superset of the baseline's) and runs.
+    #[test]
+    fn portable_code_loads_into_the_native_engine() {
+        let wasm = wat::parse_str(r#"(module (func (export "seven") (result i32) i32.const 7))"#)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let host = target_lexicon::Triple::host().to_string();
+        let artifact = precompile_portable(&wasm, &host).unwrap_or_else(|err| panic!("{err}"));
+        assert!(artifact.portable);
+        let engine = engine(&engine_config());
+        // SAFETY: code this test just made with `Engine::precompile_module`.
+        #[expect(unsafe_code, reason = "loading precompiled code is unsafe by API")]
+        let module = unsafe { wasmtime::Module::deserialize(&engine, &artifact.code) }
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        let mut store = wasmtime::Store::new(&engine, ());
+        store.set_epoch_deadline(1);
+        let instance = wasmtime::Instance::new(&mut store, &module, &[])
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        let seven = instance
+            .get_typed_func::<(), i32>(&mut store, "seven")
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        assert_eq!(
+            seven
+                .call(&mut store, ())
+                .unwrap_or_else(|e| panic!("{e:#}")),
+            7
+        );
+        assert!(precompile_portable(&wasm, "not-a-triple").is_err());
     }
 }
