@@ -338,6 +338,20 @@ pub struct DaemonSetValues {
 pub struct MetricsValues {
     /// The prometheus-operator ServiceMonitor.
     pub service_monitor: ServiceMonitorValues,
+    /// The alerts as a prometheus-operator PrometheusRule.
+    pub prometheus_rule: LabelledToggle,
+    /// The Grafana dashboard in a ConfigMap.
+    pub grafana_dashboard: LabelledToggle,
+}
+
+/// An object the chart may add, with extra labels.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelledToggle {
+    /// Install it.
+    pub enabled: bool,
+    /// Extra labels (the ones your Prometheus or Grafana selects).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The ServiceMonitor.

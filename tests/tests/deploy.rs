@@ -70,6 +70,8 @@ const VARIANTS: &[&[&str]] = &[
         "node.mode=none",
         "metrics.serviceMonitor.enabled=true",
         "metrics.serviceMonitor.labels.release=prometheus",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
         "webhook.checkDockerSecrets=true",
         "webhook.logLevel=debug",
         "webhook.replicas=3",
@@ -259,6 +261,9 @@ fn parse(objects: &[Value]) -> Rendered {
             ("monitoring.coreos.com/v1", "ServiceMonitor") => {
                 rendered.service_monitors.push(object.clone());
             }
+            // Checked against files/prometheus-rules.yaml by
+            // the_alerts_and_the_dashboard_query_documented_metrics.
+            ("monitoring.coreos.com/v1", "PrometheusRule") => {}
             // Kinds of the node modes and the certificate RBAC: checked for typos here,
             // for what they grant by the tests below.
             ("apps/v1", "DaemonSet") => drop(typed::<DaemonSet>(object)),
@@ -1848,4 +1853,113 @@ fn the_packaged_chart_is_reproducible_and_renders_as_the_directory() {
     );
     let from_archive = helm_template_of(&archive, &[]).unwrap();
     assert_eq!(from_archive, helm_template(&[]).unwrap());
+}
+
+/// The alerts and the dashboard. The PrometheusRule's spec is
+/// `files/prometheus-rules.yaml` as it is, which Debian's promtool checks (`check rules`)
+/// and tests (`test rules tests/prometheus/rules-test.yaml`: every alert fires on the
+/// series that should fire it, with its message, and not on healthy ones); the dashboard
+/// ConfigMap holds `files/grafana-dashboard.json`; every regcred metric the rules and the
+/// dashboard query is one METRICS.md documents (the unit tests keep METRICS.md complete
+/// the other way).
+#[test]
+fn the_alerts_and_the_dashboard_query_documented_metrics() {
+    let files = root().join("deploy/chart/files");
+    let rules_text = std::fs::read_to_string(files.join("prometheus-rules.yaml")).unwrap();
+    let dashboard_text = std::fs::read_to_string(files.join("grafana-dashboard.json")).unwrap();
+    let objects = render(&[
+        "metrics.prometheusRule.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
+    ]);
+    let rule = find(&objects, "PrometheusRule", "regcred").expect("the PrometheusRule");
+    let rules: Value = serde_yaml::from_str(&rules_text).unwrap();
+    assert_eq!(rule["spec"], rules);
+    let dashboard =
+        find(&objects, "ConfigMap", "regcred-grafana-dashboard").expect("the dashboard");
+    assert_eq!(
+        dashboard["data"]["regcred.json"].as_str().unwrap().trim(),
+        dashboard_text.trim()
+    );
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert!(
+        find(&render(&[]), "PrometheusRule", "regcred").is_none(),
+        "off by default"
+    );
+
+    let mut exprs: Vec<String> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .map(|r| r["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(exprs.len(), 9);
+    let board: Value = serde_json::from_str(&dashboard_text).unwrap();
+    for panel in board["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    let metrics_doc = std::fs::read_to_string(root().join("METRICS.md")).unwrap();
+    let name = metric_families(&exprs);
+    assert!(name.len() >= 8, "{name:?}");
+    for metric in &name {
+        assert!(
+            metrics_doc.contains(&format!("| `{metric}` |")),
+            "{metric} is queried but not in METRICS.md"
+        );
+    }
+
+    let promtool = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("promtool"))
+                .find(|p| p.is_file())
+        })
+        .expect("promtool is not installed: run scripts/setup (Debian's prometheus)");
+    for args in [
+        vec![
+            "check".to_owned(),
+            "rules".to_owned(),
+            files.join("prometheus-rules.yaml").display().to_string(),
+        ],
+        vec![
+            "test".to_owned(),
+            "rules".to_owned(),
+            root()
+                .join("tests/prometheus/rules-test.yaml")
+                .display()
+                .to_string(),
+        ],
+    ] {
+        let output = Command::new(&promtool).args(&args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The regcred metric names in PromQL expressions (histogram series by their family).
+fn metric_families(exprs: &[String]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for expr in exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("regcred_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            names.insert(family.to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names
 }

@@ -227,8 +227,11 @@ async fn a_deleted_pod_is_an_answer_and_an_outage_still_serves_the_same_uid() {
     // An outage (the API server stopped): the same uid's cached answer stands in, with a
     // warning.
     api.stop_apiserver();
+    assert_eq!(source.stale_answers().get(), 0);
     let during = source.pull_secrets(&sandbox("app", &uid)).await.unwrap();
     assert_eq!(names(&during), ["team/login"]);
+    // Counted for the agent's metrics: the pod and its Secret.
+    assert_eq!(source.stale_answers().get(), 2);
     assert!(
         warned(&during, &["using the copy fetched"]),
         "{:?}",

@@ -196,17 +196,18 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         Some(verification)
     };
     runtime.block_on(async move {
+        let mut stale_answers = None;
         let secrets: Arc<dyn PullSecretSource> = match &args.secrets_from {
             SecretsFrom::Dir(dir) => Arc::new(DirSource::new(dir).executor(executor.clone())),
             SecretsFrom::Kube => {
                 let builder = KubeSource::from_env().await;
-                Arc::new(
-                    builder
-                        .ttl(Duration::from_secs(args.kube_cache_ttl))
-                        .stale_for(Duration::from_secs(args.kube_stale_for))
-                        .request_timeout(Duration::from_secs(args.kube_timeout))
-                        .build(),
-                )
+                let source = builder
+                    .ttl(Duration::from_secs(args.kube_cache_ttl))
+                    .stale_for(Duration::from_secs(args.kube_stale_for))
+                    .request_timeout(Duration::from_secs(args.kube_timeout))
+                    .build();
+                stale_answers = Some(source.stale_answers());
+                Arc::new(source)
             }
         };
         let mut builder = CriProxy::builder(&runtime_socket, secrets, policy)
@@ -217,6 +218,9 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             builder = builder.verification(verification);
         }
         let proxy = builder.build();
+        if let Some(counter) = stale_answers {
+            proxy.metrics().register(Box::new(counter));
+        }
         // A socket another process still serves on (the agent this replaces, draining)
         // is freed by itself: wait for it rather than exit.
         let mut waited = Duration::ZERO;

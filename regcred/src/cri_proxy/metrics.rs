@@ -258,6 +258,15 @@ impl ProxyMetrics {
         self.pulls.with_label_values(&[outcome.as_str()]).get()
     }
 
+    /// Serves `collector` with these metrics (a source's own, such as
+    /// [`crate::cri_proxy::KubeSource::stale_answers`]); one already there is logged and
+    /// left out.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(err) = self.registry.register(collector) {
+            tracing::warn!(error = %err, "a metric could not be registered");
+        }
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = Vec::new();

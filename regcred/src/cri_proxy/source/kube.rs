@@ -53,7 +53,12 @@ pub struct KubeSource {
     request_timeout: Duration,
     pods: Cache<PodAnswer>,
     secrets: Cache<SecretAnswer>,
+    /// Answers served from the cache past their TTL because the API failed.
+    stale_answers: prometheus::IntCounter,
 }
+
+/// The name of [`KubeSource::stale_answers`]'s counter.
+const STALE_ANSWERS_METRIC: &str = "regcred_cri_proxy_secret_source_stale_answers_total";
 
 impl std::fmt::Debug for KubeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,11 +120,24 @@ impl KubeSourceBuilder {
             request_timeout: self.request_timeout,
             pods: Cache::default(),
             secrets: Cache::default(),
+            stale_answers: prometheus::IntCounter::new(
+                STALE_ANSWERS_METRIC,
+                "Pods and Secrets answered from the cache past its TTL because the \
+                 Kubernetes API failed (--kube-stale-for).",
+            )
+            .unwrap_or_else(|e| unreachable!("a static metric name: {e}")),
         }
     }
 }
 
 impl KubeSource {
+    /// The counter of answers served stale (the API failing, the cached copy younger
+    /// than TTL plus `--kube-stale-for`): register it where the agent's metrics are
+    /// served ([`crate::cri_proxy::ProxyMetrics::register`]).
+    pub fn stale_answers(&self) -> prometheus::IntCounter {
+        self.stale_answers.clone()
+    }
+
     /// A source using `client` as it is, with the default TTL and stale window.
     pub fn builder(client: kube::Client) -> KubeSourceBuilder {
         Self::builder_with(ReloadingClient::fixed(client))
@@ -278,6 +296,7 @@ impl KubeSource {
                 Some((value, fetched))
                     if unreachable && fetched.elapsed() < self.ttl + self.stale_for =>
                 {
+                    self.stale_answers.inc();
                     found.warnings.push(format!(
                         "the Kubernetes API failed to get {object} ({reason}); using the copy \
                              fetched {}s ago",
