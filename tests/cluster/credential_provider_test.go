@@ -492,3 +492,75 @@ func TestDockerSecretTheAgentCannotRead(t *testing.T) {
 		t.Errorf("the replica was not allowed as left to kubelet's checks:\n%v", proxyLines(log, ns, "replica"))
 	}
 }
+
+// Credential-provider mode's cluster side from the Helm chart's values: without the
+// chart's node RBAC (the nodes' permission to request pod tokens of the plugin's
+// audience) kubelet cannot hand the plugin a token and the private pull fails; `helm
+// install` with node.mode=credential-provider (and no webhook) grants it, and a pod of
+// the same service account runs the private image; `helm uninstall` takes it away again.
+// (The node side, kubelet's --image-credential-provider-* flags and the binary, is the
+// kit's: the chart has no node installer yet.)
+func TestCredentialProviderModeFromTheChart(t *testing.T) {
+	if kit.Desc.Mode != "credential-provider" {
+		t.Skipf("the kit in %s runs in %q mode; this test needs `scripts/cluster up --mode credential-provider` (scripts/test runs one)", kit.Dir, kit.Desc.Mode)
+	}
+	ctx := context2(t, 6*time.Minute)
+	ns := namespace(t, ctx)
+	basic := kit.Env["REGCRED_CLUSTER_BASIC_REGISTRY"]
+	providerWorkload(t, ctx, ns, "builder", map[string]map[string]string{
+		"corp": {"serverAddress": basic, "username": user(), "password": password()},
+	})
+	image := kit.Image("BASIC")
+	chart := mustAbs(t, filepath.Join("..", "..", "deploy", "chart"))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if out, err := helm(ctx, "uninstall", "regcred", "--namespace", deployNamespace, "--ignore-not-found", "--wait"); err != nil {
+			t.Errorf("helm uninstall: %v\n%s", err, out)
+		}
+		if out, err := kit.Cluster(ctx, "kit-objects"); err != nil {
+			t.Errorf("putting the kit's node-side objects back: %v\n%s", err, out)
+		}
+	})
+
+	// Without the node RBAC: kubelet gets no token for the plugin, the pull fails.
+	for _, kind := range []string{"clusterrolebinding", "clusterrole"} {
+		if out, err := kubectl(ctx, nil, nil, "delete", kind, "regcred-credential-provider-audience", "--ignore-not-found"); err != nil {
+			t.Fatalf("kubectl delete %s: %v\n%s", kind, err, out)
+		}
+	}
+	time.Sleep(6 * time.Second) // past the plugin's cache duration (the kit's 5 s)
+	node := kit.FirstNode()
+	noToken := regexp.MustCompile(`is not authorized to request tokens for audience`)
+	offset := logSize(t, node.Logs.Kubelet)
+	refused := failPod(t, ctx, ns, providerPod("without-chart", image, "builder", corev1.PullAlways), `.`)
+	t.Logf("without the chart's node RBAC: %s: %s", refused.Reason, refused.Message)
+	if !noToken.MatchString(logSince(t, node.Logs.Kubelet, offset)) {
+		t.Errorf("kubelet's log does not say it may not request the plugin's token")
+	}
+
+	// The chart's values for this mode.
+	out, err := helm(ctx, "install", "regcred", chart, "--namespace", deployNamespace, "--take-ownership",
+		"--set", "webhook.enabled=false", "--set", "node.mode=credential-provider", "--wait")
+	if err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+	t.Logf("helm install:\n%s", out)
+	role, err := kit.Client.RbacV1().ClusterRoles().Get(ctx, "regcred-credential-provider-audience", metav1.GetOptions{})
+	if err != nil || role.Labels["app.kubernetes.io/managed-by"] != "Helm" {
+		t.Fatalf("the chart did not install the node RBAC: %v %v", err, role)
+	}
+	runPod(t, ctx, ns, providerPod("with-chart", image, "builder", corev1.PullAlways))
+
+	// Uninstalled: the permission goes with the release.
+	if out, err := helm(ctx, "uninstall", "regcred", "--namespace", deployNamespace, "--wait"); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	time.Sleep(6 * time.Second)
+	offset = logSize(t, node.Logs.Kubelet)
+	refused = failPod(t, ctx, ns, providerPod("after-uninstall", image, "builder", corev1.PullAlways), `.`)
+	t.Logf("after helm uninstall: %s: %s", refused.Reason, refused.Message)
+	if !noToken.MatchString(logSince(t, node.Logs.Kubelet, offset)) {
+		t.Errorf("after helm uninstall, kubelet's log does not say it may not request the plugin's token")
+	}
+}
