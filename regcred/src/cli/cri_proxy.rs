@@ -62,6 +62,13 @@ pub(crate) struct CriProxyArgs {
     /// Serve Prometheus metrics on GET /metrics at this address (plain HTTP).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// The node's name, in the source of the Events the agent writes on pods.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Write no Kubernetes Events on pods (with --secrets-from kube they say why a pull
+    /// Secret was skipped, a credential refused, an image refused).
+    #[arg(long)]
+    no_pod_events: bool,
     /// With `--secrets-from kube`: seconds an answer from the API is used without asking
     /// again (a rotated Secret is used at most this much later).
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TTL.as_secs())]
@@ -197,6 +204,7 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
     };
     runtime.block_on(async move {
         let mut stale_answers = None;
+        let mut events = None;
         let secrets: Arc<dyn PullSecretSource> = match &args.secrets_from {
             SecretsFrom::Dir(dir) => Arc::new(DirSource::new(dir).executor(executor.clone())),
             SecretsFrom::Kube => {
@@ -207,6 +215,9 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
                     .request_timeout(Duration::from_secs(args.kube_timeout))
                     .build();
                 stale_answers = Some(source.stale_answers());
+                if !args.no_pod_events {
+                    events = Some(source.events(args.node_name.clone()));
+                }
                 Arc::new(source)
             }
         };
@@ -216,6 +227,9 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
             .executor(executor);
         if let Some(verification) = verification {
             builder = builder.verification(verification);
+        }
+        if let Some(events) = events {
+            builder = builder.events(events);
         }
         let proxy = builder.build();
         if let Some(counter) = stale_answers {

@@ -51,6 +51,7 @@
 
 pub mod authority;
 mod decide;
+mod events;
 mod grpc;
 mod metrics;
 mod pull;
@@ -80,6 +81,9 @@ use grpc::ProxyBody;
 use runtime::{RequestHead, RuntimeConnection};
 
 pub use decide::{DECIDE_PATH, DEFAULT_DECISION_BUDGET, Decision, DecisionRequest};
+pub use events::{
+    CREDENTIALS_REFUSED, IMAGE_REFUSED, PULL_SECRET_SKIPPED, PodEvents, RECORDS_UNWRITTEN,
+};
 pub use metrics::{ImageUse, ProxyMetrics, PullOutcome};
 pub use records::{
     CredentialFields, ImageAccess, PullRecords, RECORDS_FILE, RecordsError, default_key_file,
@@ -120,6 +124,8 @@ pub(crate) struct Inner {
     executor: BlockingExecutor,
     /// The checks at CreateContainer, when on.
     verification: Option<ImageVerification>,
+    /// Events on pods, when on.
+    events: Option<PodEvents>,
     /// Permits to read a request body.
     reading: Arc<Semaphore>,
     /// Permits to resolve a PullImage's candidates.
@@ -138,6 +144,7 @@ pub struct CriProxyBuilder {
     metrics: Option<Arc<ProxyMetrics>>,
     executor: Option<BlockingExecutor>,
     verification: Option<ImageVerification>,
+    events: Option<PodEvents>,
     max_buffered_requests: usize,
     max_concurrent_resolutions: usize,
 }
@@ -175,6 +182,13 @@ impl CriProxyBuilder {
         self
     }
 
+    /// Write Kubernetes Events on pods for what their users must act on (off by default
+    /// in the library; `regcred cri-proxy` writes them with `--secrets-from kube`).
+    pub fn events(mut self, events: PodEvents) -> Self {
+        self.events = Some(events);
+        self
+    }
+
     /// How many requests have their body read at once
     /// ([`DEFAULT_MAX_BUFFERED_REQUESTS`]); each body is at most [`MAX_REQUEST_BYTES`].
     pub fn max_buffered_requests(mut self, requests: usize) -> Self {
@@ -205,6 +219,7 @@ impl CriProxyBuilder {
                     )
                 }),
                 verification: self.verification,
+                events: self.events,
                 reading: Arc::new(Semaphore::new(self.max_buffered_requests)),
                 resolving: Arc::new(Semaphore::new(self.max_concurrent_resolutions)),
             }),
@@ -229,6 +244,7 @@ impl CriProxy {
             metrics: None,
             executor: None,
             verification: None,
+            events: None,
             max_buffered_requests: DEFAULT_MAX_BUFFERED_REQUESTS,
             max_concurrent_resolutions: DEFAULT_MAX_CONCURRENT_RESOLUTIONS,
         }
@@ -274,6 +290,13 @@ impl CriProxy {
 }
 
 impl Inner {
+    /// A Warning Event on `pod`, when Events are on.
+    pub(crate) fn event(&self, pod: &PodRef, reason: &'static str, message: impl Into<String>) {
+        if let Some(events) = &self.events {
+            events.warn(pod, reason, message);
+        }
+    }
+
     async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let (parts, body) = request.into_parts();
         // ImageService calls are unary: the request is one small message, read whole

@@ -12,6 +12,7 @@ use regcred_types::{AuthConfig, Candidate};
 use tonic::Code;
 
 use super::Inner;
+use super::events;
 use super::grpc::{self, ProxyBody};
 use super::metrics::PullOutcome;
 use super::records::{CredentialFields, ImageKey, PullRecords, RecordsError};
@@ -246,6 +247,15 @@ impl Inner {
             tracing::warn!(pod = %pod, image, secret = %candidate.secret,
                 matched = %candidate.matched, code = ?answer.code, error = %shown,
                 "PullImage with pull secret failed");
+            self.event(
+                &pod,
+                events::CREDENTIALS_REFUSED,
+                format!(
+                    "pulling {image} with the credentials of pull secret {} (matched as {}) \
+                     failed: {shown}",
+                    candidate.secret, candidate.matched
+                ),
+            );
             tried.push(candidate.secret.clone());
             last = Some(Answer {
                 message: shown,
@@ -294,9 +304,15 @@ impl Inner {
         };
         for warning in &secrets.warnings {
             tracing::warn!(pod = %pod, "{warning}");
+            self.event(pod, events::PULL_SECRET_SKIPPED, warning.clone());
         }
         for name in &secrets.missing {
             tracing::warn!(pod = %pod, secret = %name, "imagePullSecret not found; skipped");
+            self.event(
+                pod,
+                events::PULL_SECRET_SKIPPED,
+                format!("imagePullSecret {name} not found; its credentials are not used"),
+            );
         }
         if !secrets.pod_found {
             tracing::warn!(pod = %pod, uid = %pod.uid, image,
@@ -330,6 +346,11 @@ impl Inner {
         self.metrics.resolution(started.elapsed());
         for warning in &resolution.warnings {
             tracing::warn!(pod = %pod, image, "{warning}");
+            self.event(
+                pod,
+                events::PULL_SECRET_SKIPPED,
+                format!("for image {image}: {warning}"),
+            );
         }
         // Why some of the pod's Secrets were not used, for the message of a failed pull:
         // kubelet's event then says it, not only the registry's refusal.

@@ -34,6 +34,7 @@ use regcred_cri_api::runtime::v1::{
 use tonic::Code;
 
 use super::Inner;
+use super::events;
 use super::grpc::{self, ProxyBody};
 use super::metrics::ImageUse;
 use super::pull::{self as pulling, Resolved};
@@ -676,6 +677,7 @@ impl Inner {
         }
         tracing::warn!(pod = %pod, image = %name, id, policy = %verification.policy,
             error = %message, "image use refused");
+        self.event(pod, events::IMAGE_REFUSED, message.clone());
         Err(grpc::error_response(Code::PermissionDenied, &message))
     }
 
@@ -729,6 +731,7 @@ impl Inner {
              container starts at kubelet's next try"
         );
         tracing::error!(pod = %pod, image = shown, error = %message, "image use refused");
+        self.event(pod, events::RECORDS_UNWRITTEN, message.clone());
         Some(grpc::error_response(Code::Unavailable, &message))
     }
 

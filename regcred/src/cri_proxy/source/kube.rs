@@ -1,8 +1,8 @@
 //! `kube`: the pod and its Secrets from the Kubernetes API, with a short cache.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -44,7 +44,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Least privilege: `get` on `pods` and `secrets`. With the kubelet's own credentials,
 /// the Node authorizer already limits reads to Secrets of pods bound to the node.
 pub struct KubeSource {
-    client: ReloadingClient,
+    client: Arc<ReloadingClient>,
     /// Set when a read was refused for its credentials: the lookup is tried once more
     /// with a rebuilt client.
     refused: AtomicBool,
@@ -113,7 +113,7 @@ impl KubeSourceBuilder {
     /// The source.
     pub fn build(self) -> KubeSource {
         KubeSource {
-            client: self.client,
+            client: Arc::new(self.client),
             refused: AtomicBool::new(false),
             ttl: self.ttl,
             stale_for: self.stale_for,
@@ -131,6 +131,13 @@ impl KubeSourceBuilder {
 }
 
 impl KubeSource {
+    /// Kubernetes Events on pods, written with this source's client (the agent's
+    /// identity); `host` names the node in their source. Starts the writer task on the
+    /// current tokio runtime.
+    pub fn events(&self, host: Option<String>) -> crate::cri_proxy::PodEvents {
+        crate::cri_proxy::PodEvents::start(Arc::clone(&self.client), host)
+    }
+
     /// The counter of answers served stale (the API failing, the cached copy younger
     /// than TTL plus `--kube-stale-for`): register it where the agent's metrics are
     /// served ([`crate::cri_proxy::ProxyMetrics::register`]).

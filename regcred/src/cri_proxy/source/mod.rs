@@ -1,7 +1,7 @@
 //! Where the proxy finds a pod's image pull Secrets: [`PullSecretSource`], with the
 //! Kubernetes API ([`KubeSource`]) and a directory of manifests ([`DirSource`]).
 
-mod client;
+pub(crate) mod client;
 mod dir;
 mod kube;
 
