@@ -3,6 +3,7 @@ mod convert;
 mod create;
 mod credential_provider;
 mod cri_proxy;
+mod explain;
 mod input;
 mod policy;
 mod resolve;
@@ -48,6 +49,13 @@ enum Command {
                             input cannot be read or parsed or the image reference is malformed."
     )]
     Resolve(resolve::ResolveArgs),
+    /// Explain a pod's pulls from the cluster: its pull Secrets and what became of each,
+    /// and for each image the credentials a pull tries, in order (values redacted).
+    #[command(after_help = "Example:\n  kubectl regcred explain my-pod -n apps\n  \
+                            kubectl regcred explain my-pod -n apps -o json\n\
+                            Exit status: 0 when it ran, 2 when the pod or the cluster cannot be \
+                            read.")]
+    Explain(explain::ExplainArgs),
     /// Check Secrets (regcredentials, dockerconfigjson, dockercfg) against the rules.
     #[command(
         after_help = "Exit status: 0 all valid, 1 any invalid, 2 unreadable input. \
@@ -184,6 +192,7 @@ pub(crate) fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Resolve(args) => resolve::run(&cli.policy.runner()?, args),
+        Command::Explain(args) => explain::run(&cli.policy.runner()?, args),
         Command::Validate(args) => validate::run(&cli.policy.runner()?, args),
         Command::Create(args) => create::run(&cli.policy.runner()?, args),
         Command::Convert(args) => convert::run(&cli.policy.runner()?, args),

@@ -1,0 +1,307 @@
+//! `regcred explain POD` (`kubectl regcred explain POD`): for each image of a pod in the
+//! cluster, the pull Secrets it names and what became of each, the candidates a pull
+//! tries in order (values redacted), which one it tries first and the warnings, read
+//! from the API with the user's kubeconfig, so that "why is this pod not pulling?" has an
+//! answer without a shell on the node.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, ValueEnum};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use regcred_host::PolicyRunner;
+use regcred_types::{Candidate, SecretManifest};
+use serde::Serialize;
+
+use super::policy::explain as explain_policy_error;
+use super::{EXIT_OK, PolicyConfigArg, ProfileArg, load_config, print_json};
+
+/// Arguments of `regcred explain`.
+#[derive(Debug, Args)]
+pub(super) struct ExplainArgs {
+    /// The pod.
+    pod: String,
+    /// The pod's namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// The container runtime that receives the AuthConfig.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Containerd)]
+    runtime_profile: ProfileArg,
+    #[command(flatten)]
+    config: PolicyConfigArg,
+}
+
+/// `explain`'s output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// What `explain` found (its `-o json`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Explanation {
+    pod: String,
+    node: Option<String>,
+    service_account: Option<String>,
+    pull_secrets: Vec<PullSecretState>,
+    images: Vec<ImageExplanation>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PullSecretState {
+    name: String,
+    /// `found`, `missing`, `unreadable`.
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    r#type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageExplanation {
+    image: String,
+    /// `container`, `initContainer`, `ephemeralContainer` or `imageVolume`, with its name.
+    used_by: Vec<String>,
+    /// In the order a pull tries them; values redacted.
+    candidates: Vec<Candidate>,
+    /// The Secret a pull tries first; none: the pull goes without credentials.
+    tries_first: Option<String>,
+    warnings: Vec<String>,
+}
+
+pub(super) fn run(policy: &PolicyRunner, args: ExplainArgs) -> Result<u8> {
+    let config = load_config(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let explanation = runtime.block_on(gather(policy, &args, &config))?;
+    match args.output {
+        Output::Json => print_json(&explanation)?,
+        Output::Text => print!("{}", human(&explanation)),
+    }
+    Ok(EXIT_OK)
+}
+
+/// A client from --kubeconfig/--context (kubectl's order otherwise), and the namespace
+/// to use.
+async fn client(args: &ExplainArgs) -> Result<(kube::Client, String)> {
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?
+        }
+        None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .context("the kubeconfig is not usable")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a cluster")?,
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).context("cannot make a Kubernetes client")?;
+    Ok((client, namespace))
+}
+
+async fn gather(
+    policy: &PolicyRunner,
+    args: &ExplainArgs,
+    config: &regcred_types::PolicyConfig,
+) -> Result<Explanation> {
+    let (client, namespace) = client(args).await?;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &namespace);
+    let pod = pods
+        .get(&args.pod)
+        .await
+        .with_context(|| format!("cannot get pod {namespace}/{}", args.pod))?;
+    let spec = pod.spec.clone().unwrap_or_default();
+
+    let secrets_api: kube::Api<Secret> = kube::Api::namespaced(client, &namespace);
+    let mut pull_secrets = Vec::new();
+    let mut manifests = Vec::new();
+    for reference in spec.image_pull_secrets.iter().flatten() {
+        let name = reference.name.clone();
+        match secrets_api.get_opt(&name).await {
+            Ok(Some(secret)) => {
+                pull_secrets.push(PullSecretState {
+                    name: name.clone(),
+                    state: "found",
+                    r#type: secret.type_.clone(),
+                    reason: None,
+                });
+                manifests.push(SecretManifest::from(secret));
+            }
+            Ok(None) => pull_secrets.push(PullSecretState {
+                name,
+                state: "missing",
+                r#type: None,
+                reason: Some("not found: its credentials are not used".to_owned()),
+            }),
+            Err(err) => pull_secrets.push(PullSecretState {
+                name,
+                state: "unreadable",
+                r#type: None,
+                reason: Some(match err {
+                    kube::Error::Api(status) => {
+                        format!("{} {}: {}", status.code, status.reason, status.message)
+                    }
+                    other => other.to_string(),
+                }),
+            }),
+        }
+    }
+
+    // Each image once, with everything that uses it.
+    let mut images: Vec<(String, Vec<String>)> = Vec::new();
+    let mut add = |image: Option<&String>, used_by: String| {
+        let Some(image) = image.filter(|i| !i.is_empty()) else {
+            return;
+        };
+        match images.iter_mut().find(|(i, _)| i == image) {
+            Some((_, users)) => users.push(used_by),
+            None => images.push((image.clone(), vec![used_by])),
+        }
+    };
+    for c in spec.init_containers.iter().flatten() {
+        add(c.image.as_ref(), format!("initContainer {}", c.name));
+    }
+    for c in &spec.containers {
+        add(c.image.as_ref(), format!("container {}", c.name));
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        add(c.image.as_ref(), format!("ephemeralContainer {}", c.name));
+    }
+    for v in spec.volumes.iter().flatten() {
+        let reference = v.image.as_ref().and_then(|i| i.reference.as_ref());
+        add(reference, format!("imageVolume {}", v.name));
+    }
+
+    let mut explained = Vec::new();
+    for (image, used_by) in images {
+        let resolution = policy
+            .resolve(&image, &manifests, args.runtime_profile.into(), config)
+            .map_err(explain_policy_error)
+            .with_context(|| format!("image {image}"))?;
+        let candidates: Vec<Candidate> = resolution
+            .candidates
+            .iter()
+            .map(Candidate::redacted)
+            .collect();
+        explained.push(ImageExplanation {
+            tries_first: candidates.first().map(|c| c.secret.clone()),
+            image,
+            used_by,
+            candidates,
+            warnings: resolution.warnings,
+        });
+    }
+    Ok(Explanation {
+        pod: format!("{namespace}/{}", args.pod),
+        node: spec.node_name.clone(),
+        service_account: spec.service_account_name.clone(),
+        pull_secrets,
+        images: explained,
+    })
+}
+
+/// The human form.
+fn human(e: &Explanation) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Pod {} on node {} (service account {})",
+        e.pod,
+        e.node.as_deref().unwrap_or("<not scheduled>"),
+        e.service_account.as_deref().unwrap_or("default")
+    );
+    if e.pull_secrets.is_empty() {
+        let _ = writeln!(out, "Pull Secrets: none (imagePullSecrets is empty)");
+    } else {
+        let _ = writeln!(out, "Pull Secrets, in imagePullSecrets order:");
+        for s in &e.pull_secrets {
+            let detail = match (&s.r#type, &s.reason) {
+                (_, Some(reason)) => format!("{}: {reason}", s.state),
+                (Some(t), None) => t.clone(),
+                (None, None) => s.state.to_owned(),
+            };
+            let _ = writeln!(out, "  {:<24} {detail}", s.name);
+        }
+    }
+    for image in &e.images {
+        let _ = writeln!(
+            out,
+            "\nImage {} ({})",
+            image.image,
+            image.used_by.join(", ")
+        );
+        if image.candidates.is_empty() {
+            let _ = writeln!(
+                out,
+                "  no pull Secret matches: a pull goes without credentials"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  a pull tries, in order, until the registry accepts one:"
+            );
+            for (i, c) in image.candidates.iter().enumerate() {
+                let a = &c.auth_config;
+                let mut fields = Vec::new();
+                if !a.username.is_empty() {
+                    fields.push(format!("username {}", a.username));
+                }
+                for (name, set) in [
+                    ("password", !a.password.is_empty()),
+                    ("auth", !a.auth.is_empty()),
+                    ("identityToken", !a.identity_token.is_empty()),
+                    ("registryToken", !a.registry_token.is_empty()),
+                ] {
+                    if set {
+                        fields.push(format!("{name} <redacted>"));
+                    }
+                }
+                let _ = writeln!(
+                    out,
+                    "  {}. {} (matched {}): serverAddress {}, {}",
+                    i + 1,
+                    c.secret,
+                    c.matched,
+                    a.server_address,
+                    fields.join(", ")
+                );
+            }
+        }
+        for w in &image.warnings {
+            let _ = writeln!(out, "  warning: {w}");
+        }
+    }
+    out
+}
