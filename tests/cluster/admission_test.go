@@ -146,6 +146,8 @@ type webhookProcess struct {
 	stopped           bool
 	caPEM             []byte
 	client            *http.Client
+	// configuration is the ValidatingWebhookConfiguration registerWebhook made for it.
+	configuration string
 }
 
 func startWebhook(t testing.TB, w *webhookProcess) {
@@ -263,6 +265,7 @@ func registerWebhook(tb testing.TB, ctx context.Context) (w *webhookProcess, ca 
 		tb.Fatalf("deploy/chart's ValidatingWebhookConfiguration: %v\n%s", err, raw)
 	}
 	config.Name = "regcred-kit-" + RandomSuffix()
+	w.configuration = config.Name
 	url := fmt.Sprintf("https://127.0.0.1:%d%s", w.port, *config.Webhooks[0].ClientConfig.Service.Path)
 	config.Webhooks[0].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caPEM}
 	if _, err := kit.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &config, metav1.CreateOptions{}); err != nil {

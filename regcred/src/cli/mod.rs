@@ -3,6 +3,7 @@ mod convert;
 mod create;
 mod credential_provider;
 mod cri_proxy;
+mod doctor;
 mod explain;
 mod input;
 mod policy;
@@ -56,6 +57,15 @@ enum Command {
                             Exit status: 0 when it ran, 2 when the pod or the cluster cannot be \
                             read.")]
     Explain(explain::ExplainArgs),
+    /// Check that regcred works: the cluster (webhook configuration, caBundle, the webhook
+    /// answering through the API server, each node's pull path) or, with --node, this
+    /// node (kubelet's endpoint, containerd's NRI validator, the agent, its records).
+    #[command(
+        after_help = "Examples:\n  kubectl regcred doctor\n  sudo regcred doctor --node\n\
+                            Exit status: 0 no check failed (warnings allowed), 1 a check failed, \
+                            2 doctor itself could not run."
+    )]
+    Doctor(doctor::DoctorArgs),
     /// Check Secrets (regcredentials, dockerconfigjson, dockercfg) against the rules.
     #[command(
         after_help = "Exit status: 0 all valid, 1 any invalid, 2 unreadable input. \
@@ -193,6 +203,7 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Resolve(args) => resolve::run(&cli.policy.runner()?, args),
         Command::Explain(args) => explain::run(&cli.policy.runner()?, args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Validate(args) => validate::run(&cli.policy.runner()?, args),
         Command::Create(args) => create::run(&cli.policy.runner()?, args),
         Command::Convert(args) => convert::run(&cli.policy.runner()?, args),
