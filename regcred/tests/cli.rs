@@ -503,12 +503,13 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// `create --apply` hands the manifest to the real kubectl. No API server can run here,
-/// so this proves the failure path: kubectl is run, its error comes through, regcred
-/// exits 2, and the password appears nowhere.
+/// `create --apply` applies through the API with the kube client (server-side apply).
+/// No API server runs in this binary's tests (the kit's `TestPluginCreateApply` applies
+/// for real), so this proves the failure path: the error names the Secret and the
+/// cluster, regcred exits 2, and the password appears nowhere; `--dry-run=client` prints
+/// the manifest and contacts nothing; `--dry-run` needs `--apply`.
 #[test]
-fn create_apply_runs_kubectl_and_reports_its_failure() {
-    let kubectl = which("kubectl").expect("kubectl is not installed: run scripts/setup");
+fn create_apply_reports_an_unreachable_cluster_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = write(
         dir.path(),
@@ -518,54 +519,47 @@ fn create_apply_runs_kubectl_and_reports_its_failure() {
          users: [{name: u, user: {token: not-a-token}}]\n\
          contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
     );
+    let create = [
+        "create",
+        "quay",
+        "--server",
+        "quay.io",
+        "--username",
+        "robot",
+        "--password-stdin",
+        "--apply",
+    ];
     let output = run_with_stdin(
-        regcred()
-            .args([
-                "create",
-                "quay",
-                "--server",
-                "quay.io",
-                "--username",
-                "robot",
-                "--password-stdin",
-                "--apply",
-            ])
-            .env("KUBECTL", &kubectl)
-            .env("KUBECONFIG", &kubeconfig),
+        regcred().args(create).arg("--kubeconfig").arg(&kubeconfig),
         CANARY,
     );
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("kubectl apply failed") && stderr.contains("default/quay"),
+        stderr.contains("cannot apply Secret default/quay to https://127.0.0.1:1/"),
         "{stderr}"
-    );
-    assert!(
-        stderr.contains("127.0.0.1:1"),
-        "kubectl's own error is shown: {stderr}"
     );
     assert!(!stderr.contains(CANARY) && !text(&output.stdout).contains(CANARY));
 
-    let missing = run_with_stdin(
+    let client = run_with_stdin(
         regcred()
-            .args([
-                "create",
-                "quay",
-                "--server",
-                "quay.io",
-                "--username",
-                "robot",
-                "--password-stdin",
-                "--apply",
-            ])
-            .env("KUBECTL", dir.path().join("no-such-kubectl")),
+            .args(create)
+            .args(["--dry-run", "client"])
+            .env("KUBECONFIG", &kubeconfig),
         CANARY,
     );
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(client.status.code(), Some(0), "{}", text(&client.stderr));
+    assert!(text(&client.stdout).contains("type: kubernetes.io/regcredentials"));
+
+    let without_apply = run_with_stdin(
+        regcred().args(&create[..7]).args(["--dry-run", "server"]),
+        CANARY,
+    );
+    assert_eq!(without_apply.status.code(), Some(2));
     assert!(
-        text(&missing.stderr).contains("cannot run"),
+        text(&without_apply.stderr).contains("--apply"),
         "{}",
-        text(&missing.stderr)
+        text(&without_apply.stderr)
     );
 }
 

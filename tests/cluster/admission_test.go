@@ -458,6 +458,23 @@ func TestPluginCreateApply(t *testing.T) {
 	if out, err := kubectl(ctx, []byte(fetched), env, "regcred", "validate", "-f", "-"); err != nil || !strings.Contains(out, ": valid") {
 		t.Errorf("kubectl regcred validate of the fetched Secret: %v\n%s", err, out)
 	}
+	// The same Secret validated where it lives, by name and with every Secret of the
+	// namespace (kubectl's grammar).
+	if out, err := kubectl(ctx, nil, env, "regcred", "validate", "secret", "creds", "-n", ns); err != nil || !strings.Contains(out, "secret/"+ns+"/creds: "+ns+"/creds: valid") {
+		t.Errorf("kubectl regcred validate secret creds: %v\n%s", err, out)
+	}
+	if out, err := kubectl(ctx, nil, env, "regcred", "validate", "secrets", "-n", ns, "-o", "json"); err != nil || !strings.Contains(out, `"valid": true`) {
+		t.Errorf("kubectl regcred validate secrets -o json: %v\n%s", err, out)
+	}
+	// --dry-run=server: the API server's checks, nothing stored.
+	out, err = kubectl(ctx, []byte(password()), env, "regcred", "create", "dry", "--server", basic,
+		"--username", user(), "--password-stdin", "-n", ns, "--apply", "--dry-run=server")
+	if err != nil || !strings.Contains(out, "secret/dry serverside-applied (server dry run)") {
+		t.Errorf("create --apply --dry-run=server: %v\n%s", err, out)
+	}
+	if _, err := kit.Client.CoreV1().Secrets(ns).Get(ctx, "dry", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the server dry run stored the Secret: %v", err)
+	}
 
 	out, err = kubectl(ctx, []byte(password()), env, "regcred", "create", "bad", "--server", "https://"+basic+"?x=1",
 		"--username", user(), "--password-stdin", "-n", ns, "--apply")

@@ -1,7 +1,6 @@
 //! `regcred create`: a validated regcredentials Secret manifest, printed or applied.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
@@ -9,6 +8,7 @@ use regcred_host::PolicyRunner;
 use regcred_types::{PolicyConfig, REGCREDENTIALS_TYPE, SecretManifest, keys};
 
 use super::input::{read_value_file, trim_newline};
+use super::kube_args::{KubeArgs, runtime};
 use super::policy::explain;
 use super::{EXIT_INVALID, EXIT_OK, ManifestFormat, print_manifests};
 
@@ -45,10 +45,27 @@ pub(super) struct CreateArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ManifestFormat::Yaml)]
     pub(super) output: ManifestFormat,
-    /// Hand the manifest to `kubectl apply -f -` instead of printing it (kubectl from
-    /// $KUBECTL, else PATH; the cluster from KUBECONFIG as kubectl finds it).
+    /// Apply the Secret to the cluster (server-side apply, field manager `regcred`)
+    /// instead of printing it.
     #[arg(long)]
     pub(super) apply: bool,
+    /// With --apply: `server` sends it for the API server's checks (the admission
+    /// webhook's included) and stores nothing; `client` prints it and sends nothing.
+    #[arg(long, value_enum, default_value_t = DryRun::None, requires = "apply")]
+    pub(super) dry_run: DryRun,
+    #[command(flatten)]
+    pub(super) kube: KubeArgs,
+}
+
+/// kubectl's `--dry-run` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum DryRun {
+    /// Apply for real.
+    None,
+    /// Print what would be applied.
+    Client,
+    /// The API server checks it and stores nothing.
+    Server,
 }
 
 pub(super) fn run(policy: &PolicyRunner, args: CreateArgs) -> Result<u8> {
@@ -89,34 +106,46 @@ pub(super) fn run(policy: &PolicyRunner, args: CreateArgs) -> Result<u8> {
         eprintln!("error: not creating an invalid Secret {}", report.secret);
         return Ok(EXIT_INVALID);
     }
-    if args.apply {
-        return kubectl_apply(&secret);
+    if args.apply && args.dry_run != DryRun::Client {
+        return apply(secret, &args.kube, args.dry_run);
     }
     print_manifests(&[secret], args.output)?;
     Ok(EXIT_OK)
 }
 
-/// Pipes the manifest into `kubectl apply -f -`; kubectl's own output and errors pass
-/// through. The manifest never reaches a command line or a log.
-fn kubectl_apply(secret: &SecretManifest) -> Result<u8> {
-    let kubectl = std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into());
-    let manifest = serde_json::to_vec(secret)?;
-    let mut child = std::process::Command::new(&kubectl)
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {}", Path::new(&kubectl).display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&manifest)
-            .context("cannot hand the manifest to kubectl")?;
-    }
-    let status = child.wait().context("kubectl did not finish")?;
-    if !status.success() {
-        bail!(
-            "kubectl apply failed ({status}); the Secret {} was not applied",
-            secret.display_name()
-        );
-    }
-    Ok(EXIT_OK)
+/// Server-side apply with the field manager `regcred`; prints kubectl's line for it. The
+/// values travel only in the request body, never in a command line, log or error.
+fn apply(mut secret: SecretManifest, kube: &KubeArgs, dry_run: DryRun) -> Result<u8> {
+    use k8s_openapi::api::core::v1::Secret;
+    runtime()?.block_on(async {
+        let (client, default_namespace, url) = kube.connect().await?;
+        if secret.metadata.namespace.is_none() {
+            secret.metadata.namespace = Some(default_namespace);
+        }
+        let name = secret.display_name();
+        let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+        let object: Secret = serde_json::from_value(serde_json::to_value(&secret)?)
+            .context("the manifest is not a Secret")?;
+        let api: kube::Api<Secret> = kube::Api::namespaced(client, &namespace);
+        let mut params = kube::api::PatchParams::apply("regcred");
+        params.dry_run = dry_run == DryRun::Server;
+        let object_name = object.metadata.name.clone().unwrap_or_default();
+        api.patch(&object_name, &params, &kube::api::Patch::Apply(&object))
+            .await
+            .map_err(|err| match err {
+                kube::Error::Api(status) => anyhow::anyhow!(
+                    "the API server refused Secret {name}: {} ({})",
+                    status.message,
+                    status.reason
+                ),
+                other => anyhow::anyhow!("cannot apply Secret {name} to {url}: {other}"),
+            })?;
+        let suffix = if dry_run == DryRun::Server {
+            " (server dry run)"
+        } else {
+            ""
+        };
+        println!("secret/{object_name} serverside-applied{suffix}");
+        Ok(EXIT_OK)
+    })
 }

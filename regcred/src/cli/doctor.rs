@@ -11,16 +11,16 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use serde::Serialize;
 
+use super::kube_args::{KubeArgs, runtime};
 use super::print_json;
 
 /// Exit status when every check passed (warnings allowed).
@@ -34,12 +34,8 @@ pub(super) struct DoctorArgs {
     /// Check this node instead of the cluster (run it on the node, as root).
     #[arg(long)]
     node: bool,
-    /// Cluster: the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
-    /// Cluster: the kubeconfig context (default: its current context).
-    #[arg(long, value_name = "NAME")]
-    context: Option<String>,
+    #[command(flatten)]
+    kube: KubeArgs,
     /// Cluster: the ValidatingWebhookConfiguration regcred registers.
     #[arg(long, value_name = "NAME", default_value = "regcred-webhook")]
     webhook_configuration: String,
@@ -136,11 +132,7 @@ pub(super) fn run(args: DoctorArgs) -> Result<u8> {
     if args.node {
         node_checks(&args, &mut report);
     } else {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        runtime.block_on(cluster_checks(&args, &mut report))?;
+        runtime()?.block_on(cluster_checks(&args, &mut report))?;
     }
     match args.output {
         Output::Json => print_json(&report.0)?,
@@ -165,27 +157,8 @@ pub(super) fn run(args: DoctorArgs) -> Result<u8> {
     })
 }
 
-async fn client(args: &DoctorArgs) -> Result<kube::Client> {
-    let options = KubeConfigOptions {
-        context: args.context.clone(),
-        ..Default::default()
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &options).await?
-        }
-        None if args.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a cluster")?,
-    };
-    kube::Client::try_from(config).context("cannot make a Kubernetes client")
-}
-
 async fn cluster_checks(args: &DoctorArgs, report: &mut Report) -> Result<()> {
-    let client = client(args).await?;
+    let (client, _) = args.kube.client().await?;
     let name = &args.webhook_configuration;
     let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let configuration = match configurations.get_opt(name).await {

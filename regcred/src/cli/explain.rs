@@ -4,16 +4,14 @@
 //! from the API with the user's kubeconfig, so that "why is this pod not pulling?" has an
 //! answer without a shell on the node.
 
-use std::path::PathBuf;
-
 use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use regcred_host::PolicyRunner;
 use regcred_types::{Candidate, SecretManifest};
 use serde::Serialize;
 
+use super::kube_args::{KubeArgs, runtime};
 use super::policy::explain as explain_policy_error;
 use super::{EXIT_OK, PolicyConfigArg, ProfileArg, load_config, print_json};
 
@@ -25,12 +23,8 @@ pub(super) struct ExplainArgs {
     /// The pod's namespace (default: the kubeconfig context's, else `default`).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
-    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context (default: its current context).
-    #[arg(long, value_name = "NAME")]
-    context: Option<String>,
+    #[command(flatten)]
+    kube: KubeArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -88,10 +82,7 @@ struct ImageExplanation {
 
 pub(super) fn run(policy: &PolicyRunner, args: ExplainArgs) -> Result<u8> {
     let config = load_config(&args.config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     let explanation = runtime.block_on(gather(policy, &args, &config))?;
     match args.output {
         Output::Json => print_json(&explanation)?,
@@ -100,42 +91,13 @@ pub(super) fn run(policy: &PolicyRunner, args: ExplainArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// A client from --kubeconfig/--context (kubectl's order otherwise), and the namespace
-/// to use.
-async fn client(args: &ExplainArgs) -> Result<(kube::Client, String)> {
-    let options = KubeConfigOptions {
-        context: args.context.clone(),
-        ..Default::default()
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &options)
-                .await
-                .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?
-        }
-        None if args.context.is_some() => kube::Config::from_kubeconfig(&options)
-            .await
-            .context("the kubeconfig is not usable")?,
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a cluster")?,
-    };
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config).context("cannot make a Kubernetes client")?;
-    Ok((client, namespace))
-}
-
 async fn gather(
     policy: &PolicyRunner,
     args: &ExplainArgs,
     config: &regcred_types::PolicyConfig,
 ) -> Result<Explanation> {
-    let (client, namespace) = client(args).await?;
+    let (client, default_namespace) = args.kube.client().await?;
+    let namespace = args.namespace.clone().unwrap_or(default_namespace);
     let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &namespace);
     let pod = pods
         .get(&args.pod)

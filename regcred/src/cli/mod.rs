@@ -6,6 +6,7 @@ mod cri_proxy;
 mod doctor;
 mod explain;
 mod input;
+mod kube_args;
 mod policy;
 mod resolve;
 mod schema;

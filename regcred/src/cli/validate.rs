@@ -3,13 +3,14 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
 use regcred_host::PolicyRunner;
-use regcred_types::{REGCREDENTIALS_TYPE, ValidationReport};
+use regcred_types::{REGCREDENTIALS_TYPE, SecretManifest, ValidationReport};
 use serde::Serialize;
 
 use super::input::{Object, read_objects};
+use super::kube_args::{KubeArgs, runtime};
 use super::policy::explain;
 use super::{EXIT_INVALID, EXIT_OK, PolicyConfigArg, load_config, print_json};
 
@@ -21,7 +22,9 @@ pub(super) enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub(super) struct ValidateArgs {
-    /// Files with manifests (YAML or JSON, multi-document, kind: List; `-` for stdin).
+    /// Files with manifests (YAML or JSON, multi-document, kind: List; `-` for stdin);
+    /// or, as kubectl names them, `secret NAME...` (Secrets in the cluster, in -n) or
+    /// `secrets` (every credential Secret of -n, or of every namespace with -A).
     #[arg(value_name = "FILE", required_unless_present = "filename")]
     pub(super) files: Vec<PathBuf>,
     /// The same as FILE, kubectl style; may be repeated.
@@ -29,6 +32,15 @@ pub(super) struct ValidateArgs {
     pub(super) filename: Vec<PathBuf>,
     #[command(flatten)]
     pub(super) config: PolicyConfigArg,
+    /// With `secret NAME...` or `secrets`: the namespace (default: the kubeconfig
+    /// context's).
+    #[arg(short = 'n', long)]
+    pub(super) namespace: Option<String>,
+    /// With `secrets`: every namespace.
+    #[arg(short = 'A', long)]
+    pub(super) all_namespaces: bool,
+    #[command(flatten)]
+    pub(super) kube: KubeArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ReportFormat::Text)]
     pub(super) output: ReportFormat,
@@ -50,10 +62,118 @@ enum FileReport {
     },
 }
 
+/// The Secret types that carry registry credentials.
+const CREDENTIAL_TYPES: [&str; 3] = [
+    REGCREDENTIALS_TYPE,
+    regcred_types::DOCKER_CONFIG_JSON_TYPE,
+    regcred_types::DOCKERCFG_TYPE,
+];
+
+/// What to validate: files, or Secrets in the cluster (`secret NAME...`, `secrets`, as
+/// kubectl names resources; a file of that name wins).
+enum Target<'a> {
+    Files(Vec<&'a PathBuf>),
+    Named(Vec<String>),
+    All,
+}
+
+fn target(args: &ValidateArgs) -> Target<'_> {
+    let first = args.files.first().and_then(|p| p.to_str());
+    let is_file = args.files.first().is_some_and(|p| p.exists());
+    match first {
+        Some("secret") if !is_file && args.filename.is_empty() => Target::Named(
+            args.files[1..]
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        ),
+        Some("secrets") if !is_file && args.filename.is_empty() && args.files.len() == 1 => {
+            Target::All
+        }
+        _ => Target::Files(args.files.iter().chain(&args.filename).collect()),
+    }
+}
+
+/// The Secrets `secret NAME...` or `secrets` names, as (where, Secret) pairs.
+fn cluster_secrets(
+    args: &ValidateArgs,
+    target: &Target<'_>,
+) -> Result<Vec<(String, SecretManifest)>> {
+    use k8s_openapi::api::core::v1::Secret;
+    runtime()?.block_on(async {
+        let (client, default_namespace) = args.kube.client().await?;
+        let namespace = args.namespace.clone().unwrap_or(default_namespace);
+        let mut found = Vec::new();
+        match target {
+            Target::Named(names) => {
+                anyhow::ensure!(
+                    !names.is_empty(),
+                    "validate secret: name at least one Secret"
+                );
+                let api: kube::Api<Secret> = kube::Api::namespaced(client, &namespace);
+                for name in names {
+                    let secret = api
+                        .get(name)
+                        .await
+                        .with_context(|| format!("cannot get Secret {namespace}/{name}"))?;
+                    found.push((
+                        format!("secret/{namespace}/{name}"),
+                        SecretManifest::from(secret),
+                    ));
+                }
+            }
+            Target::All => {
+                let api: kube::Api<Secret> = if args.all_namespaces {
+                    kube::Api::all(client)
+                } else {
+                    kube::Api::namespaced(client, &namespace)
+                };
+                for type_ in CREDENTIAL_TYPES {
+                    let params = kube::api::ListParams::default().fields(&format!("type={type_}"));
+                    let list = api
+                        .list(&params)
+                        .await
+                        .with_context(|| format!("cannot list Secrets of type {type_}"))?;
+                    for secret in list.items {
+                        let ns = secret.metadata.namespace.clone().unwrap_or_default();
+                        let name = secret.metadata.name.clone().unwrap_or_default();
+                        found.push((format!("secret/{ns}/{name}"), SecretManifest::from(secret)));
+                    }
+                }
+                found.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+            Target::Files(_) => {}
+        }
+        Ok(found)
+    })
+}
+
 pub(super) fn run(policy: &PolicyRunner, args: ValidateArgs) -> Result<u8> {
     let config = load_config(&args.config)?;
     let mut reports = Vec::new();
-    for path in args.files.iter().chain(&args.filename) {
+    let target = target(&args);
+    if !matches!(target, Target::Files(_)) {
+        for (file, secret) in cluster_secrets(&args, &target)? {
+            if CREDENTIAL_TYPES.contains(&secret.secret_type()) {
+                let report = policy.validate(&secret, &config).map_err(explain)?;
+                reports.push(FileReport::Checked { file, report });
+            } else {
+                reports.push(FileReport::Skipped {
+                    file,
+                    secret: secret.display_name(),
+                    skipped: format!(
+                        "type {} carries no registry credentials",
+                        secret.secret_type()
+                    ),
+                });
+            }
+        }
+    }
+    let files = match &target {
+        Target::Files(files) => files.clone(),
+        _ => Vec::new(),
+    };
+    for path in files {
         let file = path.display().to_string();
         for object in read_objects(path)? {
             match object {
