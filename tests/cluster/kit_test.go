@@ -256,6 +256,9 @@ func TestProxyRBACFromDeployIsExactlyEnough(t *testing.T) {
 		{bound, "list", "secrets", false}, {bound, "watch", "secrets", false}, {unbound, "list", "pods", false},
 		{bound, "create", "secrets", false}, {bound, "update", "secrets", false}, {unbound, "delete", "pods", false},
 		{bound, "get", "configmaps", false}, {"", "get", "nodes", false},
+		// The pods' Events (the agent's RegcredPullSecretSkipped, ...), nothing more.
+		{unbound, "create", "events", true}, {unbound, "patch", "events", true},
+		{unbound, "list", "events", false}, {unbound, "delete", "events", false},
 	}
 	for _, c := range cases {
 		review, err := kit.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{

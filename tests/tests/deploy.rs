@@ -1617,9 +1617,14 @@ fn the_service_account_credentials_grant_secrets_only_per_namespace() {
         ),
         "the Secret role must not be bound by the chart"
     );
+    // Pods to read, Events to write on them (the agent's RegcredPullSecretSkipped, ...).
     assert_eq!(
         grants_to(&objects, "regcred-cri-proxy"),
-        BTreeSet::from(["cluster: get pods".to_owned()])
+        BTreeSet::from([
+            "cluster: get pods".to_owned(),
+            "cluster: create events".to_owned(),
+            "cluster: patch events".to_owned()
+        ])
     );
     let pods = find(&objects, "ClusterRole", "regcred-cri-proxy-pods").unwrap();
     assert_eq!(pods["rules"][0]["verbs"], json!(["get"]));
