@@ -124,8 +124,7 @@ fn apply(mut secret: SecretManifest, kube: &KubeArgs, dry_run: DryRun) -> Result
         }
         let name = secret.display_name();
         let namespace = secret.metadata.namespace.clone().unwrap_or_default();
-        let object: Secret = serde_json::from_value(serde_json::to_value(&secret)?)
-            .context("the manifest is not a Secret")?;
+        let object = Secret::try_from(secret)?;
         let api: kube::Api<Secret> = kube::Api::namespaced(client, &namespace);
         let mut params = kube::api::PatchParams::apply("regcred");
         params.dry_run = dry_run == DryRun::Server;

@@ -167,6 +167,10 @@ struct Shared {
 struct Served {
     key: Arc<CertifiedKey>,
     leaf_der: Vec<u8>,
+    /// The ends of the pair and of the CA signing new ones (Unix seconds), for the
+    /// expiry gauges.
+    leaf_not_after: i64,
+    ca_not_after: Option<i64>,
 }
 
 impl ManagedCertificate {
@@ -432,35 +436,26 @@ impl Shared {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Served {
             key: Arc::new(key),
             leaf_der,
+            leaf_not_after: stored.leaf_not_after,
+            ca_not_after: stored.cas.first().map(|ca| ca.not_after),
         });
         tracing::info!(
             secret = %self.config.secret_ref(),
             not_after = stored.leaf_not_after,
             "serving the webhook's certificate"
         );
-        self.record_expiry_of(stored);
+        self.record_expiry();
         Ok(())
     }
 
+    /// The expiry gauges of the pair in service (none before [`ManagedCertificate::run`]
+    /// hands over the metrics, which then records them).
     fn record_expiry(&self) {
-        let current = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(served) = current
-            && let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&served.leaf_der)
-            && let Some(metrics) = self.metrics.get()
-        {
-            metrics.certificate_expiry("serving", leaf.validity().not_after.timestamp());
-        }
-    }
-
-    fn record_expiry_of(&self, stored: &Stored) {
-        if let Some(metrics) = self.metrics.get() {
-            metrics.certificate_expiry("serving", stored.leaf_not_after);
-            if let Some(ca) = stored.cas.first() {
-                metrics.certificate_expiry("ca", ca.not_after);
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        if let (Some(served), Some(metrics)) = (current.as_ref(), self.metrics.get()) {
+            metrics.certificate_expiry("serving", served.leaf_not_after);
+            if let Some(ca) = served.ca_not_after {
+                metrics.certificate_expiry("ca", ca);
             }
         }
     }
@@ -681,20 +676,12 @@ fn plan(
     }
 }
 
+/// A certificate as PEM, with the LF line endings rcgen writes.
 fn pem_of(der: &[u8]) -> String {
-    pem_encode("CERTIFICATE", der)
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let text = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in text.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 struct NewCa {
@@ -885,6 +872,14 @@ mod tests {
         assert!(!mixed.leaf_signed_by_current);
         let (_, why) = written(plan(Some(&mixed), now, &config()).unwrap());
         assert_eq!(why, "a new CA");
+    }
+
+    /// A CA carried over into a renewed bundle is written as rcgen wrote it.
+    #[test]
+    fn a_bundles_ca_is_written_again_byte_for_byte() {
+        let ca = new_ca(SystemTime::now(), Duration::from_secs(3000)).unwrap();
+        let der = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap();
+        assert_eq!(pem_of(&der), ca.cert_pem);
     }
 
     #[test]
