@@ -148,25 +148,33 @@ fn cluster_secrets(
     })
 }
 
+/// The report on one Secret from `file` (a path, or `secret/NAMESPACE/NAME`): checked
+/// when its type carries registry credentials, skipped otherwise.
+fn report(
+    policy: &PolicyRunner,
+    config: &regcred_types::PolicyConfig,
+    file: String,
+    secret: &SecretManifest,
+) -> Result<FileReport> {
+    let type_ = secret.secret_type();
+    if CREDENTIAL_TYPES.contains(&type_) {
+        let report = policy.validate(secret, config).map_err(explain)?;
+        return Ok(FileReport::Checked { file, report });
+    }
+    Ok(FileReport::Skipped {
+        file,
+        secret: secret.display_name(),
+        skipped: format!("type {type_} carries no registry credentials"),
+    })
+}
+
 pub(super) fn run(policy: &PolicyRunner, args: ValidateArgs) -> Result<u8> {
     let config = load_config(&args.config)?;
     let mut reports = Vec::new();
     let target = target(&args);
     if !matches!(target, Target::Files(_)) {
         for (file, secret) in cluster_secrets(&args, &target)? {
-            if CREDENTIAL_TYPES.contains(&secret.secret_type()) {
-                let report = policy.validate(&secret, &config).map_err(explain)?;
-                reports.push(FileReport::Checked { file, report });
-            } else {
-                reports.push(FileReport::Skipped {
-                    file,
-                    secret: secret.display_name(),
-                    skipped: format!(
-                        "type {} carries no registry credentials",
-                        secret.secret_type()
-                    ),
-                });
-            }
+            reports.push(report(policy, &config, file, &secret)?);
         }
     }
     let files = match &target {
@@ -178,26 +186,7 @@ pub(super) fn run(policy: &PolicyRunner, args: ValidateArgs) -> Result<u8> {
         for object in read_objects(path)? {
             match object {
                 Object::Secret(secret) => {
-                    let type_ = secret.secret_type();
-                    if [
-                        REGCREDENTIALS_TYPE,
-                        regcred_types::DOCKER_CONFIG_JSON_TYPE,
-                        regcred_types::DOCKERCFG_TYPE,
-                    ]
-                    .contains(&type_)
-                    {
-                        let report = policy.validate(&secret, &config).map_err(explain)?;
-                        reports.push(FileReport::Checked {
-                            file: file.clone(),
-                            report,
-                        });
-                    } else {
-                        reports.push(FileReport::Skipped {
-                            file: file.clone(),
-                            secret: secret.display_name(),
-                            skipped: format!("type {type_} carries no registry credentials"),
-                        });
-                    }
+                    reports.push(report(policy, &config, file.clone(), &secret)?);
                 }
                 Object::Other { kind, name } => reports.push(FileReport::Skipped {
                     file: file.clone(),
