@@ -312,7 +312,8 @@ async fn reachability_check(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let probe = Secret {
         metadata: kube::api::ObjectMeta {
-            name: Some("regcred-doctor-probe".to_owned()),
+            // generateName: a Secret of any fixed name could already exist.
+            generate_name: Some("regcred-doctor-probe-".to_owned()),
             ..Default::default()
         },
         type_: Some("kubernetes.io/regcredentials".to_owned()),
