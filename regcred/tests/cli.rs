@@ -222,6 +222,65 @@ fn resolve_prints_candidates_in_order_redacted_by_default() {
     );
 }
 
+/// kubectl's `-o json|yaml` on the report commands: the YAML is the JSON document, and
+/// the text form is lines for people; none shows a value.
+#[test]
+fn reports_print_as_json_yaml_and_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = canary_secrets(dir.path());
+    let report = |args: &[&str], format: &str| {
+        let output = run(regcred().args(args).arg(&secrets).args(["-o", format]));
+        assert!(
+            matches!(output.status.code(), Some(0 | 1)),
+            "{args:?} -o {format}: {}",
+            text(&output.stderr)
+        );
+        let stdout = text(&output.stdout);
+        assert!(!stdout.contains(CANARY), "{args:?} -o {format}: {stdout}");
+        stdout
+    };
+    for args in [
+        &[
+            "resolve",
+            "--image",
+            "127.0.0.1:5000/team/app:v1",
+            "--secret",
+        ][..],
+        &["validate"][..],
+    ] {
+        let json: serde_json::Value = serde_json::from_str(&report(args, "json")).unwrap();
+        let yaml: serde_json::Value = serde_yaml::from_str(&report(args, "yaml")).unwrap();
+        assert_eq!(json, yaml, "{args:?}");
+        let human = report(args, "text");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&human).is_err(),
+            "{args:?}: {human}"
+        );
+        assert!(human.contains("apps/"), "{args:?}: {human}");
+    }
+    let human = report(
+        &[
+            "resolve",
+            "--image",
+            "127.0.0.1:5000/team/app:v1",
+            "--secret",
+        ],
+        "text",
+    );
+    assert!(
+        human.starts_with("1. apps/first (matched as 127.0.0.1:5000)")
+            && human.contains("with password, identityToken"),
+        "{human}"
+    );
+    let wrong = run(regcred().args(["validate", "-o", "table"]).arg(&secrets));
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        text(&wrong.stderr).contains("possible values: text, json, yaml"),
+        "{}",
+        text(&wrong.stderr)
+    );
+}
+
 #[test]
 fn resolve_exit_codes() {
     let secret = examples().join("regcredentials-auth.yaml");

@@ -1,4 +1,5 @@
-//! `regcred convert`: dockerconfigjson/dockercfg Secrets into regcredentials Secrets.
+//! `regcred convert`: dockerconfigjson/dockercfg Secrets into regcredentials Secrets,
+//! printed or applied.
 
 use std::path::PathBuf;
 
@@ -7,9 +8,10 @@ use clap::Args;
 use regcred_host::PolicyRunner;
 use regcred_types::PolicyConfig;
 
+use super::apply::{ApplyArgs, apply};
 use super::input::read_secrets;
 use super::policy::explain;
-use super::{EXIT_OK, ManifestFormat, print_manifests};
+use super::{EXIT_INVALID, EXIT_OK, ManifestFormat, print_manifests};
 
 #[derive(Debug, Args)]
 pub(super) struct ConvertArgs {
@@ -22,10 +24,13 @@ pub(super) struct ConvertArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ManifestFormat::Yaml)]
     pub(super) output: ManifestFormat,
+    #[command(flatten)]
+    pub(super) apply: ApplyArgs,
 }
 
 pub(super) fn run(policy: &PolicyRunner, args: ConvertArgs) -> Result<u8> {
     let mut converted = Vec::new();
+    let mut invalid = Vec::new();
     let mut convertible = 0;
     let files: Vec<PathBuf> = args.files.iter().chain(&args.filename).cloned().collect();
     for (path, secret) in read_secrets(&files)? {
@@ -51,11 +56,26 @@ pub(super) fn run(policy: &PolicyRunner, args: ConvertArgs) -> Result<u8> {
             for v in &report.violations {
                 eprintln!("warning: converted {}: {v}", report.secret);
             }
+            if !report.valid {
+                invalid.push(report.secret);
+            }
         }
         converted.extend(secrets);
     }
     if convertible == 0 {
         bail!("no dockerconfigjson or dockercfg Secret in the input");
+    }
+    if args.apply.sends() {
+        if !invalid.is_empty() {
+            eprintln!(
+                "error: not applying: the converted Secret(s) {} break the rules above; \
+                 nothing was sent",
+                invalid.join(", ")
+            );
+            return Ok(EXIT_INVALID);
+        }
+        apply(converted, &args.apply)?;
+        return Ok(EXIT_OK);
     }
     print_manifests(&converted, args.output)?;
     Ok(EXIT_OK)

@@ -7,8 +7,8 @@ use clap::Args;
 use regcred_host::PolicyRunner;
 use regcred_types::{PolicyConfig, REGCREDENTIALS_TYPE, SecretManifest, keys};
 
+use super::apply::{ApplyArgs, apply};
 use super::input::{read_value_file, trim_newline};
-use super::kube_args::{KubeArgs, runtime};
 use super::policy::explain;
 use super::{EXIT_INVALID, EXIT_OK, ManifestFormat, print_manifests};
 
@@ -45,27 +45,8 @@ pub(super) struct CreateArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ManifestFormat::Yaml)]
     pub(super) output: ManifestFormat,
-    /// Apply the Secret to the cluster (server-side apply, field manager `regcred`)
-    /// instead of printing it.
-    #[arg(long)]
-    pub(super) apply: bool,
-    /// With --apply: `server` sends it for the API server's checks (the admission
-    /// webhook's included) and stores nothing; `client` prints it and sends nothing.
-    #[arg(long, value_enum, default_value_t = DryRun::None, requires = "apply")]
-    pub(super) dry_run: DryRun,
     #[command(flatten)]
-    pub(super) kube: KubeArgs,
-}
-
-/// kubectl's `--dry-run` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(super) enum DryRun {
-    /// Apply for real.
-    None,
-    /// Print what would be applied.
-    Client,
-    /// The API server checks it and stores nothing.
-    Server,
+    pub(super) apply: ApplyArgs,
 }
 
 pub(super) fn run(policy: &PolicyRunner, args: CreateArgs) -> Result<u8> {
@@ -106,45 +87,10 @@ pub(super) fn run(policy: &PolicyRunner, args: CreateArgs) -> Result<u8> {
         eprintln!("error: not creating an invalid Secret {}", report.secret);
         return Ok(EXIT_INVALID);
     }
-    if args.apply && args.dry_run != DryRun::Client {
-        return apply(secret, &args.kube, args.dry_run);
+    if args.apply.sends() {
+        apply(vec![secret], &args.apply)?;
+        return Ok(EXIT_OK);
     }
     print_manifests(&[secret], args.output)?;
     Ok(EXIT_OK)
-}
-
-/// Server-side apply with the field manager `regcred`; prints kubectl's line for it. The
-/// values travel only in the request body, never in a command line, log or error.
-fn apply(mut secret: SecretManifest, kube: &KubeArgs, dry_run: DryRun) -> Result<u8> {
-    use k8s_openapi::api::core::v1::Secret;
-    runtime()?.block_on(async {
-        let (client, default_namespace, url) = kube.connect().await?;
-        if secret.metadata.namespace.is_none() {
-            secret.metadata.namespace = Some(default_namespace);
-        }
-        let name = secret.display_name();
-        let namespace = secret.metadata.namespace.clone().unwrap_or_default();
-        let object = Secret::try_from(secret)?;
-        let api: kube::Api<Secret> = kube::Api::namespaced(client, &namespace);
-        let mut params = kube::api::PatchParams::apply("regcred");
-        params.dry_run = dry_run == DryRun::Server;
-        let object_name = object.metadata.name.clone().unwrap_or_default();
-        api.patch(&object_name, &params, &kube::api::Patch::Apply(&object))
-            .await
-            .map_err(|err| match err {
-                kube::Error::Api(status) => anyhow::anyhow!(
-                    "the API server refused Secret {name}: {} ({})",
-                    status.message,
-                    status.reason
-                ),
-                other => anyhow::anyhow!("cannot apply Secret {name} to {url}: {other}"),
-            })?;
-        let suffix = if dry_run == DryRun::Server {
-            " (server dry run)"
-        } else {
-            ""
-        };
-        println!("secret/{object_name} serverside-applied{suffix}");
-        Ok(EXIT_OK)
-    })
 }

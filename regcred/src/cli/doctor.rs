@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, PostParams};
@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject as _;
 use serde::Serialize;
 
 use super::kube_args::{KubeArgs, runtime};
-use super::print_json;
+use super::{ReportFormat, print_report};
 
 /// Exit status when every check passed (warnings allowed).
 const HEALTHY: u8 = 0;
@@ -67,17 +67,8 @@ pub(super) struct DoctorArgs {
     )]
     containerd_config: PathBuf,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
-    output: Output,
-}
-
-/// `doctor`'s output formats.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    /// A line per check.
-    Text,
-    /// One JSON array, for scripts.
-    Json,
+    #[arg(short = 'o', long, value_enum, default_value_t = ReportFormat::Text)]
+    output: ReportFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -134,22 +125,20 @@ pub(super) fn run(args: DoctorArgs) -> Result<u8> {
     } else {
         runtime()?.block_on(cluster_checks(&args, &mut report))?;
     }
-    match args.output {
-        Output::Json => print_json(&report.0)?,
-        Output::Text => {
-            for c in &report.0 {
-                let status = match c.status {
-                    Status::Ok => "ok",
-                    Status::Warning => "warning",
-                    Status::Error => "error",
-                };
-                println!("{status:<8} {}: {}", c.check, c.detail);
-                if let Some(fix) = &c.fix {
-                    println!("         fix: {fix}");
-                }
+    print_report(&report.0, args.output, |checks| {
+        for c in checks {
+            let status = match c.status {
+                Status::Ok => "ok",
+                Status::Warning => "warning",
+                Status::Error => "error",
+            };
+            println!("{status:<8} {}: {}", c.check, c.detail);
+            if let Some(fix) = &c.fix {
+                println!("         fix: {fix}");
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(if report.0.iter().any(|c| c.status == Status::Error) {
         UNHEALTHY
     } else {

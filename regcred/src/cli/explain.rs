@@ -5,7 +5,7 @@
 //! answer without a shell on the node.
 
 use anyhow::{Context as _, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use regcred_host::PolicyRunner;
 use regcred_types::{Candidate, SecretManifest};
@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::kube_args::{KubeArgs, runtime};
 use super::policy::explain as explain_policy_error;
-use super::{EXIT_OK, PolicyConfigArg, ProfileArg, load_config, print_json};
+use super::{EXIT_OK, PolicyConfigArg, ProfileArg, ReportFormat, load_config, print_report};
 
 /// Arguments of `regcred explain`.
 #[derive(Debug, Args)]
@@ -26,22 +26,13 @@ pub(super) struct ExplainArgs {
     #[command(flatten)]
     kube: KubeArgs,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    #[arg(short = 'o', long, value_enum, default_value_t = ReportFormat::Text)]
+    output: ReportFormat,
     /// The container runtime that receives the AuthConfig.
     #[arg(long, value_enum, default_value_t = ProfileArg::Containerd)]
     runtime_profile: ProfileArg,
     #[command(flatten)]
     config: PolicyConfigArg,
-}
-
-/// `explain`'s output formats.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    /// Lines for people.
-    Text,
-    /// One JSON document, for scripts.
-    Json,
 }
 
 /// What `explain` found (its `-o json`).
@@ -84,10 +75,10 @@ pub(super) fn run(policy: &PolicyRunner, args: ExplainArgs) -> Result<u8> {
     let config = load_config(&args.config)?;
     let runtime = runtime()?;
     let explanation = runtime.block_on(gather(policy, &args, &config))?;
-    match args.output {
-        Output::Json => print_json(&explanation)?,
-        Output::Text => print!("{}", human(&explanation)),
-    }
+    print_report(&explanation, args.output, |explanation| {
+        print!("{}", human(explanation));
+        Ok(())
+    })?;
     Ok(EXIT_OK)
 }
 

@@ -1,4 +1,5 @@
 //! The `regcred` command line.
+mod apply;
 mod convert;
 mod create;
 mod credential_provider;
@@ -75,11 +76,19 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Print a validated kubernetes.io/regcredentials Secret manifest.
     #[command(
-        after_help = "Example:\n  printf %s \"$TOKEN\" | regcred create quay --server quay.io \
-                            --username robot --password-stdin -n apps | kubectl apply -f -"
+        after_help = "Examples:\n  printf %s \"$TOKEN\" | regcred create quay --server quay.io \
+                            --username robot --password-stdin -n apps | kubectl apply -f -\n  \
+                            printf %s \"$TOKEN\" | regcred create quay --server quay.io \
+                            --username robot --password-stdin -n apps --apply"
     )]
     Create(create::CreateArgs),
     /// Turn dockerconfigjson/dockercfg Secrets into regcredentials Secrets, one per registry.
+    #[command(
+        after_help = "Examples:\n  kubectl get secret old-pull -n apps -o yaml | regcred convert - \
+                            > new-pull.yaml\n  \
+                            kubectl get secret old-pull -n apps -o yaml | regcred convert - \
+                            --apply --dry-run=server"
+    )]
     Convert(convert::ConvertArgs),
     /// Write the JSON schemas (Secret manifest, AuthConfig, policy configuration).
     Schema(schema::SchemaArgs),
@@ -161,6 +170,37 @@ impl From<ProfileArg> for RuntimeProfile {
             ProfileArg::Containerd => Self::Containerd,
             ProfileArg::CriO => Self::CriO,
             ProfileArg::Passthrough => Self::Passthrough,
+        }
+    }
+}
+
+/// `-o` of the commands that print a report (`validate`, `resolve`, `explain`,
+/// `doctor`): lines for people, or one JSON or YAML document of the same shape for
+/// scripts (docs/versioning.md, "The CLI's JSON output").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON document.
+    Json,
+    /// The same document as YAML.
+    Yaml,
+}
+
+/// Prints `report` as `format` asks; `text` prints it with `human`.
+fn print_report<T: Serialize>(
+    report: &T,
+    format: ReportFormat,
+    human: impl FnOnce(&T) -> Result<()>,
+) -> Result<()> {
+    match format {
+        ReportFormat::Text => human(report),
+        ReportFormat::Json => print_json(report),
+        ReportFormat::Yaml => {
+            std::io::stdout()
+                .lock()
+                .write_all(serde_yaml::to_string(report)?.as_bytes())?;
+            Ok(())
         }
     }
 }

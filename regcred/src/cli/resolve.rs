@@ -9,7 +9,7 @@ use regcred_types::SecretManifest;
 
 use super::input::read_secrets;
 use super::policy::explain;
-use super::{EXIT_OK, PolicyConfigArg, ProfileArg, load_config, print_json};
+use super::{EXIT_OK, PolicyConfigArg, ProfileArg, ReportFormat, load_config, print_report};
 
 #[derive(Debug, Args)]
 pub(super) struct ResolveArgs {
@@ -27,6 +27,9 @@ pub(super) struct ResolveArgs {
     /// Print passwords, auth and tokens instead of "<redacted>".
     #[arg(long)]
     pub(super) show_secrets: bool,
+    /// Output format: the candidates as JSON (the default) or YAML, or a line each.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ReportFormat::Json)]
+    pub(super) output: ReportFormat,
 }
 
 pub(super) fn run(policy: &PolicyRunner, args: ResolveArgs) -> Result<u8> {
@@ -46,6 +49,39 @@ pub(super) fn run(policy: &PolicyRunner, args: ResolveArgs) -> Result<u8> {
     } else {
         resolution.candidates.iter().map(|c| c.redacted()).collect()
     };
-    print_json(&candidates)?;
+    print_report(&candidates, args.output, |candidates| {
+        if candidates.is_empty() {
+            println!(
+                "no candidate: a pull of {} goes without credentials",
+                args.image
+            );
+        }
+        for (i, c) in candidates.iter().enumerate() {
+            let a = &c.auth_config;
+            let sent: Vec<&str> = [
+                ("password", a.password.is_empty()),
+                ("auth", a.auth.is_empty()),
+                ("identityToken", a.identity_token.is_empty()),
+                ("registryToken", a.registry_token.is_empty()),
+            ]
+            .into_iter()
+            .filter_map(|(key, empty)| (!empty).then_some(key))
+            .collect();
+            println!(
+                "{}. {} (matched as {}): serverAddress {:?}, username {:?}, with {}",
+                i + 1,
+                c.secret,
+                c.matched,
+                a.server_address,
+                a.username,
+                if sent.is_empty() {
+                    "no secret value".to_owned()
+                } else {
+                    sent.join(", ")
+                }
+            );
+        }
+        Ok(())
+    })?;
     Ok(EXIT_OK)
 }

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use regcred_host::PolicyRunner;
 use regcred_types::{REGCREDENTIALS_TYPE, SecretManifest, ValidationReport};
 use serde::Serialize;
@@ -12,13 +12,7 @@ use serde::Serialize;
 use super::input::{Object, read_objects};
 use super::kube_args::{KubeArgs, runtime};
 use super::policy::explain;
-use super::{EXIT_INVALID, EXIT_OK, PolicyConfigArg, load_config, print_json};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(super) enum ReportFormat {
-    Text,
-    Json,
-}
+use super::{EXIT_INVALID, EXIT_OK, PolicyConfigArg, ReportFormat, load_config, print_report};
 
 #[derive(Debug, Args)]
 pub(super) struct ValidateArgs {
@@ -199,30 +193,28 @@ pub(super) fn run(policy: &PolicyRunner, args: ValidateArgs) -> Result<u8> {
     let invalid = reports
         .iter()
         .any(|r| matches!(r, FileReport::Checked { report, .. } if !report.valid));
-    match args.output {
-        ReportFormat::Json => print_json(&reports)?,
-        ReportFormat::Text => {
-            let mut out = std::io::stdout().lock();
-            for report in &reports {
-                match report {
-                    FileReport::Checked { file, report } => {
-                        let verdict = if report.valid { "valid" } else { "invalid" };
-                        writeln!(out, "{file}: {}: {verdict}", report.secret)?;
-                        for v in &report.violations {
-                            writeln!(out, "  {}: {} ({})", v.field, v.message, v.error_type)?;
-                        }
-                        for w in &report.warnings {
-                            writeln!(out, "  warning: {}: {}", w.field, w.message)?;
-                        }
+    print_report(&reports, args.output, |reports| {
+        let mut out = std::io::stdout().lock();
+        for report in reports {
+            match report {
+                FileReport::Checked { file, report } => {
+                    let verdict = if report.valid { "valid" } else { "invalid" };
+                    writeln!(out, "{file}: {}: {verdict}", report.secret)?;
+                    for v in &report.violations {
+                        writeln!(out, "  {}: {} ({})", v.field, v.message, v.error_type)?;
                     }
-                    FileReport::Skipped {
-                        file,
-                        secret,
-                        skipped,
-                    } => writeln!(out, "{file}: {secret}: skipped ({skipped})")?,
+                    for w in &report.warnings {
+                        writeln!(out, "  warning: {}: {}", w.field, w.message)?;
+                    }
                 }
+                FileReport::Skipped {
+                    file,
+                    secret,
+                    skipped,
+                } => writeln!(out, "{file}: {secret}: skipped ({skipped})")?,
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(if invalid { EXIT_INVALID } else { EXIT_OK })
 }

@@ -207,6 +207,7 @@ impl Inner {
         };
         if candidates.is_empty() {
             tracing::info!(pod = %pod, image,
+                decision = PullOutcome::ForwardedWithoutCredentials.as_str(),
                 "no pull secret matches the image; forwarded without credentials");
             if let Some(note) = unreadable {
                 return self.forward_noting(&head, body, image, &note).await;
@@ -224,6 +225,7 @@ impl Inner {
                 Ok(answer) => answer,
                 Err(unavailable) => {
                     tracing::error!(pod = %pod, image, secret = %candidate.secret,
+                        decision = PullOutcome::RuntimeUnavailable.as_str(),
                         "the runtime is unavailable");
                     self.metrics.pull(PullOutcome::RuntimeUnavailable);
                     return unavailable;
@@ -231,7 +233,7 @@ impl Inner {
             };
             if answer.code == Code::Ok {
                 tracing::info!(pod = %pod, image, secret = %candidate.secret,
-                    matched = %candidate.matched, outcome = "pulled",
+                    matched = %candidate.matched, decision = PullOutcome::Pulled.as_str(),
                     "PullImage with credentials from pull secret");
                 self.metrics.pull(PullOutcome::Pulled);
                 if let Some(verification) = &self.verification {
@@ -263,6 +265,9 @@ impl Inner {
             });
         }
         self.metrics.pull(PullOutcome::AllCandidatesFailed);
+        tracing::warn!(pod = %pod, image, secrets = %tried.join(","),
+            decision = PullOutcome::AllCandidatesFailed.as_str(),
+            "every pull secret's credentials were refused");
         let Some(last) = last else {
             return grpc::error_response(Code::Internal, "regcred: no candidate was tried");
         };

@@ -372,6 +372,7 @@ impl Inner {
         let Some((request, sandbox)) = decoded else {
             // With verification on, what cannot be decided is not let through.
             tracing::warn!(
+                decision = ImageUse::Refused.as_str(),
                 "CreateContainerRequest does not parse or has no sandbox config; refused"
             );
             self.metrics.image_use(ImageUse::Refused);
@@ -388,7 +389,8 @@ impl Inner {
         let spec = config.image.unwrap_or_default();
         let Some(pod) = pod else {
             // Not kubelet (crictl, run by root on the node): there is no pod to decide for.
-            tracing::info!(image = %spec.image, "CreateContainer without pod metadata; forwarded");
+            tracing::info!(image = %spec.image, decision = ImageUse::Undecided.as_str(),
+                "CreateContainer without pod metadata; forwarded");
             self.metrics.image_use(ImageUse::Undecided);
             return self.forward(&head, body).await;
         };
@@ -577,6 +579,8 @@ impl Inner {
         };
         if name.is_empty() {
             self.metrics.image_use(ImageUse::Refused);
+            tracing::warn!(pod = %pod, image = %shown, decision = ImageUse::Refused.as_str(),
+                "image use refused: kubelet sent no image name to verify credentials with");
             return Err(grpc::error_response(
                 Code::PermissionDenied,
                 &format!(
@@ -676,7 +680,7 @@ impl Inner {
             message = format!("{message} ({note})");
         }
         tracing::warn!(pod = %pod, image = %name, id, policy = %verification.policy,
-            error = %message, "image use refused");
+            decision = ImageUse::Refused.as_str(), error = %message, "image use refused");
         self.event(pod, events::IMAGE_REFUSED, message.clone());
         Err(grpc::error_response(Code::PermissionDenied, &message))
     }
@@ -730,7 +734,8 @@ impl Inner {
              record is safe; fix the records directory (space, permissions) and the \
              container starts at kubelet's next try"
         );
-        tracing::error!(pod = %pod, image = shown, error = %message, "image use refused");
+        tracing::error!(pod = %pod, image = shown, decision = ImageUse::Refused.as_str(),
+            error = %message, "image use refused");
         self.event(pod, events::RECORDS_UNWRITTEN, message.clone());
         Some(grpc::error_response(Code::Unavailable, &message))
     }

@@ -638,6 +638,7 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
                         uid = decision.uid(),
                         operation = decision.operation(),
                         secret = decision.secret().unwrap_or_default(),
+                        decision = outcome.as_str(),
                         violations = %decision.causes().join(", "),
                         "denied"
                     );
@@ -646,11 +647,13 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
                     uid = decision.uid(),
                     operation = decision.operation(),
                     secret = decision.secret().unwrap_or_default(),
+                    decision = outcome.as_str(),
                     "allowed"
                 ),
                 Outcome::Skipped => tracing::debug!(
                     uid = decision.uid(),
                     operation = decision.operation(),
+                    decision = outcome.as_str(),
                     "not a checked Secret: allowed"
                 ),
             }

@@ -254,6 +254,25 @@ async fn no_secret_value_reaches_answers_logs_or_metrics() {
     let logs = webhook.logs.lock().unwrap().clone();
     assert!(logs.contains("\"message\":\"denied\""), "{logs}");
     assert!(logs.contains("canary-1"), "the reviews are logged: {logs}");
+    // docs/logs.md: the fields carry plain values under the names shared with the agent.
+    let denied: Value = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["uid"] == "canary-1")
+        .unwrap_or_else(|| panic!("no log line for review canary-1:\n{logs}"));
+    assert_eq!(denied["message"], "denied", "{denied}");
+    assert_eq!(denied["decision"], "denied", "{denied}");
+    assert_eq!(denied["secret"], "apps/broken", "{denied}");
+    assert!(
+        denied["violations"]
+            .as_str()
+            .is_some_and(|v| v.contains("FieldValue")),
+        "{denied}"
+    );
+    assert!(
+        !logs.contains("Some("),
+        "a field logged as Rust's Debug: {logs}"
+    );
 
     let b64_canary = STANDARD.encode(CANARY);
     for (what, text) in [

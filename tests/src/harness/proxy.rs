@@ -46,6 +46,7 @@ pub struct ProxyBuilder {
     policy: Option<PolicyRunner>,
     binary: bool,
     metrics: bool,
+    json_logs: bool,
     kubeconfig_later: bool,
     verify_images: bool,
     verification_policy: VerificationPolicy,
@@ -115,6 +116,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Log JSON lines (`--log-format json`; binary only), as a log pipeline reads them.
+    pub fn json_logs(mut self) -> Self {
+        self.json_logs = true;
+        self
+    }
+
     /// Serve metrics on a loopback port (binary only; in-process metrics are read
     /// directly with [`Proxy::metrics_text`]).
     pub fn with_metrics(mut self) -> Self {
@@ -180,6 +187,9 @@ impl ProxyBuilder {
             "--pull-records-dir".into(),
             dir.join(RECORDS_DIR).display().to_string(),
         ]);
+        if self.json_logs {
+            args.extend(["--log-format".into(), "json".into()]);
+        }
         match &self.secrets {
             Secrets::Dir(path) => {
                 args.extend(["--secrets-from".into(), format!("dir:{}", path.display())]);
@@ -364,6 +374,7 @@ impl Proxy {
             policy: None,
             binary: false,
             metrics: false,
+            json_logs: false,
             kubeconfig_later: false,
             verify_images: false,
             verification_policy: VerificationPolicy::default(),

@@ -35,9 +35,19 @@ async fn username_and_password_pull_through_the_real_binary() {
         "{metrics}"
     );
     let log = w.proxy.log_text();
+    // docs/logs.md: the decision's line names the pod, image and secret as plain values.
+    let pulled = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["decision"] == "pulled")
+        .unwrap_or_else(|| panic!("no JSON line with decision \"pulled\":\n{log}"));
+    assert_eq!(pulled["pod"], "team/app-0", "{pulled}");
+    assert_eq!(pulled["image"], w.world.reference.as_str(), "{pulled}");
+    assert_eq!(pulled["secret"], "team/registry-login", "{pulled}");
+    assert_eq!(pulled["level"], "INFO", "{pulled}");
     assert!(
-        log.contains("team/registry-login") && log.contains("team/app-0"),
-        "the log names the pod and the secret:\n{log}"
+        !log.contains("Some("),
+        "a field logged as Rust's Debug:\n{log}"
     );
     assert!(!metrics.contains(&w.world.password));
     w.assert_password_not_logged();

@@ -121,7 +121,7 @@ impl ProxiedHtpasswd {
     pub(crate) async fn start_with(test: &str, binary: bool) -> Self {
         Self::start_configured(test, |builder, _| {
             if binary {
-                builder.binary().with_metrics()
+                builder.binary().with_metrics().json_logs()
             } else {
                 builder
             }
