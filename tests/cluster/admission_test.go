@@ -476,6 +476,48 @@ func TestPluginCreateApply(t *testing.T) {
 		t.Errorf("the server dry run stored the Secret: %v", err)
 	}
 
+	// convert takes the same --apply and --dry-run: a Docker config Secret of the
+	// cluster, read with kubectl, becomes a regcredentials Secret the API server stores.
+	dockerConfig := fmt.Sprintf(`{"auths":{%q:{"username":%q,"password":%q}}}`, basic, user(), password())
+	if _, err := kit.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "docker-old"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(dockerConfig)},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := kubectl(ctx, nil, nil, "get", "secret", "docker-old", "-n", ns, "-o", "yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := kit.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = kubectl(ctx, []byte(old), env, "regcred", "convert", "-", "--apply", "--dry-run=server")
+	if err != nil || !strings.Contains(out, "serverside-applied (server dry run)") {
+		t.Errorf("convert --apply --dry-run=server: %v\n%s", err, out)
+	}
+	if after, err := kit.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); err != nil || len(after.Items) != len(before.Items) {
+		t.Errorf("the server dry run of convert stored something: %v", err)
+	}
+	out, err = kubectl(ctx, []byte(old), env, "regcred", "convert", "-", "--apply")
+	if err != nil {
+		t.Fatalf("convert --apply: %v\n%s", err, out)
+	}
+	name := strings.TrimPrefix(strings.Fields(out)[0], "secret/")
+	converted, err := kit.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("convert --apply printed %q: %v", out, err)
+	}
+	if converted.Type != "kubernetes.io/regcredentials" || string(converted.Data["password"]) != password() ||
+		converted.ManagedFields[0].Manager != "regcred" {
+		t.Errorf("the converted Secret: type %s, keys %v, managers %v", converted.Type, keysOf(converted.Data), converted.ManagedFields)
+	}
+	if strings.Contains(out, password()) {
+		t.Errorf("the password is in convert's output")
+	}
+
 	out, err = kubectl(ctx, []byte(password()), env, "regcred", "create", "bad", "--server", "https://"+basic+"?x=1",
 		"--username", user(), "--password-stdin", "-n", ns, "--apply")
 	if err == nil {

@@ -101,4 +101,58 @@ func TestExplainAPod(t *testing.T) {
 	if img.Candidates[0].AuthConfig["password"] != "<redacted>" {
 		t.Errorf("the candidate's password is %v, not redacted", img.Candidates[0].AuthConfig["password"])
 	}
+	if !strings.Contains(text, "run this again on that node with --records-dir") {
+		t.Errorf("without --records-dir, the human form does not say how to see the node's records")
+	}
+
+	// On the pod's node, with the agent's records directory: what the records say.
+	var records *NodeDescription
+	for i := range kit.Desc.Nodes {
+		if kit.Desc.Nodes[i].Name == node {
+			records = &kit.Desc.Nodes[i]
+		}
+	}
+	if records == nil {
+		t.Fatalf("no description of node %s", node)
+	}
+	text = run("--records-dir", records.ProxyRecordsDir)
+	t.Logf("with --records-dir:\n%s", text)
+	for _, want := range []string{"the node's records: sha256:", " is private", "this pod is on record: allowed with " + ns + "/good"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the human form with --records-dir lacks %q", want)
+		}
+	}
+	var withRecords struct {
+		UID    string `json:"uid"`
+		Images []struct {
+			ImageIDs []string `json:"imageIds"`
+			Records  *struct {
+				ID, Access string
+				Names      []string
+				Pods       []struct{ Pod, UID, Secret string }
+			} `json:"records"`
+		} `json:"images"`
+	}
+	out := run("--records-dir", records.ProxyRecordsDir, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &withRecords); err != nil {
+		t.Fatal(err)
+	}
+	got := withRecords.Images[0]
+	if got.Records == nil || got.Records.Access != "private" || len(got.ImageIDs) == 0 {
+		t.Fatalf("-o json with --records-dir: %s", out)
+	}
+	onRecord := false
+	for _, p := range got.Records.Pods {
+		onRecord = onRecord || (p.Pod == ns+"/app" && p.UID == withRecords.UID && p.Secret == ns+"/good")
+	}
+	if !onRecord || strings.Contains(out, "hmac") {
+		t.Errorf("the records of %s: %s", image, out)
+	}
+	// Another node's records do not have this pod.
+	if other := kit.FirstNode(); other.Name != node {
+		text = run("--records-dir", other.ProxyRecordsDir)
+		if strings.Contains(text, "this pod is on record") {
+			t.Errorf("node %s's records have the pod of node %s:\n%s", other.Name, node, text)
+		}
+	}
 }

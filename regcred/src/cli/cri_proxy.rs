@@ -21,7 +21,7 @@ use super::{PolicyConfigArg, ProfileArg, load_config};
 
 /// How long a pulled-image record lets a pod use an image without asking the registry
 /// again (default): a day.
-const DEFAULT_PULL_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub(super) const DEFAULT_PULL_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Arguments of `regcred cri-proxy`.
 #[derive(Debug, Args)]

@@ -4,13 +4,18 @@
 //! from the API with the user's kubeconfig, so that "why is this pod not pulling?" has an
 //! answer without a shell on the node.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use anyhow::{Context as _, Result};
 use clap::Args;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use regcred::cri_proxy::{ImageSummary, PodSummary, PullRecords};
 use regcred_host::PolicyRunner;
 use regcred_types::{Candidate, SecretManifest};
 use serde::Serialize;
 
+use super::cri_proxy::DEFAULT_PULL_RECORD_TTL;
 use super::kube_args::{KubeArgs, runtime};
 use super::policy::explain as explain_policy_error;
 use super::{EXIT_OK, PolicyConfigArg, ProfileArg, ReportFormat, load_config, print_report};
@@ -31,6 +36,14 @@ pub(super) struct ExplainArgs {
     /// The container runtime that receives the AuthConfig.
     #[arg(long, value_enum, default_value_t = ProfileArg::Containerd)]
     runtime_profile: ProfileArg,
+    /// On the pod's node: the node agent's pulled-image records directory (its
+    /// --pull-records-dir), read without a lock or a write, to show what the records say
+    /// about each image (who may use it, with which Secret).
+    #[arg(long, value_name = "DIR")]
+    records_dir: Option<PathBuf>,
+    /// With --records-dir: the agent's --pull-record-ttl, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_PULL_RECORD_TTL.as_secs(), requires = "records_dir")]
+    pull_record_ttl: u64,
     #[command(flatten)]
     config: PolicyConfigArg,
 }
@@ -40,10 +53,16 @@ pub(super) struct ExplainArgs {
 #[serde(rename_all = "camelCase")]
 struct Explanation {
     pod: String,
+    /// The pod's uid (its records are kept by uid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<String>,
     node: Option<String>,
     service_account: Option<String>,
     pull_secrets: Vec<PullSecretState>,
     images: Vec<ImageExplanation>,
+    /// The records directory read (`--records-dir`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records_dir: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,6 +88,12 @@ struct ImageExplanation {
     /// The Secret a pull tries first; none: the pull goes without credentials.
     tries_first: Option<String>,
     warnings: Vec<String>,
+    /// The image IDs the pod's container statuses report for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    image_ids: Vec<String>,
+    /// With `--records-dir`: what the node's records say (`null`: nothing recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records: Option<Option<ImageSummary>>,
 }
 
 pub(super) fn run(policy: &PolicyRunner, args: ExplainArgs) -> Result<u8> {
@@ -156,8 +181,68 @@ async fn gather(
         add(reference, format!("imageVolume {}", v.name));
     }
 
+    // The image IDs the runtime reported for each image (kubelet's container statuses).
+    let status = pod.status.clone().unwrap_or_default();
+    let statuses = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .chain(status.ephemeral_container_statuses.iter().flatten());
+    let mut image_ids: Vec<(String, String)> = Vec::new();
+    for s in statuses {
+        let spec_image = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .find(|c| c.name == s.name)
+            .and_then(|c| c.image.clone())
+            .or_else(|| {
+                spec.ephemeral_containers
+                    .iter()
+                    .flatten()
+                    .find(|c| c.name == s.name)
+                    .and_then(|c| c.image.clone())
+            });
+        if let Some(image) = spec_image
+            && !s.image_id.is_empty()
+            && !image_ids.contains(&(image.clone(), s.image_id.clone()))
+        {
+            image_ids.push((image, s.image_id.clone()));
+        }
+    }
+    let records = match &args.records_dir {
+        Some(dir) => Some(
+            PullRecords::inspect(dir, Duration::from_secs(args.pull_record_ttl))
+                .with_context(|| format!("cannot read the records in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+
     let mut explained = Vec::new();
     for (image, used_by) in images {
+        let ids: Vec<String> = image_ids
+            .iter()
+            .filter(|(i, _)| *i == image)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let recorded = records.as_ref().map(|records| {
+            std::iter::once(image.as_str())
+                .chain(ids.iter().map(String::as_str))
+                .find_map(|reference| records.summary(reference))
+                .or_else(|| {
+                    // No record under any name: an image ID still says preloaded or not.
+                    let id = ids.iter().find(|id| id.starts_with("sha256:"))?;
+                    Some(ImageSummary {
+                        id: id.clone(),
+                        access: records.access(id).as_str(),
+                        names: Vec::new(),
+                        secrets: Vec::new(),
+                        pods: Vec::new(),
+                    })
+                })
+        });
         let resolution = policy
             .resolve(&image, &manifests, args.runtime_profile.into(), config)
             .map_err(explain_policy_error)
@@ -173,14 +258,18 @@ async fn gather(
             used_by,
             candidates,
             warnings: resolution.warnings,
+            image_ids: ids,
+            records: recorded,
         });
     }
     Ok(Explanation {
         pod: format!("{namespace}/{}", args.pod),
+        uid: pod.metadata.uid.clone(),
         node: spec.node_name.clone(),
         service_account: spec.service_account_name.clone(),
         pull_secrets,
         images: explained,
+        records_dir: args.records_dir.as_ref().map(|d| d.display().to_string()),
     })
 }
 
@@ -255,6 +344,56 @@ fn human(e: &Explanation) -> String {
         for w in &image.warnings {
             let _ = writeln!(out, "  warning: {w}");
         }
+        match &image.records {
+            None => {}
+            Some(None) => {
+                let _ = writeln!(
+                    out,
+                    "  the node's records: nothing about this image (not pulled through regcred \
+                     within the record lifetime)"
+                );
+            }
+            Some(Some(r)) => {
+                let _ = writeln!(out, "  the node's records: {} is {}", r.id, r.access);
+                if !r.secrets.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "    pulled with the credentials of {}",
+                        r.secrets.join(", ")
+                    );
+                }
+                let this_pod = |p: &&PodSummary| p.pod == e.pod && Some(&p.uid) == e.uid.as_ref();
+                match r.pods.iter().find(this_pod) {
+                    Some(p) if p.secret.is_empty() => {
+                        let _ = writeln!(
+                            out,
+                            "    this pod is on record: allowed without credentials"
+                        );
+                    }
+                    Some(p) => {
+                        let _ =
+                            writeln!(out, "    this pod is on record: allowed with {}", p.secret);
+                    }
+                    None => {
+                        let _ = writeln!(out, "    this pod is not on record");
+                    }
+                }
+                let others = r.pods.iter().filter(|p| !this_pod(p)).count();
+                if others > 0 {
+                    let _ = writeln!(out, "    {others} other pod(s) on record");
+                }
+            }
+        }
+    }
+    if e.records_dir.is_none()
+        && let Some(node) = &e.node
+    {
+        let _ = writeln!(
+            out,
+            "\nWhat node {node}'s records say about these images: run this again on that node \
+             with --records-dir (the agent's --pull-records-dir, /var/lib/regcred/cri-proxy by \
+             default)."
+        );
     }
     out
 }

@@ -86,7 +86,8 @@ pub use events::{
 };
 pub use metrics::{ImageUse, ProxyMetrics, PullOutcome};
 pub use records::{
-    CredentialFields, ImageAccess, PullRecords, RECORDS_FILE, RecordsError, default_key_file,
+    CredentialFields, ImageAccess, ImageSummary, PodSummary, PullRecords, RECORDS_FILE,
+    RecordsError, default_key_file,
 };
 pub use source::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL, DirSource, KubeSource,

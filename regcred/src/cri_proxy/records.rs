@@ -188,6 +188,49 @@ pub enum ImageAccess {
     KubeletChecked,
 }
 
+impl ImageAccess {
+    /// The name `regcred explain` prints: `preloaded`, `unrecorded`, `public`, `private`,
+    /// `kubelet_checked`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Preloaded => "preloaded",
+            Self::Unrecorded => "unrecorded",
+            Self::Public => "public",
+            Self::Private => "private",
+            Self::KubeletChecked => "kubelet_checked",
+        }
+    }
+}
+
+/// What the records say about one image, for people (`regcred explain --records-dir`):
+/// names, never a credential's hash or the node's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSummary {
+    /// The image ID the record is kept under.
+    pub id: String,
+    /// [`ImageAccess::as_str`] of it.
+    pub access: &'static str,
+    /// The names it was pulled as, the most recently used first.
+    pub names: Vec<String>,
+    /// The Secrets (`namespace/name`) whose credentials pulled it or were accepted for it
+    /// within the record lifetime.
+    pub secrets: Vec<String>,
+    /// The pods allowed to use it within the record lifetime.
+    pub pods: Vec<PodSummary>,
+}
+
+/// One pod [`ImageSummary::pods`] lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodSummary {
+    /// `namespace/name`.
+    pub pod: String,
+    /// Its uid.
+    pub uid: String,
+    /// The Secret whose credentials were accepted for it (empty: none were needed).
+    pub secret: String,
+}
+
 /// The records of one node, in memory and on disk.
 ///
 /// A change edits the records in memory (a short lock, no I/O) and wakes a writer thread
@@ -872,6 +915,48 @@ impl PullRecords {
         })
     }
 
+    /// What the records say about `reference`: an image ID, one of its aliases, or a name
+    /// it was pulled as (the image as a pod spec names it). `None` when no record has it.
+    pub fn summary(&self, reference: &str) -> Option<ImageSummary> {
+        let (id, secrets, pods, names) = {
+            let state = self.lock();
+            let id = state.id_of(reference).map(str::to_owned).or_else(|| {
+                state
+                    .images
+                    .iter()
+                    .find(|(_, r)| r.names.iter().any(|n| n == reference))
+                    .map(|(id, _)| id.clone())
+            })?;
+            let record = state.images.get(&id)?;
+            let secrets: BTreeSet<String> = record
+                .credentials
+                .iter()
+                .filter(|c| self.fresh(c.at))
+                .map(|c| c.secret.clone())
+                .collect();
+            let pods = record
+                .pods
+                .iter()
+                .filter(|g| self.fresh(g.at))
+                .map(|g| PodSummary {
+                    pod: g.pod.clone(),
+                    uid: g.uid.clone(),
+                    secret: g.secret.clone(),
+                })
+                .collect();
+            let names = record.names.iter().rev().cloned().collect();
+            (id, secrets.into_iter().collect(), pods, names)
+        };
+        let access = self.access(&id).as_str();
+        Some(ImageSummary {
+            id,
+            access,
+            names,
+            secrets,
+            pods,
+        })
+    }
+
     /// The names `image_id` was pulled as, the most recently used first.
     pub fn names(&self, image_id: &str) -> Vec<String> {
         self.lock()
@@ -1253,6 +1338,53 @@ mod tests {
             records.lock().images["sha256:aa"].pods.len(),
             MAX_POD_GRANTS - 1
         );
+    }
+
+    #[test]
+    fn a_summary_finds_an_image_by_id_or_name_and_shows_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = PullRecords::open(&dir.path().join("r"), Duration::from_secs(3600)).unwrap();
+        let hash = records.hash(fields("CANARY-pw"));
+        records
+            .credentialed("sha256:aa", "r/team/app:v1", &hash, "team/pull")
+            .unwrap();
+        records
+            .grant("sha256:aa", "team/web", "uid-1", "team/pull")
+            .unwrap();
+        records.flush().unwrap();
+        // What `regcred explain --records-dir` reads: the file, beside the running agent.
+        let inspected =
+            PullRecords::inspect(&dir.path().join("r"), Duration::from_secs(3600)).unwrap();
+        for reference in ["sha256:aa", "r/team/app:v1"] {
+            let summary = inspected.summary(reference).expect(reference);
+            assert_eq!(summary.id, "sha256:aa");
+            assert_eq!(summary.access, "private");
+            assert_eq!(summary.names, ["r/team/app:v1"]);
+            assert_eq!(summary.secrets, ["team/pull"]);
+            assert_eq!(
+                summary.pods,
+                [PodSummary {
+                    pod: "team/web".into(),
+                    uid: "uid-1".into(),
+                    secret: "team/pull".into()
+                }]
+            );
+            let shown = format!("{summary:?} {}", serde_json::to_string(&summary).unwrap());
+            assert!(
+                !shown.contains("hmac") && !shown.contains("CANARY"),
+                "{shown}"
+            );
+        }
+        assert_eq!(inspected.summary("r/team/other:v1"), None);
+        // Past the lifetime, the grants and credentials are not shown; the access stays.
+        let expired = PullRecords::inspect(&dir.path().join("r"), Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let summary = expired.summary("sha256:aa").unwrap();
+        assert!(
+            summary.pods.is_empty() && summary.secrets.is_empty(),
+            "{summary:?}"
+        );
+        assert_eq!(summary.access, "private");
     }
 
     #[test]
