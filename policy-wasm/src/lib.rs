@@ -39,6 +39,8 @@
 //! - [`convert`]: Docker config Secrets to regcredentials Secrets.
 //! - [`evaluate`]: all of the above behind one JSON request/response, as the module exports it.
 
+#![warn(missing_docs)]
+
 mod convert;
 mod glob;
 mod ip;

@@ -34,6 +34,8 @@
 //! - `yaml`: [`reader`], the one manifest reader (YAML and JSON, multi-document files,
 //!   `List`s). [`redact`], the one redactor of serde error text, needs no feature.
 
+#![warn(missing_docs)]
+
 mod auth_config;
 mod config;
 mod credentials;
