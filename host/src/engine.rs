@@ -10,9 +10,10 @@ use wasmtime::{
     PoolConcurrencyLimitError, ResourceLimiter, Store, Trap, TypedFunc,
 };
 
+use crate::abi::{ABI_MAJOR, AbiVersion};
 use crate::error::{EvalError, LoadError};
 use crate::limits::Limits;
-use crate::module::{ABI_MAJOR, AbiVersion, PolicyModule};
+use crate::module::PolicyModule;
 use crate::policy_engine::PolicyEngine;
 use crate::precompiled::{LoadPath, compile};
 use crate::typed::{self, RequestRef};

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::module::AbiVersion;
+use crate::abi::AbiVersion;
 
 /// Why a policy module could not be loaded. Nothing was kept: load another one.
 #[derive(Debug, thiserror::Error)]

@@ -65,6 +65,7 @@
 
 #![warn(missing_docs)]
 
+mod abi;
 mod engine;
 mod error;
 mod limits;
@@ -74,10 +75,11 @@ mod precompiled;
 mod runner;
 mod typed;
 
+pub use abi::{ABI_MAJOR, AbiVersion};
 pub use engine::{InstanceStrategy, PolicyBuilder, PolicyPre};
 pub use error::{EvalError, LoadError};
 pub use limits::{Limits, LimitsBuilder};
-pub use module::{ABI_MAJOR, AbiVersion, DEFAULT_MODULE, ModuleSource, PolicyModule};
+pub use module::{DEFAULT_MODULE, ModuleSource, PolicyModule};
 pub use policy_engine::PolicyEngine;
 pub use precompiled::{CompileReason, LoadPath};
 pub use runner::PolicyRunner;

@@ -43,6 +43,7 @@
 
 mod convert;
 mod glob;
+mod host;
 mod ip;
 mod reference;
 mod request;
@@ -51,12 +52,11 @@ mod server;
 mod validate;
 
 pub use convert::{CONVERTED_FROM_ANNOTATION, ConvertError, convert};
+pub use host::{DOCKER_HUB, DOCKER_HUB_REGISTRY, Host, ServerAddressError};
 pub use reference::{ImageRef, ImageRefError};
 pub use request::{check_config, evaluate};
 pub use resolve::{map, resolve};
-pub use server::{
-    DOCKER_HUB, DOCKER_HUB_REGISTRY, Host, Scheme, ServerAddress, ServerAddressError,
-};
+pub use server::{Scheme, ServerAddress};
 pub use validate::{ValidCredentials, validate};
 
 #[cfg(target_arch = "wasm32")]

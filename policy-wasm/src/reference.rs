@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::server::{DOCKER_HUB, DOCKER_HUB_REGISTRY, Host, parse_host, parse_port};
+use crate::host::{DOCKER_HUB, DOCKER_HUB_REGISTRY, Host, parse_host, parse_port};
 
 /// The longest repository name (domain and path) Docker accepts.
 const NAME_MAX: usize = 255;

@@ -78,7 +78,8 @@ pub fn resolve(
 }
 
 fn violation_scope(field: &str) -> &'static str {
-    if crate::server::find_str(field, ".auths[").is_some() || field.starts_with("data[.dockercfg][")
+    if regcred_types::redact::find(field, ".auths[").is_some()
+        || field.starts_with("data[.dockercfg][")
     {
         "an entry"
     } else {

@@ -1,17 +1,10 @@
 //! `serverAddress`: parsing, the registry key it stands for, and matching against images.
 
-use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use regcred_types::redact::find;
 
+use crate::host::{DOCKER_HUB, Host, ServerAddressError, err, parse_host, parse_port};
 use crate::reference::ImageRef;
 use crate::{glob, ip};
-
-/// Docker Hub's canonical registry name, as image references spell it.
-pub const DOCKER_HUB: &str = "docker.io";
-/// The host containerd contacts for Docker Hub.
-pub const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
-/// Every spelling that means Docker Hub.
-const DOCKER_HUB_ALIASES: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
 
 /// The scheme written in front of a server address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,27 +13,6 @@ pub enum Scheme {
     Http,
     /// `https://`.
     Https,
-}
-
-/// The host part of a server address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
-    /// A DNS name, lower-cased; labels may hold `*`, `?` and `[...]` globs.
-    Dns(String),
-    /// An IPv4 address.
-    Ipv4(Ipv4Addr),
-    /// An IPv6 address (written in brackets).
-    Ipv6(Ipv6Addr),
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Dns(name) => f.write_str(name),
-            Self::Ipv4(ip) => write!(f, "{}", ip::ShowIpv4(*ip)),
-            Self::Ipv6(ip) => write!(f, "[{}]", ip::ShowIpv6(*ip)),
-        }
-    }
 }
 
 /// A parsed `serverAddress`: `[https://|http://]HOST[:PORT][/PATH]`.
@@ -57,20 +29,6 @@ pub struct ServerAddress {
     pub port: Option<u16>,
     /// Path prefix segments (repository namespace), possibly empty.
     pub path: Vec<String>,
-}
-
-/// Why a `serverAddress` is not one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerAddressError(pub String);
-
-impl fmt::Display for ServerAddressError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn err<T>(message: impl Into<String>) -> Result<T, ServerAddressError> {
-    Err(ServerAddressError(message.into()))
 }
 
 impl ServerAddress {
@@ -97,7 +55,7 @@ impl ServerAddress {
             (Some(Scheme::Https), &text["https://".len()..])
         } else if lower.starts_with("http://") {
             (Some(Scheme::Http), &text["http://".len()..])
-        } else if let Some(at) = find_str(text, "://") {
+        } else if let Some(at) = find(text, "://") {
             return err(format!(
                 "scheme {:?} is not supported: write https://, http:// or no scheme",
                 &text[..at]
@@ -234,24 +192,11 @@ impl ServerAddress {
 /// `text` with anything that may be user info (`USER:PASSWORD@`) replaced by `***@`,
 /// for messages: everything after the scheme up to the last `@` goes, so a password
 /// holding `/`, `?`, `#` or `@` goes with it.
-/// `haystack.find(needle)` for a string needle, as a byte search: the same index (a
-/// UTF-8 needle can only match at a character boundary), without `core`'s two-way
-/// string searcher, which cost the policy module ~2.6 KB.
-pub(crate) fn find_str(haystack: &str, needle: &str) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .position(|window| window == needle.as_bytes())
-}
-
 pub(crate) fn without_user_info(text: &str) -> String {
     let Some(at) = text.rfind('@') else {
         return text.to_string();
     };
-    let start = find_str(text, "://").map_or(0, |i| i + "://".len());
+    let start = find(text, "://").map_or(0, |i| i + "://".len());
     let start = if start > at { 0 } else { start };
     format!("{}***{}", &text[..start], &text[at..])
 }
@@ -346,64 +291,6 @@ fn parse_authority(authority: &str) -> Result<(Host, Option<u16>), ServerAddress
     Ok((parse_host(host_text)?, port))
 }
 
-pub(crate) fn parse_port(text: &str) -> Result<u16, ServerAddressError> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || text.len() > 5 {
-        return err(format!("port {text:?} is not a number from 1 to 65535"));
-    }
-    match text.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        _ => err(format!("port {text:?} is not a number from 1 to 65535")),
-    }
-}
-
-pub(crate) fn parse_host(text: &str) -> Result<Host, ServerAddressError> {
-    if text.is_empty() {
-        return err("has no host");
-    }
-    if text.len() > 253 {
-        return err("host name is longer than 253 characters");
-    }
-    let looks_numeric = text
-        .split('.')
-        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
-    if looks_numeric {
-        return ip::parse_ipv4(text)
-            .map(Host::Ipv4)
-            .ok_or_else(|| ServerAddressError(format!("{text:?} is not an IPv4 address")));
-    }
-    let lower = text.to_ascii_lowercase();
-    for label in lower.split('.') {
-        if label.is_empty() {
-            return err(format!("host {lower:?} has an empty label"));
-        }
-        if label.len() > 63 {
-            return err(format!("host label {label:?} is longer than 63 characters"));
-        }
-        if let Some(c) = label.chars().find(|c| {
-            !(c.is_ascii_alphanumeric() || matches!(c, '-' | '*' | '?' | '[' | ']' | '^' | '!'))
-        }) {
-            return err(format!(
-                "host {lower:?} contains {c:?}; a host label holds letters, digits, '-' and the globs '*', '?', '[...]'"
-            ));
-        }
-        if !glob::has_glob(label) && (label.starts_with('-') || label.ends_with('-')) {
-            return err(format!(
-                "host label {label:?} must not start or end with '-'"
-            ));
-        }
-        if label.contains(['^', '!']) && !label.contains('[') {
-            return err(format!(
-                "host label {label:?} uses '^' or '!' outside a '[...]' class"
-            ));
-        }
-        glob::check(label).map_err(|m| ServerAddressError(format!("host label {label:?} {m}")))?;
-    }
-    if DOCKER_HUB_ALIASES.contains(&lower.as_str()) {
-        return Ok(Host::Dns(DOCKER_HUB.into()));
-    }
-    Ok(Host::Dns(lower))
-}
-
 fn parse_path(path: &str) -> Result<Vec<String>, ServerAddressError> {
     let trimmed = path.trim_end_matches('/');
     if trimmed.is_empty() {
@@ -440,27 +327,6 @@ fn parse_path(path: &str) -> Result<Vec<String>, ServerAddressError> {
 mod tests {
     use super::*;
     use rstest::rstest;
-
-    #[test]
-    fn find_str_is_str_find() {
-        let pieces = [
-            "", ":", "/", "://", "é", "ü:", "h", "https", "::", "/:/", "ö/",
-        ];
-        for a in pieces {
-            for b in pieces {
-                for c in pieces {
-                    let haystack = format!("{a}{b}{c}{b}");
-                    for needle in pieces {
-                        assert_eq!(
-                            find_str(&haystack, needle),
-                            haystack.find(needle),
-                            "{haystack:?} {needle:?}"
-                        );
-                    }
-                }
-            }
-        }
-    }
 
     #[rstest]
     #[case::bare_host("registry.example.com", "registry.example.com")]

@@ -45,7 +45,7 @@ pub(super) fn check_regcredentials(
                 findings.violation(&path, FieldErrorType::FieldValueNotSupported, message);
                 continue;
             };
-            let Some(decoded) = decode_value(source, key, value, config, findings) else {
+            let Some(decoded) = decode(source, key, value, Holds::Value, config, findings) else {
                 broken.extend(keys::ALL.iter().find(|k| **k == key));
                 continue;
             };

@@ -84,7 +84,7 @@ pub(super) fn read_docker(
         max_value_bytes: config.max_secret_bytes,
         ..config.clone()
     };
-    let text = decode_document(source, key, value, &relaxed, findings)?;
+    let text = decode(source, key, value, Holds::Document, &relaxed, findings)?;
     let parsed = match format {
         DockerFormat::Json => serde_json::from_str::<DockerConfigJson>(&text)
             .map(|c| c.auths.into_iter().collect::<Vec<_>>()),
@@ -104,53 +104,6 @@ pub(super) fn read_docker(
             None
         }
     }
-}
-
-/// Like [`decode_value`], but for a whole document: control characters (newlines) are fine.
-pub(super) fn decode_document(
-    source: Source,
-    key: &str,
-    value: &serde_json::Value,
-    config: &PolicyConfig,
-    findings: &mut Findings,
-) -> Option<String> {
-    let path = source.path(key);
-    let Some(text) = value.as_str() else {
-        findings.violation(
-            &path,
-            FieldErrorType::FieldValueTypeInvalid,
-            format!("must be a string, not {}", json_type(value)),
-        );
-        return None;
-    };
-    let decoded = match source {
-        Source::StringData => text.to_string(),
-        Source::Data => match STANDARD.decode(text).ok().map(String::from_utf8) {
-            Some(Ok(decoded)) => decoded,
-            _ => {
-                findings.violation(
-                    &path,
-                    FieldErrorType::FieldValueInvalid,
-                    "is not base64 of UTF-8 JSON; put the JSON under stringData or encode it \
-                     with base64 -w0",
-                );
-                return None;
-            }
-        },
-    };
-    if decoded.len() > config.value_limit().max(config.secret_limit()) {
-        findings.violation(
-            &path,
-            FieldErrorType::FieldValueTooLong,
-            format!(
-                "is {} bytes long; the limit is {} bytes",
-                decoded.len(),
-                config.secret_limit()
-            ),
-        );
-        return None;
-    }
-    Some(decoded)
 }
 
 /// A JSON error description that cannot carry the document's content.

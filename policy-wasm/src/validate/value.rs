@@ -96,66 +96,75 @@ impl Source {
     }
 }
 
-/// Decodes one value of `data` or `stringData`, reporting why it cannot be used. Values
+/// What one entry of `data` or `stringData` holds, for [`decode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Holds {
+    /// One credential value: no control characters, at most
+    /// [`PolicyConfig::value_limit`] bytes.
+    Value,
+    /// A whole document (a Docker config): newlines are fine, and the limit is the larger
+    /// of the value and Secret limits.
+    Document,
+}
+
+/// Decodes one entry of `data` or `stringData`, reporting why it cannot be used. Values
 /// are never quoted in messages: they may be passwords.
-pub(super) fn decode_value(
+pub(super) fn decode(
     source: Source,
     key: &str,
     value: &serde_json::Value,
+    holds: Holds,
     config: &PolicyConfig,
     findings: &mut Findings,
 ) -> Option<String> {
     let path = source.path(key);
     let Some(text) = value.as_str() else {
+        let hint = match holds {
+            Holds::Value => "; quote it in YAML",
+            Holds::Document => "",
+        };
         findings.violation(
             &path,
             FieldErrorType::FieldValueTypeInvalid,
-            format!(
-                "must be a string, not {}; quote it in YAML",
-                json_type(value)
-            ),
+            format!("must be a string, not {}{hint}", json_type(value)),
         );
         return None;
-    };
-    let plain_hint = || {
-        format!(
-            "put plain text under stringData instead (stringData[{key}]), or encode it: \
-             printf %s 'VALUE' | base64 -w0"
-        )
     };
     let decoded = match source {
         Source::StringData => text.to_string(),
         Source::Data => {
-            let Ok(bytes) = STANDARD.decode(text) else {
-                findings.violation(
-                    &path,
-                    FieldErrorType::FieldValueInvalid,
-                    format!(
-                        "is not valid base64: values under data must be base64-encoded \
-                         (standard alphabet, padded); {}",
-                        plain_hint()
-                    ),
-                );
-                return None;
+            let decoded = STANDARD.decode(text).map(String::from_utf8);
+            let problem = match (decoded, holds) {
+                (Ok(Ok(decoded)), _) => Ok(decoded),
+                (_, Holds::Document) => Err(
+                    "is not base64 of UTF-8 JSON; put the JSON under stringData or encode it \
+                     with base64 -w0"
+                        .to_string(),
+                ),
+                (Err(_), Holds::Value) => Err(format!(
+                    "is not valid base64: values under data must be base64-encoded \
+                     (standard alphabet, padded); {}",
+                    plain_hint(key)
+                )),
+                (Ok(Err(_)), Holds::Value) => Err(format!(
+                    "decodes to bytes that are not UTF-8 text; if you wrote plain text \
+                     here, it only happens to look like base64: {}",
+                    plain_hint(key)
+                )),
             };
-            match String::from_utf8(bytes) {
+            match problem {
                 Ok(decoded) => decoded,
-                Err(_) => {
-                    findings.violation(
-                        &path,
-                        FieldErrorType::FieldValueInvalid,
-                        format!(
-                            "decodes to bytes that are not UTF-8 text; if you wrote plain text \
-                             here, it only happens to look like base64: {}",
-                            plain_hint()
-                        ),
-                    );
+                Err(message) => {
+                    findings.violation(&path, FieldErrorType::FieldValueInvalid, message);
                     return None;
                 }
             }
         }
     };
-    let limit = config.value_limit();
+    let limit = match holds {
+        Holds::Value => config.value_limit(),
+        Holds::Document => config.value_limit().max(config.secret_limit()),
+    };
     if decoded.len() > limit {
         findings.violation(
             &path,
@@ -166,6 +175,9 @@ pub(super) fn decode_value(
             ),
         );
         return None;
+    }
+    if holds == Holds::Document {
+        return Some(decoded);
     }
     if let Some((at, c)) = decoded.char_indices().find(|(_, c)| c.is_control()) {
         let hint = if c == '\n' {
@@ -184,6 +196,14 @@ pub(super) fn decode_value(
         return None;
     }
     Some(decoded)
+}
+
+/// How to write `key` so that it decodes: plain text under `stringData`, or base64.
+fn plain_hint(key: &str) -> String {
+    format!(
+        "put plain text under stringData instead (stringData[{key}]), or encode it: \
+         printf %s 'VALUE' | base64 -w0"
+    )
 }
 
 pub(super) fn json_type(value: &serde_json::Value) -> &'static str {
