@@ -257,10 +257,13 @@ impl Inner {
                 let name = recent
                     .iter()
                     .find_map(|n| {
-                        let repository = super::verify::repository(n);
-                        named
-                            .iter()
-                            .find(|d| d.rsplit_once('@').is_some_and(|(r, _)| r == repository))
+                        // Compared as normalized names: the records keep the pod's
+                        // spelling (`busybox:1.36`), the runtime its own
+                        // (`docker.io/library/busybox@sha256:...`).
+                        let repository = super::verify::repository_name(n)?;
+                        named.iter().find(|d| {
+                            super::verify::repository_name(d).as_ref() == Some(&repository)
+                        })
                     })
                     .or_else(|| named.first())?;
                 Some((image.id.clone(), (*name).clone()))

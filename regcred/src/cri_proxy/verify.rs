@@ -31,6 +31,7 @@ use regcred_cri_api::runtime::v1::{
     CreateContainerRequest, ImageSpec, ImageStatusRequest, ImageStatusResponse, ListImagesRequest,
     ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
 };
+use regcred_policy::ImageRef;
 use tonic::Code;
 
 use super::Inner;
@@ -126,16 +127,28 @@ impl ImageVerification {
     ///
     /// A message naming a pattern with a tag, a digest or a `*` elsewhere.
     pub fn allowlist(mut self, patterns: Vec<String>) -> Result<Self, String> {
+        let mut names = Vec::with_capacity(patterns.len());
         for pattern in &patterns {
-            let body = pattern.strip_suffix("/*").unwrap_or(pattern);
-            if body.is_empty() || body.contains('*') || body.contains('@') || has_tag(body) {
-                return Err(format!(
-                    "allowlist entry `{pattern}`: write an image name without tag or \
+            let (body, under) = match pattern.strip_suffix("/*") {
+                Some(body) => (body, "/*"),
+                None => (pattern.as_str(), ""),
+            };
+            let wrong = |why: &str| {
+                format!(
+                    "allowlist entry `{pattern}`: {why}; write an image name without tag or \
                      digest, optionally ending in /* (registry.example.com/team/*)"
-                ));
+                )
+            };
+            if body.is_empty() || body.contains('*') {
+                return Err(wrong("a `*` may only end it, as `/*`"));
             }
+            let image = ImageRef::parse(body).map_err(|err| wrong(&err.reason))?;
+            if image.tag.is_some() || image.digest.is_some() {
+                return Err(wrong("it has a tag or a digest"));
+            }
+            names.push(format!("{}{under}", image.name()));
         }
-        self.allowlist = patterns.iter().map(|p| normalize(p)).collect();
+        self.allowlist = names;
         Ok(self)
     }
 
@@ -150,7 +163,9 @@ impl ImageVerification {
     }
 
     fn allowlisted(&self, image: &str) -> bool {
-        let name = normalize(repository(image));
+        let Some(name) = repository_name(image) else {
+            return false;
+        };
         self.allowlist
             .iter()
             .any(|pattern| match pattern.strip_suffix("/*") {
@@ -162,29 +177,11 @@ impl ImageVerification {
     }
 }
 
-/// The image name without its digest or tag.
-pub(crate) fn repository(image: &str) -> &str {
-    let name = image.split_once('@').map_or(image, |(name, _)| name);
-    match name.rfind(':') {
-        Some(colon) if !name[colon..].contains('/') => &name[..colon],
-        _ => name,
-    }
-}
-
-fn has_tag(name: &str) -> bool {
-    repository(name).len() != name.len()
-}
-
-/// Docker Hub's short names in full (`busybox` is `docker.io/library/busybox`).
-fn normalize(name: &str) -> String {
-    let first = name.split('/').next().unwrap_or_default();
-    let has_registry =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    match (has_registry, name.contains('/')) {
-        (true, _) => name.to_owned(),
-        (false, true) => format!("docker.io/{name}"),
-        (false, false) => format!("docker.io/library/{name}"),
-    }
+/// The normalized repository name of `image`, without tag or digest (`busybox:1.36` is
+/// `docker.io/library/busybox`), by the policy's own image grammar ([`ImageRef`], which
+/// owns Docker Hub's rules); `None` for what is not an image reference.
+pub(crate) fn repository_name(image: &str) -> Option<String> {
+    ImageRef::parse(image).ok().map(|image| image.name())
 }
 
 /// How the decision went (the `decision` label of the metric).
@@ -972,9 +969,12 @@ mod tests {
         for yes in [
             "registry.k8s.io/pause:3.10",
             "127.0.0.1:5000/team/app:v1",
-            "127.0.0.1:5000/team/a/b@sha256:00",
+            "127.0.0.1:5000/team/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000",
             "busybox:1.36",
             "docker.io/library/busybox",
+            // Docker Hub's other spellings, by the policy's ImageRef.
+            "index.docker.io/library/busybox:1.36",
+            "registry-1.docker.io/library/busybox",
         ] {
             assert!(v.allowlisted(yes), "{yes}");
         }
@@ -983,6 +983,7 @@ mod tests {
             "127.0.0.1:5000/team",
             "127.0.0.1:5000/teams/x",
             "other/busybox",
+            "not an image",
         ] {
             assert!(!v.allowlisted(no), "{no}");
         }
