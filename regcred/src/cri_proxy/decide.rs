@@ -702,7 +702,8 @@ mod tests {
         assert!(d.allowed && d.decision == "pod_on_record", "{d:?}");
 
         // The file cannot be replaced any more (a directory in its way), and a write
-        // fails.
+        // fails. (The writer thread writes the grant in its own time: wait for it first.)
+        records.flush().unwrap();
         let file = dir.join(crate::cri_proxy::records::RECORDS_FILE);
         std::fs::remove_file(&file).unwrap();
         std::fs::create_dir(&file).unwrap();

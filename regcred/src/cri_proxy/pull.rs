@@ -121,6 +121,15 @@ pub(crate) struct Answer {
     pub(crate) message: String,
 }
 
+/// How trying a pod's candidates in order ended ([`Inner::try_candidates`]).
+pub(crate) enum Tried {
+    /// The registry accepted the candidate at `index`: the runtime's answer.
+    Accepted { index: usize, answer: Answer },
+    /// The registry refused each (or there was none): the last answer, its message
+    /// scrubbed of the candidates' values.
+    Refused { last: Option<Answer> },
+}
+
 /// What a pod's pull Secrets give for one image.
 pub(crate) enum Resolved {
     /// The pod is known: its candidates (maybe none) and, when some of its Secrets could
@@ -215,23 +224,39 @@ impl Inner {
             return self.forward_anonymous(&head, body, image).await;
         }
 
-        let hidden = secret_values(&candidates);
         let mut tried: Vec<String> = Vec::with_capacity(candidates.len());
-        let mut last: Option<Answer> = None;
-        for candidate in &candidates {
-            let attempt = grpc::frame(&with_auth(&message, &candidate.auth_config));
-            self.metrics.injected();
-            let answer = match self.attempt(&head, attempt).await {
-                Ok(answer) => answer,
-                Err(unavailable) => {
-                    tracing::error!(pod = %pod, image, secret = %candidate.secret,
-                        decision = PullOutcome::RuntimeUnavailable.as_str(),
-                        "the runtime is unavailable");
-                    self.metrics.pull(PullOutcome::RuntimeUnavailable);
-                    return unavailable;
-                }
-            };
-            if answer.code == Code::Ok {
+        let tried_out = self
+            .try_candidates(
+                &head,
+                &candidates,
+                |auth| grpc::frame(&with_auth(&message, auth)),
+                |candidate, answer| {
+                    tracing::warn!(pod = %pod, image, secret = %candidate.secret,
+                        matched = %candidate.matched, code = ?answer.code,
+                        error = %answer.message, "PullImage with pull secret failed");
+                    self.event(
+                        &pod,
+                        events::CREDENTIALS_REFUSED,
+                        format!(
+                            "pulling {image} with the credentials of pull secret {} (matched \
+                             as {}) failed: {}",
+                            candidate.secret, candidate.matched, answer.message
+                        ),
+                    );
+                    tried.push(candidate.secret.clone());
+                },
+            )
+            .await;
+        let last = match tried_out {
+            Err(unavailable) => {
+                tracing::error!(pod = %pod, image,
+                    decision = PullOutcome::RuntimeUnavailable.as_str(),
+                    "the runtime is unavailable");
+                self.metrics.pull(PullOutcome::RuntimeUnavailable);
+                return unavailable;
+            }
+            Ok(Tried::Accepted { index, answer }) => {
+                let candidate = &candidates[index];
                 tracing::info!(pod = %pod, image, secret = %candidate.secret,
                     matched = %candidate.matched, decision = PullOutcome::Pulled.as_str(),
                     "PullImage with credentials from pull secret");
@@ -245,25 +270,8 @@ impl Inner {
                 }
                 return answer.response;
             }
-            let shown = scrub(&answer.message, &hidden);
-            tracing::warn!(pod = %pod, image, secret = %candidate.secret,
-                matched = %candidate.matched, code = ?answer.code, error = %shown,
-                "PullImage with pull secret failed");
-            self.event(
-                &pod,
-                events::CREDENTIALS_REFUSED,
-                format!(
-                    "pulling {image} with the credentials of pull secret {} (matched as {}) \
-                     failed: {shown}",
-                    candidate.secret, candidate.matched
-                ),
-            );
-            tried.push(candidate.secret.clone());
-            last = Some(Answer {
-                message: shown,
-                ..answer
-            });
-        }
+            Ok(Tried::Refused { last }) => last,
+        };
         self.metrics.pull(PullOutcome::AllCandidatesFailed);
         tracing::warn!(pod = %pod, image, secrets = %tried.join(","),
             decision = PullOutcome::AllCandidatesFailed.as_str(),
@@ -281,6 +289,36 @@ impl Inner {
             summary = format!("{summary} ({note})");
         }
         with_message(last.response, &summary)
+    }
+
+    /// Tries `candidates` in order, each as the PullImage `request` makes with its
+    /// credentials, until the registry accepts one; `refused` hears of each refusal (its
+    /// message scrubbed of every candidate's values) as it comes. The one loop of the
+    /// pull path and of the creation check. `Err` is the response to give when the runtime
+    /// cannot be reached.
+    pub(crate) async fn try_candidates(
+        &self,
+        head: &RequestHead,
+        candidates: &[Candidate],
+        request: impl Fn(&AuthConfig) -> Bytes,
+        mut refused: impl FnMut(&Candidate, &Answer),
+    ) -> Result<Tried, Response<ProxyBody>> {
+        let hidden = secret_values(candidates);
+        let mut last = None;
+        for (index, candidate) in candidates.iter().enumerate() {
+            self.metrics.injected();
+            let answer = self.attempt(head, request(&candidate.auth_config)).await?;
+            if answer.code == Code::Ok {
+                return Ok(Tried::Accepted { index, answer });
+            }
+            let answer = Answer {
+                message: scrub(&answer.message, &hidden),
+                ..answer
+            };
+            refused(candidate, &answer);
+            last = Some(answer);
+        }
+        Ok(Tried::Refused { last })
     }
 
     /// The candidates of `pod`'s pull Secrets for `image`, resolved by the policy; `Err`

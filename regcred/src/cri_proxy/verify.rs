@@ -38,7 +38,7 @@ use super::Inner;
 use super::events;
 use super::grpc::{self, ProxyBody};
 use super::metrics::ImageUse;
-use super::pull::{self as pulling, Resolved};
+use super::pull::{self as pulling, Resolved, Tried};
 use super::records::{CredentialFields, ImageAccess, PullRecords};
 use super::runtime::RequestHead;
 use super::source::PodRef;
@@ -616,34 +616,31 @@ impl Inner {
             runtime_handler: spec.runtime_handler.clone(),
             annotations: spec.annotations.clone(),
         };
-        let hidden = pulling::secret_values(&candidates);
         let mut refusals = Vec::new();
-        for (candidate, hash) in candidates.iter().zip(&hashes) {
-            let request = pull_request(image.clone(), Some(&candidate.auth_config), sandbox);
-            self.metrics.injected();
-            let answer = self
-                .attempt(&pull_head, grpc::frame(&request))
-                .await
-                .map_err(|unavailable| self.failed(unavailable))?;
-            if answer.code == Code::Ok {
-                let pulled = self.pulled_image(&answer.response).await;
-                let pulled = pulled.unwrap_or_else(|| PulledImage::named(id));
-                // The pull proved the credentials for the image it got, and only for it.
-                self.keep(records.credentialed(pulled.key(), &name, hash, &candidate.secret));
-                if pulled.is(id) {
-                    if let Some(refusal) = self.durable(verification, pod, &shown) {
-                        return Err(refusal);
-                    }
-                    return Ok(Allowed::Verified(candidate.secret.clone()));
+        let tried = self
+            .try_candidates(
+                &pull_head,
+                &candidates,
+                |auth| grpc::frame(&pull_request(image.clone(), Some(auth), sandbox)),
+                |candidate, answer| {
+                    refusals.push(format!("{}: {}", candidate.secret, answer.message));
+                },
+            )
+            .await
+            .map_err(|unavailable| self.failed(unavailable))?;
+        if let Tried::Accepted { index, answer } = tried {
+            let candidate = &candidates[index];
+            let pulled = self.pulled_image(&answer.response).await;
+            let pulled = pulled.unwrap_or_else(|| PulledImage::named(id));
+            // The pull proved the credentials for the image it got, and only for it.
+            self.keep(records.credentialed(pulled.key(), &name, &hashes[index], &candidate.secret));
+            if pulled.is(id) {
+                if let Some(refusal) = self.durable(verification, pod, &shown) {
+                    return Err(refusal);
                 }
-                refusals.push(moved(&candidate.secret, &name, pulled.shown()));
-                break;
+                return Ok(Allowed::Verified(candidate.secret.clone()));
             }
-            refusals.push(format!(
-                "{}: {}",
-                candidate.secret,
-                pulling::scrub(&answer.message, &hidden)
-            ));
+            refusals.push(moved(&candidate.secret, &name, pulled.shown()));
         }
         if candidates.is_empty() {
             let request = pull_request(image, None, sandbox);

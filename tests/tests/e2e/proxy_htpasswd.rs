@@ -174,7 +174,7 @@ async fn second_candidate_pulls_when_the_first_is_wrong() {
     let failed = log
         .find("team/first-wrong")
         .expect("the first attempt is logged");
-    let pulled = log.find("outcome=\"pulled\"").expect("the pull is logged");
+    let pulled = log.find("decision=\"pulled\"").expect("the pull is logged");
     assert!(failed < pulled, "first tried first:\n{log}");
     let metrics = w.proxy.metrics_text().await;
     assert!(
