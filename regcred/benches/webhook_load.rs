@@ -13,7 +13,10 @@
 //!
 //! Flags: `--requests=N` (default 50,000), `--connections=N` (default 8),
 //! `--seconds=N` (default 30: the run stops there even if requests remain), `--native`
-//! (the webhook runs the rules natively instead of the wasm module), `--json`.
+//! (the webhook runs the rules natively instead of the wasm module), `--binary=PATH` (run
+//! that regcred instead of this build's, e.g. the static musl build the image carries),
+//! `--json`. At the end it prints where the resident memory is, from `/proc/PID/smaps`:
+//! the binary's pages, the heap, other anonymous mappings, thread stacks, other files.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -36,6 +39,7 @@ struct Options {
     seconds: u64,
     native: bool,
     json: bool,
+    binary: Option<std::path::PathBuf>,
 }
 
 fn options() -> Options {
@@ -45,6 +49,7 @@ fn options() -> Options {
         seconds: 30,
         native: false,
         json: false,
+        binary: None,
     };
     for arg in std::env::args().skip(1) {
         let (key, value) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
@@ -54,6 +59,7 @@ fn options() -> Options {
             "--seconds" => options.seconds = value.parse().expect("--seconds=N"),
             "--native" => options.native = true,
             "--json" => options.json = true,
+            "--binary" => options.binary = Some(value.into()),
             // `cargo bench` passes --bench; filters do not apply to this one benchmark.
             _ => {}
         }
@@ -87,6 +93,46 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Resident KiB of a process by kind of mapping, from `/proc/PID/smaps`: `binary` (the
+/// executable's file), `heap` (`[heap]`, where glibc's main arena grows), `anonymous`
+/// (other private mappings: thread arenas, the wasm instance pool, mmap'd buffers),
+/// `stacks` (`[stack]` and the threads' guard-paged stacks are anonymous too, so this is
+/// the main thread's), `files` (shared libraries and other files).
+fn smaps_kib(pid: u32, binary: &std::path::Path) -> Vec<(&'static str, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .expect("the webhook's /proc/PID/smaps");
+    let binary = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_owned());
+    let mut totals = vec![
+        ("binary", 0),
+        ("heap", 0),
+        ("anonymous", 0),
+        ("stacks", 0),
+        ("files", 0),
+    ];
+    let mut kind = 2;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && first.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            // A mapping's header: address perms offset dev inode [path].
+            let path: Vec<&str> = fields.skip(4).collect();
+            let path = path.join(" ");
+            kind = match path.as_str() {
+                "" => 2,
+                "[heap]" => 1,
+                "[stack]" => 3,
+                p if std::path::Path::new(p) == binary => 0,
+                p if p.starts_with('[') => 2,
+                _ => 4,
+            };
+        } else if first == "Rss:" {
+            let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            totals[kind].1 += kib;
+        }
+    }
+    totals
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -107,14 +153,18 @@ impl Drop for Server {
     }
 }
 
-fn start_server(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, native: bool) -> Server {
+fn start_server(
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    native: bool,
+    binary: &std::path::Path,
+) -> Server {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cert_path = dir.path().join("tls.crt");
     let key_path = dir.path().join("tls.key");
     std::fs::write(&cert_path, cert.cert.pem()).expect("write the certificate");
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write the key");
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_regcred"));
+    let mut command = Command::new(binary);
     if native {
         command.arg("--native");
     }
@@ -335,7 +385,11 @@ fn main() {
     let options = options();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
         .expect("a self-signed certificate");
-    let server = start_server(&cert, options.native);
+    let binary = options
+        .binary
+        .clone()
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_regcred").into());
+    let server = start_server(&cert, options.native, &binary);
     let config = client_config(cert.cert.der());
     let bodies = Arc::new(workload());
 
@@ -419,6 +473,7 @@ fn main() {
     });
     let elapsed = started.elapsed();
     let at_end = (answered.load(Ordering::Relaxed), memory_kib(pid));
+    let where_resident = smaps_kib(pid, &binary);
     let _ = sample_tx.send(());
     let at_sample = sampler.join().expect("the memory sampler");
     let to_accept = server.accepting.duration_since(server.spawned);
@@ -456,6 +511,8 @@ fn main() {
                 "reviewsAtSample": at_sample.map(|(n, _)| n),
                 "rssAtEndMiB": mib(at_end.1.0), "reviewsAtEnd": at_end.0,
                 "peakRssMiB": mib(at_end.1.1),
+                "binary": binary.display().to_string(),
+                "rssAtEndByKindMiB": where_resident.iter().map(|(k, v)| (k.to_string(), json!(mib(*v)))).collect::<serde_json::Map<_, _>>(),
             })
         );
     } else {
@@ -486,6 +543,15 @@ fn main() {
             at_end.0,
             mib(at_end.1.1)
         );
+        let kinds: Vec<String> = where_resident
+            .iter()
+            .map(|(kind, kib)| format!("{kind} {:.1}", mib(*kib)))
+            .collect();
+        println!(
+            "  resident at the end by mapping (MiB): {}",
+            kinds.join(", ")
+        );
+        println!("  binary: {}", binary.display());
     }
     assert_eq!(wrong, 0, "the webhook gave wrong verdicts under load");
 }

@@ -864,16 +864,17 @@ impl PullRecords {
         self.shared.write_now()
     }
 
-    /// The Secret of the first of `hashes` recorded for `image_id` within the lifetime.
-    pub fn remembered(&self, image_id: &str, hashes: &[String]) -> Option<String> {
+    /// The index of the first of `hashes` recorded for `image_id` within the lifetime.
+    /// (An index, not the recorded Secret's name: the same credentials may have been
+    /// recorded from another namespace's Secret, and the pod's decision names its own.)
+    pub fn remembered(&self, image_id: &str, hashes: &[String]) -> Option<usize> {
         let state = self.lock();
         let record = state.record(image_id)?;
-        hashes.iter().find_map(|hash| {
+        hashes.iter().position(|hash| {
             record
                 .credentials
                 .iter()
-                .find(|c| &c.hash == hash && self.fresh(c.at))
-                .map(|c| c.secret.clone())
+                .any(|c| &c.hash == hash && self.fresh(c.at))
         })
     }
 
@@ -1547,7 +1548,7 @@ mod tests {
         );
         assert_eq!(
             records.remembered("r/team/app@sha256:digest", std::slice::from_ref(&hash)),
-            Some("team/pull".to_owned())
+            Some(0)
         );
         records
             .grant("r/team/app@sha256:digest", "team/web", "uid-1", "team/pull")
@@ -1643,8 +1644,14 @@ mod tests {
         assert_eq!(reopened.access("sha256:bb"), ImageAccess::Public);
         assert_eq!(reopened.access("sha256:cc"), ImageAccess::Unrecorded);
         assert_eq!(
-            reopened.remembered("sha256:aa", &[reopened.hash(fields("CANARY-pw"))]),
-            Some("team/pull".to_owned())
+            reopened.remembered(
+                "sha256:aa",
+                &[
+                    reopened.hash(fields("other")),
+                    reopened.hash(fields("CANARY-pw"))
+                ]
+            ),
+            Some(1)
         );
         assert_eq!(
             reopened.remembered("sha256:aa", &[reopened.hash(fields("other"))]),

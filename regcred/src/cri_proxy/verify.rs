@@ -602,11 +602,12 @@ impl Inner {
             .iter()
             .map(|c| records.hash(CredentialFields::from(&c.auth_config)))
             .collect();
-        if let Some(secret) = records.remembered(id, &hashes) {
+        if let Some(index) = records.remembered(id, &hashes) {
             if let Some(refusal) = self.durable(verification, pod, &shown) {
                 return Err(refusal);
             }
-            return Ok(Allowed::Remembered(secret));
+            // The pod's own Secret with the remembered credentials.
+            return Ok(Allowed::Remembered(candidates[index].secret.clone()));
         }
 
         let pull_head = RequestHead::unary(regcred_cri_api::methods::PULL_IMAGE);
