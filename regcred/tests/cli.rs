@@ -644,7 +644,8 @@ fn cri_proxy_image_check_flags_are_checked_before_anything_is_dialled() {
                 "--preloaded-images-verification-allowlist",
                 "r.io/a:v1",
             ],
-            "allowlist entry `r.io/a:v1`: write an image name without tag or digest",
+            "allowlist entry `r.io/a:v1`: it has a tag or a digest; write an image name without \
+             tag or digest",
         ),
         // Issue 23, finding 2: not proven on CRI-O, so refused rather than trusted.
         (

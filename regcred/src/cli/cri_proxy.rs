@@ -12,12 +12,10 @@ use regcred::cri_proxy::{
     DirSource, ImageVerification, KubeSource, PullRecords, PullSecretSource, SecretsFrom,
     VerificationPolicy, unix_socket_path,
 };
-use regcred::serve::{
-    BlockingExecutor, LogFormat, bind_unix, init_logging, serve_metrics, shutdown_signal,
-};
+use regcred::serve::{BlockingExecutor, bind_unix, init_logging, serve_metrics, shutdown_signal};
 use regcred_host::PolicyRunner;
 
-use super::{PolicyConfigArg, ProfileArg, load_config};
+use super::{LogFormatArg, PolicyConfigArg, ProfileArg, load_config};
 
 /// How long a pulled-image record lets a pod use an image without asking the registry
 /// again (default): a day.
@@ -118,13 +116,13 @@ pub(crate) struct CriProxyArgs {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: tracing::Level,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then removes its socket.
 pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
-    init_logging(args.log_level, args.log_format);
+    init_logging(args.log_level, args.log_format.into());
     let config = load_config(&args.config)?;
     let listen = unix_socket_path(&args.listen)?;
     let decisions = args

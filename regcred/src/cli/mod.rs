@@ -205,6 +205,25 @@ fn print_report<T: Serialize>(
     }
 }
 
+/// `--log-format` of the servers (`webhook`, `cri-proxy`), mapped onto the serving
+/// layer's [`regcred::serve::LogFormat`] (which knows nothing of clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormatArg {
+    /// One JSON object per line (docs/logs.md).
+    Json,
+    /// Human-readable lines (journald, kubectl logs).
+    Text,
+}
+
+impl From<LogFormatArg> for regcred::serve::LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Json => Self::Json,
+            LogFormatArg::Text => Self::Text,
+        }
+    }
+}
+
 /// How `create` and `convert` print manifests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ManifestFormat {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use regcred::serve::{LogFormat, init_logging, shutdown_signal};
+use regcred::serve::{init_logging, shutdown_signal};
 use regcred::webhook::{
     DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_CA_VALIDITY, DEFAULT_CERT_VALIDITY,
     DEFAULT_CHECK_INTERVAL, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
@@ -16,7 +16,7 @@ use regcred::webhook::{
 };
 
 use super::policy::PolicyArgs;
-use super::{PolicyConfigArg, load_config};
+use super::{LogFormatArg, PolicyConfigArg, load_config};
 
 /// Arguments of `regcred webhook`.
 #[derive(Debug, Args)]
@@ -110,13 +110,13 @@ pub(crate) struct WebhookArgs {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: tracing::Level,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
-    log_format: LogFormat,
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Json)]
+    log_format: LogFormatArg,
 }
 
 /// Runs the webhook until SIGTERM or SIGINT.
 pub(crate) fn run(policy: &PolicyArgs, args: WebhookArgs) -> Result<u8> {
-    init_logging(args.log_level, args.log_format);
+    init_logging(args.log_level, args.log_format.into());
     let config = load_config(&args.config)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Each review in flight holds one instance; the pool has room for all of them.

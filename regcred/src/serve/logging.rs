@@ -1,10 +1,8 @@
 //! The logging set-up and the shutdown signal of the long-running commands (`webhook`,
 //! `cri-proxy`).
 
-use clap::ValueEnum;
-
 /// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// One JSON object per line.
     Json,
