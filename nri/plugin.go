@@ -69,7 +69,7 @@ func (p *Plugin) ValidateContainerAdjustment(ctx context.Context, req *api.Valid
 	q := Question(req.GetPod(), req.GetContainer())
 	decision, err := p.agent.Decide(ctx, q)
 	if err != nil {
-		p.log.Warn("refused: no answer from the node agent", "pod", q.Namespace+"/"+q.Pod, "container", q.Container, "image", q.Image, "error", err)
+		p.log.Warn("refused: no answer from the node agent", "pod", q.Namespace+"/"+q.Pod, "container", q.Container, "image", q.Image, "decision", "refused", "error", err)
 		return fmt.Errorf("regcred: container %s of pod %s/%s is not created: the regcred node agent did not answer (%v); it is created once the agent is back", q.Container, q.Namespace, q.Pod, err)
 	}
 	if !decision.Allowed {

@@ -29,6 +29,11 @@ func TestExplainAPod(t *testing.T) {
 	nodes := kit.Nodes()
 	node := nodes[len(nodes)-1]
 	image := kit.Image("BASIC")
+	// The same credentials in another namespace's Secret pull the image onto the node
+	// first: the pod's own decision must still name its own Secret, not that one.
+	other := namespace(t, ctx)
+	mustSecret(t, ctx, other, "same-credentials", map[string]string{"serverAddress": basic, "username": user(), "password": password()})
+	runPod(t, ctx, other, onNode(kit.PodSpec("first", image, "same-credentials"), node))
 	pod := onNode(kit.PodSpec("app", image, "missing", "invalid", "good"), node)
 	pod.Spec.InitContainers = []corev1.Container{{Name: "init", Image: image, Command: []string{"true"}}}
 	runPod(t, ctx, ns, pod)

@@ -65,15 +65,17 @@ pub(super) fn run(policy: &PolicyRunner, args: ConvertArgs) -> Result<u8> {
     if convertible == 0 {
         bail!("no dockerconfigjson or dockercfg Secret in the input");
     }
+    // Any --apply refuses an invalid conversion, so that --dry-run=client predicts the
+    // real run.
+    if args.apply.apply && !invalid.is_empty() {
+        eprintln!(
+            "error: not applying: the converted Secret(s) {} break the rules above; \
+             nothing was sent",
+            invalid.join(", ")
+        );
+        return Ok(EXIT_INVALID);
+    }
     if args.apply.sends() {
-        if !invalid.is_empty() {
-            eprintln!(
-                "error: not applying: the converted Secret(s) {} break the rules above; \
-                 nothing was sent",
-                invalid.join(", ")
-            );
-            return Ok(EXIT_INVALID);
-        }
         apply(converted, &args.apply)?;
         return Ok(EXIT_OK);
     }

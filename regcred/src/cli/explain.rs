@@ -212,7 +212,9 @@ async fn gather(
             image_ids.push((image, s.image_id.clone()));
         }
     }
+    // Records are a node's: a pod on no node has none to show.
     let records = match &args.records_dir {
+        Some(_) if spec.node_name.is_none() => None,
         Some(dir) => Some(
             PullRecords::inspect(dir, Duration::from_secs(args.pull_record_ttl))
                 .with_context(|| format!("cannot read the records in {}", dir.display()))?,
@@ -228,8 +230,11 @@ async fn gather(
             .map(|(_, id)| id.clone())
             .collect();
         let recorded = records.as_ref().map(|records| {
-            std::iter::once(image.as_str())
-                .chain(ids.iter().map(String::as_str))
+            // The IDs the pod's containers run first (a name may have been pulled as
+            // several images over time), then the name for a pod not started yet.
+            ids.iter()
+                .map(String::as_str)
+                .chain(std::iter::once(image.as_str()))
                 .find_map(|reference| records.summary(reference))
                 .or_else(|| {
                     // No record under any name: an image ID still says preloaded or not.
@@ -384,6 +389,12 @@ fn human(e: &Explanation) -> String {
                 }
             }
         }
+    }
+    if e.records_dir.is_some() && e.node.is_none() {
+        let _ = writeln!(
+            out,
+            "\nThe pod is not scheduled: no node's records apply to it (--records-dir not read)."
+        );
     }
     if e.records_dir.is_none()
         && let Some(node) = &e.node

@@ -172,6 +172,7 @@ impl Inner {
             tracing::info!(
                 image,
                 pod = view.pod.as_ref().map(tracing::field::display),
+                decision = PullOutcome::ForwardedWithAuth.as_str(),
                 "PullImage already carries auth; forwarded untouched"
             );
             // Left to kubelet's own checks (issue 23, finding 3): recorded, not private.
@@ -196,6 +197,7 @@ impl Inner {
         let Some(pod) = view.pod else {
             tracing::info!(
                 image,
+                decision = PullOutcome::ForwardedWithoutCredentials.as_str(),
                 "PullImage without pod metadata; forwarded without credentials"
             );
             return self.forward_anonymous(&head, body, image).await;
@@ -207,9 +209,14 @@ impl Inner {
                 unreadable,
             }) => (candidates, unreadable),
             Ok(Resolved::PodUnknown) => {
+                tracing::info!(pod = %pod, image,
+                    decision = PullOutcome::ForwardedWithoutCredentials.as_str(),
+                    "forwarded without credentials (the pod is unknown to the pull secret source)");
                 return self.forward_anonymous(&head, body, image).await;
             }
             Err(failure) => {
+                tracing::warn!(pod = %pod, image, decision = failure.outcome.as_str(),
+                    "PullImage answered with regcred's error (the line before says why)");
                 self.metrics.pull(failure.outcome);
                 return failure.response;
             }

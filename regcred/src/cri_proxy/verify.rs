@@ -142,11 +142,26 @@ impl ImageVerification {
             if body.is_empty() || body.contains('*') {
                 return Err(wrong("a `*` may only end it, as `/*`"));
             }
-            let image = ImageRef::parse(body).map_err(|err| wrong(&err.reason))?;
-            if image.tag.is_some() || image.digest.is_some() {
-                return Err(wrong("it has a tag or a digest"));
-            }
-            names.push(format!("{}{under}", image.name()));
+            let name = if under.is_empty() {
+                let image = ImageRef::parse(body).map_err(|err| wrong(&err.reason))?;
+                if image.tag.is_some() || image.digest.is_some() {
+                    return Err(wrong("it has a tag or a digest"));
+                }
+                image.name()
+            } else {
+                // A prefix: parsed with two made-up path components after it, so that a
+                // registry alone (`registry.example.com/*`, `docker.io/*`) stays a
+                // registry, and no `library/` is put in for Docker Hub.
+                const UNDER: &str = "/regcred-x/regcred-y";
+                let image =
+                    ImageRef::parse(&format!("{body}{UNDER}")).map_err(|err| wrong(&err.reason))?;
+                if image.tag.is_some() || image.digest.is_some() {
+                    return Err(wrong("it has a tag or a digest"));
+                }
+                let name = image.name();
+                name.strip_suffix(UNDER).unwrap_or(&name).to_owned()
+            };
+            names.push(format!("{name}{under}"));
         }
         self.allowlist = names;
         Ok(self)
@@ -588,6 +603,8 @@ impl Inner {
         }
 
         let resolved = self.candidates_for(pod, &name).await.map_err(|failure| {
+            tracing::warn!(pod = %pod, image = %shown, decision = ImageUse::Failed.as_str(),
+                "no decision on the image (the line before says why)");
             self.metrics.image_use(ImageUse::Failed);
             failure.response
         })?;
@@ -962,6 +979,10 @@ mod tests {
                 "registry.k8s.io/pause".into(),
                 "127.0.0.1:5000/team/*".into(),
                 "busybox".into(),
+                // A registry alone, and Docker Hub's users.
+                "registry.example.com/*".into(),
+                "localhost:5001/*".into(),
+                "tools/*".into(),
             ])
             .unwrap();
         for yes in [
@@ -973,6 +994,11 @@ mod tests {
             // Docker Hub's other spellings, by the policy's ImageRef.
             "index.docker.io/library/busybox:1.36",
             "registry-1.docker.io/library/busybox",
+            "registry.example.com/app:v1",
+            "Registry.Example.com/team/app",
+            "localhost:5001/app",
+            "tools/kubectl:1.37",
+            "docker.io/tools/kubectl",
         ] {
             assert!(v.allowlisted(yes), "{yes}");
         }
@@ -982,6 +1008,9 @@ mod tests {
             "127.0.0.1:5000/teams/x",
             "other/busybox",
             "not an image",
+            "registry.example.co/app",
+            "localhost:5000/app",
+            "toolsx/kubectl",
         ] {
             assert!(!v.allowlisted(no), "{no}");
         }

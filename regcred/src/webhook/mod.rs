@@ -635,7 +635,7 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
                         }
                     }
                     tracing::info!(
-                        uid = decision.uid(),
+                        review_uid = decision.uid(),
                         operation = decision.operation(),
                         secret = decision.secret().unwrap_or_default(),
                         decision = outcome.as_str(),
@@ -644,14 +644,14 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
                     );
                 }
                 Outcome::Allowed => tracing::debug!(
-                    uid = decision.uid(),
+                    review_uid = decision.uid(),
                     operation = decision.operation(),
                     secret = decision.secret().unwrap_or_default(),
                     decision = outcome.as_str(),
                     "allowed"
                 ),
                 Outcome::Skipped => tracing::debug!(
-                    uid = decision.uid(),
+                    review_uid = decision.uid(),
                     operation = decision.operation(),
                     decision = outcome.as_str(),
                     "not a checked Secret: allowed"

@@ -258,7 +258,7 @@ async fn no_secret_value_reaches_answers_logs_or_metrics() {
     let denied: Value = logs
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|event| event["uid"] == "canary-1")
+        .find(|event| event["review_uid"] == "canary-1")
         .unwrap_or_else(|| panic!("no log line for review canary-1:\n{logs}"));
     assert_eq!(denied["message"], "denied", "{denied}");
     assert_eq!(denied["decision"], "denied", "{denied}");
