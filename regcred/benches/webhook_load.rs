@@ -25,8 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use regcred_tests::harness::{WebhookClient as Client, webhook_client_config as client_config};
+#[path = "../tests/support/webhook_client.rs"]
+mod webhook_client;
 use serde_json::{Value, json};
+use webhook_client::{WebhookClient as Client, webhook_client_config as client_config};
 
 /// Warm-up rounds: each sends every workload body once.
 const WARM_UP_ROUNDS: usize = 250;

@@ -25,9 +25,9 @@ use regcred_types::PolicyConfig;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
-pub(crate) use regcred_tests::harness::{
-    WebhookClient as Client, webhook_client_config as client_config,
-};
+#[path = "../support/webhook_client.rs"]
+mod webhook_client;
+pub(crate) use webhook_client::{WebhookClient as Client, webhook_client_config as client_config};
 
 /// A self-signed serving certificate for `localhost` and `127.0.0.1`.
 pub(crate) struct TestCert {

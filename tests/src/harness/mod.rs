@@ -52,7 +52,6 @@ mod proxy;
 mod recording_runtime;
 mod registry;
 mod token_server;
-mod webhook_client;
 
 pub use containerd::{Containerd, DEFAULT_RUNTIME, PullPath, RUNTIME_ENV, Runtime, test_runtime};
 pub use cri::{ConnectError, CriClient, basic_auth, image_spec, pod_sandbox};
@@ -74,4 +73,3 @@ pub use registry::Registry;
 pub use token_server::{
     Grant, GrantRecord, KeyReference, TokenServer, TokenServerBuilder, libtrust_key_id,
 };
-pub use webhook_client::{WebhookClient, webhook_client_config};

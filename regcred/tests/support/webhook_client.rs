@@ -1,4 +1,5 @@
-//! A TLS client for the webhook's tests and its load benchmark (both in the `regcred`
+//! A TLS client for the webhook's tests and its load benchmark, included by both with
+//! `#[path]` (it lived in `regcred-tests`, which made a dependency cycle with this
 //! crate): rustls (ring) trusting one
 //! certificate, HTTP/1.1 with keep-alive over one connection.
 
@@ -19,14 +20,14 @@ use tokio_rustls::TlsConnector;
     missing_debug_implementations,
     reason = "hyper's SendRequest has no Debug; a test client"
 )]
-pub struct WebhookClient {
+pub(crate) struct WebhookClient {
     sender: SendRequest<Full<Bytes>>,
     /// The end-entity certificate the server presented in the handshake.
-    pub peer_certificate: CertificateDer<'static>,
+    pub(crate) peer_certificate: CertificateDer<'static>,
 }
 
 /// A rustls client configuration that trusts exactly `root` (DER).
-pub fn webhook_client_config(root: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+pub(crate) fn webhook_client_config(root: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).expect("a usable root certificate");
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -43,7 +44,7 @@ pub fn webhook_client_config(root: &CertificateDer<'static>) -> Arc<rustls::Clie
 impl WebhookClient {
     /// Connects to `addr`, checking the certificate against `config`'s root for the name
     /// `localhost`.
-    pub async fn connect(
+    pub(crate) async fn connect(
         addr: SocketAddr,
         config: Arc<rustls::ClientConfig>,
     ) -> std::io::Result<Self> {
@@ -70,7 +71,7 @@ impl WebhookClient {
     }
 
     /// Sends one request and reads the whole answer.
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -91,7 +92,7 @@ impl WebhookClient {
     }
 
     /// `POST /validate` with `body`.
-    pub async fn review(&mut self, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+    pub(crate) async fn review(&mut self, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
         self.send("POST", "/validate", body)
             .await
             .expect("the webhook answers")
