@@ -59,6 +59,7 @@ mod records;
 mod runtime;
 mod source;
 mod verify;
+mod wire;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::Response;
 use prost::Message as _;
@@ -18,9 +18,7 @@ use super::metrics::PullOutcome;
 use super::records::{CredentialFields, ImageKey, PullRecords, RecordsError};
 use super::runtime::RequestHead;
 use super::source::PodRef;
-
-/// Protobuf tag of `PullImageRequest.auth`: field 2, wire type 2 (length-delimited).
-const AUTH_TAG: u8 = (2 << 3) | 2;
+use super::wire::with_auth;
 
 /// What the proxy reads of a PullImageRequest.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,27 +46,6 @@ impl PullView {
             pod,
         })
     }
-}
-
-/// `message` with an `auth` field (field 2) appended: the original bytes, unchanged, then
-/// the new field. Protobuf parsers accept fields in any order, and a message field that
-/// appears again merges into the earlier one.
-pub(crate) fn with_auth(message: &[u8], auth: &AuthConfig) -> Bytes {
-    let encoded = CriAuthConfig {
-        username: auth.username.clone(),
-        password: auth.password.expose().to_owned(),
-        auth: auth.auth.expose().to_owned(),
-        server_address: auth.server_address.clone(),
-        identity_token: auth.identity_token.expose().to_owned(),
-        registry_token: auth.registry_token.expose().to_owned(),
-    }
-    .encode_to_vec();
-    let mut out = BytesMut::with_capacity(message.len() + encoded.len() + 6);
-    out.extend_from_slice(message);
-    out.extend_from_slice(&[AUTH_TAG]);
-    prost::encoding::encode_varint(encoded.len() as u64, &mut out);
-    out.extend_from_slice(&encoded);
-    out.freeze()
 }
 
 /// Every secret value in `candidates` (and the base64 `auth` it may be sent as), to take
