@@ -3,11 +3,13 @@ package kit
 import (
 	"encoding/json"
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // `regcred explain POD` (issue 25) against a pod on the kit's second node (one node
@@ -91,6 +93,17 @@ func TestExplainAPod(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(run("-o", "json")), &doc); err != nil {
 		t.Fatal(err)
+	}
+	// -o yaml is the same document.
+	var asJSON, asYAML any
+	if err := json.Unmarshal([]byte(run("-o", "json")), &asJSON); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(run("-o", "yaml")), &asYAML); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(asJSON, asYAML) {
+		t.Errorf("-o yaml is not the -o json document:\n%v\n%v", asJSON, asYAML)
 	}
 	if doc.Pod != ns+"/app" || doc.Node != node || len(doc.PullSecrets) != 3 || len(doc.Images) != 1 {
 		t.Fatalf("-o json: %+v", doc)
