@@ -19,6 +19,8 @@ use super::{LogFormatArg, PolicyConfigArg, ProfileArg, load_config};
 
 /// How long a pulled-image record lets a pod use an image without asking the registry
 /// again (default): a day.
+/// The agent's default `--pull-records-dir` (also where `doctor --node` looks).
+pub(super) const DEFAULT_RECORDS_DIR: &str = "/var/lib/regcred/cri-proxy";
 pub(super) const DEFAULT_PULL_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Arguments of `regcred cri-proxy`.
@@ -100,7 +102,7 @@ pub(crate) struct CriProxyArgs {
     preloaded_images_verification_allowlist: Vec<String>,
     /// Where the records of which credentials pulled which image are kept (created, mode
     /// 0700; no secret values, keyed hashes). They survive a restart of the proxy.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/regcred/cri-proxy")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RECORDS_DIR)]
     pull_records_dir: std::path::PathBuf,
     /// The key of the records' credential hashes (HMAC-SHA256; created, 32 random bytes,
     /// mode 0600, when missing). Default: DIR.key beside --pull-records-dir, outside it,

@@ -57,7 +57,7 @@ pub(super) struct DoctorArgs {
     )]
     agent_socket: PathBuf,
     /// Node: the agent's pulled-image records directory.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/regcred/cri-proxy")]
+    #[arg(long, value_name = "DIR", default_value = super::cri_proxy::DEFAULT_RECORDS_DIR)]
     records_dir: PathBuf,
     /// Node: containerd's configuration file (its imports are read too).
     #[arg(

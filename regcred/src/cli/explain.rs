@@ -15,7 +15,7 @@ use regcred_host::PolicyRunner;
 use regcred_types::{Candidate, SecretManifest};
 use serde::Serialize;
 
-use super::cri_proxy::DEFAULT_PULL_RECORD_TTL;
+use super::cri_proxy::{DEFAULT_PULL_RECORD_TTL, DEFAULT_RECORDS_DIR};
 use super::kube_args::{KubeArgs, runtime};
 use super::policy::explain as explain_policy_error;
 use super::{EXIT_OK, PolicyConfigArg, ProfileArg, ReportFormat, load_config, print_report};
@@ -402,7 +402,7 @@ fn human(e: &Explanation) -> String {
         let _ = writeln!(
             out,
             "\nWhat node {node}'s records say about these images: run this again on that node \
-             with --records-dir (the agent's --pull-records-dir, /var/lib/regcred/cri-proxy by \
+             with --records-dir (the agent's --pull-records-dir, {DEFAULT_RECORDS_DIR} by \
              default)."
         );
     }

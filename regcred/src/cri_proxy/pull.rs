@@ -208,8 +208,7 @@ impl Inner {
             return self.forward_anonymous(&head, body, image).await;
         }
 
-        let mut tried: Vec<String> = Vec::with_capacity(candidates.len());
-        let tried_out = self
+        let tried = self
             .try_candidates(
                 &head,
                 &candidates,
@@ -227,11 +226,10 @@ impl Inner {
                             candidate.secret, candidate.matched, answer.message
                         ),
                     );
-                    tried.push(candidate.secret.clone());
                 },
             )
             .await;
-        let last = match tried_out {
+        let last = match tried {
             Err(unavailable) => {
                 tracing::error!(pod = %pod, image,
                     decision = PullOutcome::RuntimeUnavailable.as_str(),
@@ -257,6 +255,8 @@ impl Inner {
             Ok(Tried::Refused { last }) => last,
         };
         self.metrics.pull(PullOutcome::AllCandidatesFailed);
+        // Refused: every candidate was tried, in order.
+        let tried: Vec<&str> = candidates.iter().map(|c| c.secret.as_str()).collect();
         tracing::warn!(pod = %pod, image, secrets = %tried.join(","),
             decision = PullOutcome::AllCandidatesFailed.as_str(),
             "every pull secret's credentials were refused");
