@@ -11,5 +11,6 @@
 pub mod chart;
 pub mod credential_provider;
 pub mod cri_proxy;
+pub mod node_install;
 pub mod serve;
 pub mod webhook;

@@ -8,6 +8,8 @@ mod doctor;
 mod explain;
 mod input;
 mod kube_args;
+mod node;
+mod node_cleanup;
 mod policy;
 mod resolve;
 mod schema;
@@ -120,6 +122,10 @@ enum Command {
                             (the reason on stderr)."
     )]
     CredentialProvider(credential_provider::CredentialProviderArgs),
+    /// Install regcred's node side on this host (systemd services, containerd's and
+    /// kubelet's drop-ins), undo it, or show it.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Print a shell completion script for regcred's commands and flags.
     #[command(after_help = "Examples:\n  source <(regcred completion bash)\n  \
                             regcred completion zsh > \"${fpath[1]}/_regcred\"\n  \
@@ -272,6 +278,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Webhook(args) => webhook::run(&cli.policy, args),
         Command::CriProxy(args) => cri_proxy::run(cli.policy.runner()?, args),
         Command::CredentialProvider(args) => credential_provider::run(cli.policy.runner()?, args),
+        Command::Node(command) => node::run(&command),
         Command::Completion(args) => {
             let shell = match args.shell {
                 CompletionShell::Bash => clap_complete::Shell::Bash,

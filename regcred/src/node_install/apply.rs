@@ -1,0 +1,485 @@
+//! The install and uninstall transactions, and the host's systemd as they reach it.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::state::{
+    FileRecord, InstallState, Phase, Previous, keep, missing_dirs, remove_empty, sha256, stage,
+    write_atomic,
+};
+use super::{Layout, Mode, Part, Planned, services};
+
+/// containerd's unit.
+const CONTAINERD: &str = "containerd.service";
+/// kubelet's unit.
+const KUBELET: &str = "kubelet.service";
+
+/// How the installer reaches the host's systemd: a command line that `systemctl`'s own
+/// arguments are appended to (`systemctl` on the node; `nsenter --target 1 --mount --uts
+/// --ipc --net --pid -- systemctl` from a pod with the host's PID namespace).
+#[derive(Debug, Clone)]
+pub struct Systemctl {
+    argv: Vec<String>,
+    settle: Duration,
+}
+
+impl Systemctl {
+    /// `argv` is the command (non-empty); after restarting a service the installer waits
+    /// `settle` before asking whether it is still active (a service that dies at start
+    /// is caught then).
+    pub fn new(argv: Vec<String>, settle: Duration) -> Self {
+        Self { argv, settle }
+    }
+
+    fn run(&self, args: &[&str]) -> Result<(), String> {
+        let shown = format!("systemctl {}", args.join(" "));
+        let (program, prefix) = self
+            .argv
+            .split_first()
+            .ok_or("the systemctl command is empty")?;
+        let output = Command::new(program)
+            .args(prefix)
+            .args(args)
+            .output()
+            .map_err(|e| format!("`{shown}` could not run ({program}: {e})"))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let said = String::from_utf8_lossy(&output.stderr);
+        let said = said.trim();
+        Err(format!(
+            "`{shown}` failed ({}){}",
+            output.status,
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {said}")
+            }
+        ))
+    }
+
+    /// Restarts `units` and checks, after the settle time, that each is active.
+    fn restart(&self, units: &[&str]) -> Result<(), String> {
+        for unit in units {
+            self.run(&["restart", unit])?;
+        }
+        self.check_active(units)
+    }
+
+    fn check_active(&self, units: &[&str]) -> Result<(), String> {
+        if !self.settle.is_zero() {
+            std::thread::sleep(self.settle);
+        }
+        for unit in units {
+            self.run(&["is-active", "--quiet", unit])
+                .map_err(|e| format!("{unit} is not active after its restart ({e})"))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// Files written (install) or put back (uninstall), as host paths.
+    pub files: Vec<PathBuf>,
+    /// Units restarted, in order.
+    pub restarted: Vec<String>,
+    /// Files left alone, each with why (uninstall: changed by someone since).
+    pub left: Vec<String>,
+    /// Nothing to do: the node already is as asked.
+    pub unchanged: bool,
+}
+
+/// A file of the plan with what the host has now.
+struct Step {
+    file: Planned,
+    before: Option<(Vec<u8>, u32)>,
+    changed: bool,
+}
+
+/// Installs `files` (from [`super::plan`]) on the host: stage, record, switch, restart,
+/// check; on any failure puts everything back as it was and says what failed.
+///
+/// # Errors
+/// The message names the failing step and what the rollback did.
+pub fn install(
+    layout: &Layout,
+    mode: Mode,
+    files: Vec<Planned>,
+    systemctl: &Systemctl,
+) -> Result<Outcome, String> {
+    let old = InstallState::load(layout)?;
+    if let Some(old) = &old
+        && old.mode != mode
+    {
+        return Err(format!(
+            "this node has regcred installed in {:?} mode: `regcred node uninstall` first; \
+             nothing was changed",
+            old.mode
+        ));
+    }
+    let state_file = InstallState::path(layout);
+    let created = missing_dirs(
+        layout,
+        files
+            .iter()
+            .map(|f| f.path.as_path())
+            .chain([state_file.as_path()]),
+    );
+    let mut steps = Vec::with_capacity(files.len());
+    let mut records = Vec::with_capacity(files.len());
+    for (index, file) in files.into_iter().enumerate() {
+        let target = layout.on_host(&file.path);
+        let before = match std::fs::read(&target) {
+            Ok(bytes) => {
+                let mode = std::fs::metadata(&target)
+                    .map_err(|e| format!("reading {}: {e}", target.display()))?
+                    .permissions()
+                    .mode()
+                    & 0o7777;
+                Some((bytes, mode))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("reading {}: {e}", target.display())),
+        };
+        let previous = match old
+            .as_ref()
+            .and_then(|old| old.files.iter().find(|r| r.path == file.path))
+        {
+            Some(record) => record.previous.clone(),
+            None if before.is_some() => match keep(layout, index, &file.path) {
+                Ok(kept) => kept,
+                Err(e) => {
+                    let _ = InstallState::remove(layout, old.is_none());
+                    remove_empty(layout, &created);
+                    return Err(format!("{e}; nothing was changed"));
+                }
+            },
+            None => Previous::Absent,
+        };
+        records.push(FileRecord {
+            path: file.path.clone(),
+            part: file.part,
+            sha256: sha256(&file.content),
+            previous,
+        });
+        let changed = before
+            .as_ref()
+            .is_none_or(|(bytes, m)| *bytes != file.content || *m != file.mode);
+        steps.push(Step {
+            file,
+            before,
+            changed,
+        });
+    }
+    let units = services(mode);
+    let mut outcome = Outcome::default();
+    if steps.iter().all(|s| !s.changed) && old.as_ref().is_some_and(|o| o.phase == Phase::Installed)
+    {
+        // Nothing to switch; a stopped service is started (never restarted).
+        let mut args = vec!["enable", "--now"];
+        args.extend_from_slice(units);
+        systemctl.run(&args)?;
+        outcome.unchanged = true;
+        return Ok(outcome);
+    }
+
+    // Stage every changed file beside its target: nothing on the host changes yet.
+    let mut staged = Vec::new();
+    for step in steps.iter().filter(|s| s.changed) {
+        match stage(
+            &layout.on_host(&step.file.path),
+            &step.file.content,
+            step.file.mode,
+        ) {
+            Ok(path) => staged.push(path),
+            Err(e) => {
+                remove_all(&staged);
+                if old.is_none() {
+                    let _ = InstallState::remove(layout, true);
+                }
+                remove_empty(layout, &created);
+                return Err(format!("{e}; nothing was changed"));
+            }
+        }
+    }
+    let mut state = InstallState {
+        version: 1,
+        mode,
+        phase: Phase::Switching,
+        regcred_version: env!("CARGO_PKG_VERSION").to_owned(),
+        files: records,
+        created_dirs: old
+            .iter()
+            .flat_map(|o| o.created_dirs.iter().cloned())
+            .chain(created.iter().cloned())
+            .collect(),
+    };
+    if let Err(e) = state.store(layout) {
+        remove_all(&staged);
+        remove_empty(layout, &created);
+        return Err(format!("{e}; nothing was changed"));
+    }
+
+    let mut switched: Vec<&Step> = Vec::new();
+    let mut staged_left = staged.into_iter();
+    let result = (|| {
+        for step in steps.iter().filter(|s| s.changed) {
+            let from = staged_left.next().ok_or("staging lost a file")?;
+            let to = layout.on_host(&step.file.path);
+            std::fs::rename(&from, &to)
+                .map_err(|e| format!("renaming {} to {}: {e}", from.display(), to.display()))?;
+            switched.push(step);
+            outcome.files.push(step.file.path.clone());
+        }
+        restart_for(systemctl, units, &switched, &mut outcome.restarted)
+    })();
+    match result {
+        Ok(()) => {
+            state.phase = Phase::Installed;
+            state.store(layout)?;
+            Ok(outcome)
+        }
+        Err(failure) => {
+            remove_all(&staged_left.collect::<Vec<_>>());
+            let undone = roll_back(
+                layout,
+                old.as_ref(),
+                units,
+                &switched,
+                &outcome.restarted,
+                systemctl,
+            );
+            remove_empty(layout, &created);
+            Err(format!("install failed: {failure}; {undone}"))
+        }
+    }
+}
+
+/// The restarts that the switched files call for, in dependency order; each unit is
+/// listed in `attempted` before it is restarted.
+fn restart_for(
+    systemctl: &Systemctl,
+    units: &[&str],
+    switched: &[&Step],
+    attempted: &mut Vec<String>,
+) -> Result<(), String> {
+    let touched = |part: Part| switched.iter().any(|s| s.file.part == part);
+    if touched(Part::Binary) || touched(Part::Unit) {
+        systemctl.run(&["daemon-reload"])?;
+        let mut enable = vec!["enable"];
+        enable.extend_from_slice(units);
+        systemctl.run(&enable)?;
+        attempted.extend(units.iter().map(|u| (*u).to_owned()));
+        systemctl.restart(units)?;
+    }
+    if touched(Part::Containerd) {
+        attempted.push(CONTAINERD.to_owned());
+        systemctl.restart(&[CONTAINERD])?;
+        // regcred-nri reconnects to the new containerd by itself; it must still be there.
+        systemctl.check_active(units)?;
+    }
+    if touched(Part::Kubelet) {
+        attempted.push(KUBELET.to_owned());
+        systemctl.restart(&[KUBELET])?;
+    }
+    Ok(())
+}
+
+/// Puts the switched files back as they were before this run and restarts again what
+/// this run restarted (or tried to); returns what it did, for the error.
+fn roll_back(
+    layout: &Layout,
+    old: Option<&InstallState>,
+    units: &[&str],
+    switched: &[&Step],
+    attempted: &[String],
+    systemctl: &Systemctl,
+) -> String {
+    let mut problems = Vec::new();
+    for step in switched.iter().rev() {
+        let target = layout.on_host(&step.file.path);
+        let put_back = match &step.before {
+            Some((bytes, mode)) => write_atomic(&target, bytes, *mode),
+            None => std::fs::remove_file(&target)
+                .map_err(|e| format!("removing {}: {e}", target.display())),
+        };
+        if let Err(e) = put_back {
+            problems.push(e);
+        }
+    }
+    let state = match old {
+        Some(old) => old.store(layout),
+        None => InstallState::remove(layout, true),
+    };
+    if let Err(e) = state {
+        problems.push(e);
+    }
+    let touched = |part: Part| switched.iter().any(|s| s.file.part == part);
+    let tried = |unit: &str| attempted.iter().any(|u| u == unit);
+    let mut again = |args: &[&str]| {
+        if let Err(e) = systemctl.run(args) {
+            problems.push(e);
+        }
+    };
+    if touched(Part::Binary) || touched(Part::Unit) {
+        again(&["daemon-reload"]);
+        let mut args = if old.is_some() {
+            vec!["restart"]
+        } else {
+            vec!["disable", "--now"]
+        };
+        args.extend_from_slice(units);
+        again(&args);
+    }
+    if tried(CONTAINERD) {
+        again(&["restart", CONTAINERD]);
+    }
+    if tried(KUBELET) {
+        again(&["restart", KUBELET]);
+    }
+    if problems.is_empty() {
+        format!(
+            "rolled back: {} file(s) put back as they were and their services restarted",
+            switched.len()
+        )
+    } else {
+        format!("the rollback was incomplete: {}", problems.join("; "))
+    }
+}
+
+fn remove_all(paths: &[PathBuf]) {
+    for path in paths {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Undoes what [`install`] recorded, in the reverse order: kubelet's drop-in (kubelet
+/// restarted), containerd's (containerd restarted), the services stopped and disabled,
+/// their units and binaries put back. A file someone changed since is left alone and
+/// named. The state goes once everything is back; run again after a failure.
+///
+/// # Errors
+/// A step failed (named); what could be done was done, and the state keeps the rest.
+pub fn uninstall(layout: &Layout, systemctl: &Systemctl) -> Result<Outcome, String> {
+    let Some(state) = InstallState::load(layout)? else {
+        return Ok(Outcome {
+            unchanged: true,
+            ..Outcome::default()
+        });
+    };
+    let mut outcome = Outcome::default();
+    let mut problems = Vec::new();
+    let of = |part: Part| state.files.iter().filter(move |f| f.part == part);
+
+    for (part, unit) in [(Part::Kubelet, KUBELET), (Part::Containerd, CONTAINERD)] {
+        let mut restored = false;
+        for record in of(part) {
+            match restore(layout, record) {
+                Ok(Restored::Yes) => {
+                    restored = true;
+                    outcome.files.push(record.path.clone());
+                }
+                Ok(Restored::Already) => {}
+                Ok(Restored::Left(why)) => outcome.left.push(why),
+                Err(e) => problems.push(e),
+            }
+        }
+        if restored {
+            match systemctl.restart(&[unit]) {
+                Ok(()) => outcome.restarted.push(unit.to_owned()),
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    let units = services(state.mode);
+    let mut args = vec!["disable", "--now"];
+    args.extend_from_slice(units);
+    if let Err(e) = systemctl.run(&args) {
+        problems.push(e);
+    }
+    for record in of(Part::Unit).chain(of(Part::Binary)) {
+        match restore(layout, record) {
+            Ok(Restored::Yes) => outcome.files.push(record.path.clone()),
+            Ok(Restored::Already) => {}
+            Ok(Restored::Left(why)) => outcome.left.push(why),
+            Err(e) => problems.push(e),
+        }
+    }
+    if let Err(e) = systemctl.run(&["daemon-reload"]) {
+        problems.push(e);
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "uninstall did not finish: {}; run it again (the state is kept)",
+            problems.join("; ")
+        ));
+    }
+    // A copy of a file left alone stays where the message says it is.
+    InstallState::remove(layout, outcome.left.is_empty())?;
+    remove_empty(layout, &state.created_dirs);
+    Ok(outcome)
+}
+
+enum Restored {
+    Yes,
+    Already,
+    Left(String),
+}
+
+/// Puts one file back as it was before regcred, if it still is what regcred wrote.
+fn restore(layout: &Layout, record: &FileRecord) -> Result<Restored, String> {
+    let target = layout.on_host(&record.path);
+    let now = match std::fs::read(&target) {
+        Ok(bytes) => Some(sha256(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("reading {}: {e}", target.display())),
+    };
+    match (&record.previous, now) {
+        (Previous::Absent, None) => Ok(Restored::Already),
+        (Previous::Kept { sha256: was, .. }, Some(now)) if *was == now => Ok(Restored::Already),
+        (previous, Some(now)) if now == record.sha256 => {
+            match previous {
+                Previous::Absent => std::fs::remove_file(&target)
+                    .map_err(|e| format!("removing {}: {e}", target.display()))?,
+                Previous::Kept {
+                    backup,
+                    mode,
+                    sha256: was,
+                } => {
+                    let kept = layout.on_host(backup);
+                    let bytes = std::fs::read(&kept)
+                        .map_err(|e| format!("reading the kept copy {}: {e}", kept.display()))?;
+                    if sha256(&bytes) != *was {
+                        return Err(format!(
+                            "the kept copy {} of {} is damaged; {} is left as regcred wrote it",
+                            kept.display(),
+                            record.path.display(),
+                            record.path.display()
+                        ));
+                    }
+                    write_atomic(&target, &bytes, *mode)?;
+                }
+            }
+            Ok(Restored::Yes)
+        }
+        (previous, now) => Ok(Restored::Left(format!(
+            "{} was {} since regcred installed it; left as it is{}",
+            record.path.display(),
+            if now.is_some() { "changed" } else { "removed" },
+            match previous {
+                Previous::Kept { backup, .. } => {
+                    format!(
+                        " (the file regcred replaced is kept at {})",
+                        backup.display()
+                    )
+                }
+                Previous::Absent => String::new(),
+            }
+        ))),
+    }
+}

@@ -1,0 +1,270 @@
+//! The installer's record of a node: which files it wrote, what was there before each
+//! (kept byte for byte under the state directory), and whether the last install finished.
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::{Layout, Mode, Part};
+
+/// The state file's name in the state directory.
+const STATE_FILE: &str = "state.json";
+/// The directory of the replaced files' copies, in the state directory.
+const BACKUP_DIR: &str = "backup";
+
+/// What the installer did to a node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstallState {
+    /// The format of this file (1).
+    pub version: u32,
+    /// The mode installed.
+    pub mode: Mode,
+    /// `installed`, or `switching` while (or if interrupted while) files are switched.
+    pub phase: Phase,
+    /// The regcred version that wrote it.
+    pub regcred_version: String,
+    /// Each file written, in switching order.
+    pub files: Vec<FileRecord>,
+    /// Host directories the installer created (removed again when empty).
+    #[serde(default)]
+    pub created_dirs: Vec<PathBuf>,
+}
+
+/// Where an install stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Files are being switched in (an interrupted install leaves this; `install` again
+    /// finishes it, `uninstall` undoes it).
+    Switching,
+    /// Every file is in place and the services were restarted.
+    Installed,
+}
+
+/// One file the installer wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileRecord {
+    /// The host path.
+    pub path: PathBuf,
+    /// What it is for.
+    pub part: Part,
+    /// sha256 of what the installer wrote.
+    pub sha256: String,
+    /// What was there before the first install.
+    pub previous: Previous,
+}
+
+/// A file as it was before regcred wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "kind", deny_unknown_fields)]
+pub enum Previous {
+    /// There was no file.
+    Absent,
+    /// There was one; its bytes and permission bits are kept at `backup` (a host path).
+    Kept {
+        /// The copy's host path.
+        backup: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// sha256 of its bytes.
+        sha256: String,
+    },
+}
+
+/// The hex sha256 of `bytes`.
+pub(super) fn sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl InstallState {
+    /// The state file's host path.
+    pub fn path(layout: &Layout) -> PathBuf {
+        layout.state_dir.join(STATE_FILE)
+    }
+
+    /// Reads the node's state; `None` when regcred installed nothing here.
+    ///
+    /// # Errors
+    /// The file exists but cannot be read or parsed (named, with what to do).
+    pub fn load(layout: &Layout) -> Result<Option<Self>, String> {
+        let path = layout.on_host(&Self::path(layout));
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let state: Self = serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "{} is not an installer state regcred can read ({e}); the files it lists are \
+                 left as they are",
+                path.display()
+            )
+        })?;
+        if state.version != 1 {
+            return Err(format!(
+                "{} has state version {}, which this regcred does not know: use the regcred \
+                 that installed it",
+                path.display(),
+                state.version
+            ));
+        }
+        Ok(Some(state))
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename).
+    ///
+    /// # Errors
+    /// The state directory cannot be written.
+    pub fn store(&self, layout: &Layout) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| format!("serializing the installer state: {e}"))?;
+        write_atomic(&layout.on_host(&Self::path(layout)), &bytes, 0o600)
+    }
+
+    /// Removes the state file and, with `copies`, the kept copies.
+    ///
+    /// # Errors
+    /// They cannot be removed.
+    pub fn remove(layout: &Layout, copies: bool) -> Result<(), String> {
+        let state = layout.on_host(&Self::path(layout));
+        let backups = layout.on_host(&layout.state_dir.join(BACKUP_DIR));
+        if copies && backups.exists() {
+            std::fs::remove_dir_all(&backups)
+                .map_err(|e| format!("removing {}: {e}", backups.display()))?;
+        }
+        match std::fs::remove_file(&state) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", state.display())),
+        }
+    }
+}
+
+/// The host directories that writing `paths` (host files) would create, deepest first.
+pub(super) fn missing_dirs<'a>(
+    layout: &Layout,
+    paths: impl IntoIterator<Item = &'a Path>,
+) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    for path in paths {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d.parent().is_none() || layout.on_host(d).exists() || missing.iter().any(|m| m == d)
+            {
+                break;
+            }
+            missing.push(d.to_owned());
+            dir = d.parent();
+        }
+    }
+    missing.sort_by_key(|d: &PathBuf| std::cmp::Reverse(d.components().count()));
+    missing
+}
+
+/// Removes those of `dirs` (host directories, deepest first) that are empty.
+pub(super) fn remove_empty(layout: &Layout, dirs: &[PathBuf]) {
+    for dir in dirs {
+        let _ = std::fs::remove_dir(layout.on_host(dir));
+    }
+}
+
+/// Keeps a copy of the host file `path` (which exists) before regcred first replaces it.
+pub(super) fn keep(layout: &Layout, index: usize, path: &Path) -> Result<Previous, String> {
+    let on_host = layout.on_host(path);
+    let bytes =
+        std::fs::read(&on_host).map_err(|e| format!("reading {}: {e}", on_host.display()))?;
+    let mode = std::fs::metadata(&on_host)
+        .map_err(|e| format!("reading {}: {e}", on_host.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let backup = layout
+        .state_dir
+        .join(BACKUP_DIR)
+        .join(format!("{index}-{name}"));
+    write_atomic(&layout.on_host(&backup), &bytes, 0o600)?;
+    Ok(Previous::Kept {
+        backup,
+        mode,
+        sha256: sha256(&bytes),
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it: written, synced, given
+/// `mode`, renamed over `path`. Parent directories are created.
+pub(super) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let staged = stage(path, bytes, mode)?;
+    std::fs::rename(&staged, path).map_err(|e| {
+        let _ = std::fs::remove_file(&staged);
+        format!("renaming {} to {}: {e}", staged.display(), path.display())
+    })
+}
+
+/// Writes `bytes` beside `path` (as `NAME.regcred-new`), synced, with `mode`, and reads it
+/// back; returns the staged path.
+pub(super) fn stage(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".regcred-new");
+    let staged = path.with_file_name(name);
+    let written = (|| {
+        let mut file = std::fs::File::create(&staged)?;
+        file.write_all(bytes)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.sync_all()
+    })();
+    written.map_err(|e| format!("writing {}: {e}", staged.display()))?;
+    let back = std::fs::read(&staged).map_err(|e| format!("reading {}: {e}", staged.display()))?;
+    if back != bytes {
+        let _ = std::fs::remove_file(&staged);
+        return Err(format!("{} reads back different bytes", staged.display()));
+    }
+    Ok(staged)
+}
+
+/// One line per file: installed and unchanged, changed since, or missing.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStatus {
+    /// The host path.
+    pub path: PathBuf,
+    /// `installed` (as written), `changed` (someone else's bytes now) or `missing`.
+    pub state: &'static str,
+    /// Whether the file was there before regcred.
+    pub replaced_a_file: bool,
+}
+
+/// The node's install as the state file and the files say.
+///
+/// # Errors
+/// The state file cannot be read.
+pub fn status(layout: &Layout) -> Result<Option<(InstallState, Vec<FileStatus>)>, String> {
+    let Some(state) = InstallState::load(layout)? else {
+        return Ok(None);
+    };
+    let files = state
+        .files
+        .iter()
+        .map(|file| FileStatus {
+            path: file.path.clone(),
+            state: match std::fs::read(layout.on_host(&file.path)) {
+                Ok(bytes) if sha256(&bytes) == file.sha256 => "installed",
+                Ok(_) => "changed",
+                Err(_) => "missing",
+            },
+            replaced_a_file: matches!(file.previous, Previous::Kept { .. }),
+        })
+        .collect();
+    Ok(Some((state, files)))
+}

@@ -1,0 +1,442 @@
+//! The installer on a host root in a temporary directory, systemd reached through a
+//! recording script (these machines do not boot systemd; the script logs each call and
+//! fails the ones a test names, so that every failure path is driven).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test, with its message"
+)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::state::{InstallState, Phase};
+use super::*;
+
+struct Host {
+    dir: tempfile::TempDir,
+    layout: Layout,
+    systemctl: Systemctl,
+    sources: Sources,
+}
+
+impl Host {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("host");
+        std::fs::create_dir_all(root.join("etc/kubernetes/kubelet.conf.d")).unwrap();
+        std::fs::create_dir_all(root.join("etc/containerd")).unwrap();
+        std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
+        std::fs::write(
+            root.join("etc/containerd/config.toml"),
+            "version = 3\nroot = \"/var/lib/containerd\"\n",
+        )
+        .unwrap();
+        let script = dir.path().join("systemctl");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {log}\nif [ -f {fail} ] && grep -qxF \"$*\" {fail}; then \
+                 rm {fail}; echo \"Job for $2 failed.\" >&2; exit 1; fi\n",
+                log = dir.path().join("calls").display(),
+                fail = dir.path().join("fail").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let regcred = dir.path().join("regcred-binary");
+        std::fs::write(&regcred, b"\x7fELF regcred one").unwrap();
+        let nri = dir.path().join("regcred-nri-binary");
+        std::fs::write(&nri, b"\x7fELF regcred-nri").unwrap();
+        let layout = Layout {
+            host_root: root,
+            ..Layout::default()
+        };
+        Self {
+            systemctl: Systemctl::new(vec![script.display().to_string()], Duration::ZERO),
+            layout,
+            sources: Sources {
+                regcred,
+                nri_plugin: Some(nri),
+            },
+            dir,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        &self.layout.host_root
+    }
+
+    fn fail_on(&self, call: &str) {
+        std::fs::write(self.dir.path().join("fail"), format!("{call}\n")).unwrap();
+    }
+
+    /// The systemctl calls since the last look.
+    fn calls(&self) -> Vec<String> {
+        let path = self.dir.path().join("calls");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn install(&self, mode: Mode) -> Result<Outcome, String> {
+        let files = plan(&self.layout, mode, &self.sources)?;
+        install(&self.layout, mode, files, &self.systemctl)
+    }
+
+    /// Every file under the host root: bytes and permission bits.
+    fn tree(&self) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+        fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, (Vec<u8>, u32)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::metadata(&path).unwrap();
+                let key = path.strip_prefix(root).unwrap().to_owned();
+                if meta.is_dir() {
+                    out.insert(key, (Vec::new(), meta.permissions().mode() & 0o7777));
+                    walk(&path, root, out);
+                } else {
+                    out.insert(
+                        key,
+                        (
+                            std::fs::read(&path).unwrap(),
+                            meta.permissions().mode() & 0o7777,
+                        ),
+                    );
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(self.root(), self.root(), &mut out);
+        out
+    }
+}
+
+fn read(host: &Host, path: &str) -> String {
+    std::fs::read_to_string(host.root().join(path)).unwrap()
+}
+
+#[test]
+fn install_writes_every_file_and_restarts_in_dependency_order() {
+    let host = Host::new();
+    let outcome = host.install(Mode::Nri).unwrap();
+    assert!(!outcome.unchanged);
+    assert_eq!(outcome.files.len(), 6, "{outcome:?}");
+    assert_eq!(
+        std::fs::read(host.root().join("opt/regcred/bin/regcred")).unwrap(),
+        b"\x7fELF regcred one"
+    );
+    let agent = read(&host, "etc/systemd/system/regcred-cri-proxy.service");
+    assert!(
+        agent.contains("ExecStart=/opt/regcred/bin/regcred cri-proxy"),
+        "{agent}"
+    );
+    assert!(agent.contains("--nri-decisions"));
+    let nri = read(&host, "etc/systemd/system/regcred-nri.service");
+    assert!(
+        nri.contains("ExecStart=/opt/regcred/bin/regcred-nri "),
+        "{nri}"
+    );
+    assert!(read(&host, "etc/containerd/conf.d/50-regcred.toml").contains("required_plugins"));
+    assert!(
+        read(&host, "etc/kubernetes/kubelet.conf.d/50-regcred.conf")
+            .contains("imageServiceEndpoint: unix:///run/regcred/cri-proxy.sock")
+    );
+    assert_eq!(
+        host.calls(),
+        [
+            "daemon-reload",
+            "enable regcred-cri-proxy.service regcred-nri.service",
+            "restart regcred-cri-proxy.service",
+            "restart regcred-nri.service",
+            "is-active --quiet regcred-cri-proxy.service",
+            "is-active --quiet regcred-nri.service",
+            "restart containerd.service",
+            "is-active --quiet containerd.service",
+            "is-active --quiet regcred-cri-proxy.service",
+            "is-active --quiet regcred-nri.service",
+            "restart kubelet.service",
+            "is-active --quiet kubelet.service",
+        ]
+    );
+    let state = InstallState::load(&host.layout).unwrap().unwrap();
+    assert_eq!(state.phase, Phase::Installed);
+    // Nothing staged is left beside the targets.
+    assert!(
+        !host
+            .tree()
+            .keys()
+            .any(|p| p.to_string_lossy().ends_with(".regcred-new"))
+    );
+}
+
+#[test]
+fn installing_again_changes_and_restarts_nothing() {
+    let host = Host::new();
+    host.install(Mode::Nri).unwrap();
+    host.calls();
+    let before = host.tree();
+    let outcome = host.install(Mode::Nri).unwrap();
+    assert!(outcome.unchanged);
+    assert_eq!(
+        host.calls(),
+        ["enable --now regcred-cri-proxy.service regcred-nri.service"]
+    );
+    assert_eq!(host.tree(), before);
+}
+
+#[test]
+fn uninstall_puts_every_file_back_byte_for_byte_in_reverse_order() {
+    let host = Host::new();
+    // An operator's own drop-in of the same name, with its own permissions, is replaced
+    // and comes back.
+    let own = host
+        .root()
+        .join("etc/kubernetes/kubelet.conf.d/50-regcred.conf");
+    std::fs::write(&own, "# mine\nmaxPods: 50\n").unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = host.tree();
+
+    host.install(Mode::Nri).unwrap();
+    assert_ne!(host.tree(), before);
+    host.calls();
+    let outcome = uninstall(&host.layout, &host.systemctl).unwrap();
+    assert!(outcome.left.is_empty(), "{outcome:?}");
+    assert_eq!(host.tree(), before, "the host is not as it was");
+    assert_eq!(
+        host.calls(),
+        [
+            "restart kubelet.service",
+            "is-active --quiet kubelet.service",
+            "restart containerd.service",
+            "is-active --quiet containerd.service",
+            "disable --now regcred-cri-proxy.service regcred-nri.service",
+            "daemon-reload",
+        ]
+    );
+    // Nothing installed: uninstall again has nothing to do.
+    assert!(uninstall(&host.layout, &host.systemctl).unwrap().unchanged);
+}
+
+#[test]
+fn a_failed_restart_rolls_every_file_back() {
+    let host = Host::new();
+    let before = host.tree();
+    host.fail_on("restart containerd.service");
+    let error = host.install(Mode::Nri).unwrap_err();
+    assert!(
+        error.contains("`systemctl restart containerd.service` failed")
+            && error.contains("Job for containerd.service failed.")
+            && error.contains("rolled back"),
+        "{error}"
+    );
+    assert_eq!(host.tree(), before, "the rollback left changes");
+    let calls = host.calls();
+    let failed = calls
+        .iter()
+        .position(|c| c == "restart containerd.service")
+        .unwrap();
+    // After the failure: units reloaded, the new services stopped, containerd restarted
+    // on its old configuration; kubelet was never touched.
+    assert_eq!(
+        calls[failed + 1..],
+        [
+            "daemon-reload",
+            "disable --now regcred-cri-proxy.service regcred-nri.service",
+            "restart containerd.service",
+        ]
+    );
+    assert!(!calls.iter().any(|c| c.contains("kubelet")));
+}
+
+#[test]
+fn a_failed_upgrade_goes_back_to_the_installed_version() {
+    let host = Host::new();
+    host.install(Mode::Nri).unwrap();
+    let installed = host.tree();
+    let state = InstallState::load(&host.layout).unwrap();
+    host.calls();
+
+    std::fs::write(&host.sources.regcred, b"\x7fELF regcred two").unwrap();
+    host.fail_on("is-active --quiet regcred-cri-proxy.service");
+    let error = host.install(Mode::Nri).unwrap_err();
+    assert!(
+        error.contains("regcred-cri-proxy.service is not active"),
+        "{error}"
+    );
+    assert_eq!(host.tree(), installed);
+    assert_eq!(InstallState::load(&host.layout).unwrap(), state);
+    let calls = host.calls();
+    // Only the binary changed: containerd and kubelet are left running.
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.contains("containerd") || c.contains("kubelet")),
+        "{calls:?}"
+    );
+    assert!(calls.ends_with(&[
+        "daemon-reload".to_owned(),
+        "restart regcred-cri-proxy.service regcred-nri.service".to_owned()
+    ]));
+
+    // The upgrade, when it works, keeps the record of what was there before regcred.
+    assert!(
+        !host.dir.path().join("fail").exists(),
+        "the failure was not reached"
+    );
+    let outcome = host.install(Mode::Nri).unwrap();
+    assert_eq!(outcome.files, [PathBuf::from("/opt/regcred/bin/regcred")]);
+    let after = InstallState::load(&host.layout).unwrap().unwrap();
+    let before = state.unwrap();
+    for (old, new) in before.files.iter().zip(&after.files) {
+        assert_eq!(old.previous, new.previous, "{}", old.path.display());
+    }
+}
+
+#[test]
+fn uninstall_leaves_a_file_someone_changed_and_says_so() {
+    let host = Host::new();
+    host.install(Mode::Nri).unwrap();
+    let dropin = host.root().join("etc/containerd/conf.d/50-regcred.toml");
+    std::fs::write(&dropin, "# edited by hand\n").unwrap();
+    let outcome = uninstall(&host.layout, &host.systemctl).unwrap();
+    assert_eq!(outcome.left.len(), 1, "{outcome:?}");
+    assert!(
+        outcome.left[0].contains("/etc/containerd/conf.d/50-regcred.toml was changed"),
+        "{:?}",
+        outcome.left
+    );
+    assert_eq!(
+        std::fs::read_to_string(&dropin).unwrap(),
+        "# edited by hand\n"
+    );
+    assert!(
+        !host
+            .root()
+            .join("etc/kubernetes/kubelet.conf.d/50-regcred.conf")
+            .exists()
+    );
+    assert!(!host.root().join("opt/regcred").exists());
+    // containerd's file did not change back, so containerd is not restarted for it.
+    assert!(!outcome.restarted.iter().any(|u| u == "containerd.service"));
+}
+
+#[test]
+fn a_failed_uninstall_step_keeps_the_state_for_another_run() {
+    let host = Host::new();
+    host.install(Mode::Nri).unwrap();
+    host.fail_on("restart kubelet.service");
+    let error = uninstall(&host.layout, &host.systemctl).unwrap_err();
+    assert!(error.contains("run it again"), "{error}");
+    assert!(InstallState::load(&host.layout).unwrap().is_some());
+    assert!(
+        !host.dir.path().join("fail").exists(),
+        "the failure was not reached"
+    );
+    // The second run finds kubelet's drop-in already gone and finishes the rest.
+    uninstall(&host.layout, &host.systemctl).unwrap();
+    assert!(InstallState::load(&host.layout).unwrap().is_none());
+}
+
+#[test]
+fn the_legacy_mode_points_kubelets_runtime_at_the_agent_and_leaves_containerd() {
+    let host = Host::new();
+    let files = plan(&host.layout, Mode::RuntimeProxy, &host.sources).unwrap();
+    let paths: Vec<_> = files.iter().map(|f| f.path.display().to_string()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/opt/regcred/bin/regcred",
+            "/etc/systemd/system/regcred-cri-proxy.service",
+            "/etc/kubernetes/kubelet.conf.d/50-regcred.conf",
+        ]
+    );
+    let agent = String::from_utf8(files[1].content.clone()).unwrap();
+    assert!(!agent.contains("--nri-decisions unix"), "{agent}");
+    assert!(agent.contains("--pull-records-dir /var/lib/regcred/cri-proxy\n"));
+    host.install(Mode::RuntimeProxy).unwrap();
+    let error = host.install(Mode::Nri).unwrap_err();
+    assert!(error.contains("uninstall` first"), "{error}");
+}
+
+#[test]
+fn nri_mode_needs_the_plugin_binary() {
+    let mut host = Host::new();
+    host.sources.nri_plugin = None;
+    let error = plan(&host.layout, Mode::Nri, &host.sources).unwrap_err();
+    assert!(error.contains("--nri-plugin"), "{error}");
+}
+
+fn fake_kubelet(proc_dir: &Path, pid: u32, args: &[&str]) {
+    let dir = proc_dir.join(pid.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmdline = Vec::new();
+    for arg in args {
+        cmdline.extend_from_slice(arg.as_bytes());
+        cmdline.push(0);
+    }
+    std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+}
+
+#[test]
+fn preflight_refuses_a_kubelet_that_would_not_read_the_drop_in() {
+    let host = Host::new();
+    let proc_dir = host.dir.path().join("proc");
+    fake_kubelet(&proc_dir, 1, &["/sbin/init"]);
+    assert_eq!(kubelet_flags(&proc_dir), KubeletFlags::NotRunning);
+    preflight(&host.layout, Mode::Nri, Some(&proc_dir)).unwrap();
+
+    fake_kubelet(
+        &proc_dir,
+        812,
+        &["/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"],
+    );
+    let error = preflight(&host.layout, Mode::Nri, Some(&proc_dir)).unwrap_err();
+    assert!(
+        error.contains("kubelet runs without --config-dir") && error.contains("KUBELET_EXTRA_ARGS"),
+        "{error}"
+    );
+
+    fake_kubelet(
+        &proc_dir,
+        812,
+        &["/usr/bin/kubelet", "--config-dir", "/etc/kubelet.d"],
+    );
+    let error = preflight(&host.layout, Mode::Nri, Some(&proc_dir)).unwrap_err();
+    assert!(
+        error.contains("--kubelet-config-dir /etc/kubelet.d"),
+        "{error}"
+    );
+
+    fake_kubelet(
+        &proc_dir,
+        812,
+        &[
+            "/usr/bin/kubelet",
+            "--config-dir=/etc/kubernetes/kubelet.conf.d",
+        ],
+    );
+    preflight(&host.layout, Mode::Nri, Some(&proc_dir)).unwrap();
+
+    std::fs::remove_dir(host.root().join("etc/kubernetes/kubelet.conf.d")).unwrap();
+    let error = preflight(&host.layout, Mode::Nri, None).unwrap_err();
+    assert!(error.contains("does not exist on the host"), "{error}");
+}
+
+#[test]
+fn preflight_refuses_a_containerd_that_imports_elsewhere() {
+    let host = Host::new();
+    std::fs::write(
+        host.root().join("etc/containerd/config.toml"),
+        "version = 3\nimports = [\"/etc/containerd/site.d/*.toml\"]\n",
+    )
+    .unwrap();
+    let error = preflight(&host.layout, Mode::Nri, None).unwrap_err();
+    assert!(
+        error.contains("leaves out /etc/containerd/conf.d"),
+        "{error}"
+    );
+    // The legacy mode writes nothing for containerd.
+    preflight(&host.layout, Mode::RuntimeProxy, None).unwrap();
+}
