@@ -19,6 +19,8 @@ use crate::harness::{
 
 /// Where the binary lives in the image (and the image's entrypoint).
 pub const BINARY_PATH: &str = "/usr/local/bin/regcred";
+/// Where the image has `regcred-nri` (for `regcred node install --nri-plugin`).
+pub const NRI_PLUGIN_PATH: &str = "/usr/local/bin/regcred-nri";
 /// The image's user and group: not root, and the same number as the Deployment's
 /// `runAsUser` / `runAsGroup` (distroless's "nonroot").
 pub const USER_ID: u32 = 65532;
@@ -34,6 +36,9 @@ pub const GROUP: &str = "root:x:0:\nnonroot:x:65532:\n";
 pub struct ImageInput {
     /// The `regcred` binary to package.
     pub binary: PathBuf,
+    /// The static `regcred-nri` binary (built from `nri/`), installed on nodes by
+    /// `regcred node install` from the chart's DaemonSet; at `/usr/local/bin/regcred-nri`.
+    pub nri_plugin: Option<PathBuf>,
     /// The image name the archive's index gives (`io.containerd.image.name`), e.g.
     /// `regcred.local/regcred:0.1.0`; its tag is `org.opencontainers.image.ref.name`.
     pub name: String,
@@ -122,7 +127,7 @@ pub fn parse_ldd(output: &str) -> Result<Vec<PathBuf>, String> {
 
 /// The layer's files: the binary, its libraries at their paths (symbolic links followed:
 /// the image holds each as a regular file), `/etc/passwd` and `/etc/group`.
-fn layer_files(binary: &Path) -> Result<Vec<LayerFile>, String> {
+fn layer_files(binary: &Path, nri_plugin: Option<&Path>) -> Result<Vec<LayerFile>, String> {
     let read =
         |path: &Path| std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()));
     let mut files = vec![
@@ -142,6 +147,19 @@ fn layer_files(binary: &Path) -> Result<Vec<LayerFile>, String> {
             mode: 0o644,
         },
     ];
+    if let Some(plugin) = nri_plugin {
+        if !libraries(plugin)?.is_empty() {
+            return Err(format!(
+                "{} is not static (build it with CGO_ENABLED=0)",
+                plugin.display()
+            ));
+        }
+        files.push(LayerFile {
+            path: NRI_PLUGIN_PATH.to_owned(),
+            content: read(plugin)?,
+            mode: 0o755,
+        });
+    }
     for library in libraries(binary)? {
         files.push(LayerFile {
             path: library.to_string_lossy().into_owned(),
@@ -240,7 +258,7 @@ pub fn rfc3339(epoch: u64) -> String {
 ///
 /// When the binary or a library cannot be read, or `ldd` fails.
 pub fn build(input: &ImageInput) -> Result<BuiltImage, String> {
-    let files = layer_files(&input.binary)?;
+    let files = layer_files(&input.binary, input.nri_plugin.as_deref())?;
     let tar = tar_of(&files, input.source_date_epoch);
     let diff_id = sha256_digest(&tar);
     // The gzip header: no file name, mtime 0, OS "unknown"; the level fixed (6). The

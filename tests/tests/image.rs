@@ -37,6 +37,7 @@ fn labels() -> BTreeMap<String, String> {
 fn input(epoch: u64) -> ImageInput {
     ImageInput {
         binary: regcred_binary(),
+        nri_plugin: None,
         name: "regcred.local/regcred:test".to_owned(),
         source_date_epoch: epoch,
         labels: labels(),
@@ -419,4 +420,58 @@ fn the_static_binary_is_static_and_loads_its_module_precompiled() {
         "{}",
         String::from_utf8_lossy(&validated.stderr)
     );
+}
+
+/// regcred-nri as scripts/image builds it (static, `-trimpath`, no VCS stamp): two
+/// builds into two files give the same bytes, and the image carries it at
+/// /usr/local/bin/regcred-nri, executable, for `regcred node install --nri-plugin`. A
+/// dynamically linked plugin is refused (the installer copies it to hosts of any libc).
+#[test]
+fn the_image_carries_the_static_nri_plugin_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = regcred_tests::harness::require_program("go", "Go (scripts/setup)");
+    let nri = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nri");
+    let build = |out: &Path| {
+        let output = Command::new(&go)
+            .args(["build", "-trimpath", "-buildvcs=false", "-o"])
+            .arg(out)
+            .arg(".")
+            .current_dir(&nri)
+            .env("CGO_ENABLED", "0")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "go build (nri/): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::read(out).unwrap()
+    };
+    let (one, two) = (dir.path().join("nri-one"), dir.path().join("nri-two"));
+    assert_eq!(build(&one), build(&two), "two builds of regcred-nri differ");
+    assert!(oci_image::libraries(&one).unwrap().is_empty());
+
+    let mut with_plugin = input(EPOCH);
+    with_plugin.nri_plugin = Some(one.clone());
+    let image = oci_image::build(&with_plugin).unwrap();
+    assert_eq!(
+        image.manifest_digest,
+        oci_image::build(&with_plugin).unwrap().manifest_digest
+    );
+    assert_ne!(image.manifest_digest, built().manifest_digest);
+    let layer = entries(&open(&image).layer_tar);
+    let (_, header, content) = layer
+        .iter()
+        .find(|(p, _, _)| format!("/{p}") == oci_image::NRI_PLUGIN_PATH)
+        .expect("the image has regcred-nri");
+    assert_eq!(header.mode().unwrap(), 0o755);
+    assert_eq!(*content, std::fs::read(&one).unwrap());
+
+    // The glibc regcred binary is dynamically linked: not a plugin the image takes.
+    let glibc = regcred_binary();
+    assert!(!oci_image::libraries(&glibc).unwrap().is_empty());
+    let mut dynamic = input(EPOCH);
+    dynamic.nri_plugin = Some(glibc);
+    let error = oci_image::build(&dynamic).unwrap_err();
+    assert!(error.contains("is not static"), "{error}");
 }

@@ -1,8 +1,8 @@
 //! Writes regcred's OCI image archive (`scripts/image` runs it; see
 //! `regcred_tests::oci_image` for what the image holds and why it is reproducible).
 //!
-//! Usage: `regcred-image --binary PATH --out FILE --name NAME --source-date-epoch SECONDS
-//! [--label KEY=VALUE]...`. Prints the manifest digest, the config digest (containerd's
+//! Usage: `regcred-image --binary PATH [--nri-plugin PATH] --out FILE --name NAME
+//! --source-date-epoch SECONDS [--label KEY=VALUE]...`. Prints the manifest digest, the config digest (containerd's
 //! image ID) and the layer's files.
 
 use std::collections::BTreeMap;
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let mut binary = None;
+    let mut nri_plugin = None;
     let mut out = None;
     let mut name = None;
     let mut epoch = None;
@@ -32,6 +33,7 @@ fn run() -> Result<(), String> {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--binary" => binary = Some(PathBuf::from(value)),
+            "--nri-plugin" => nri_plugin = Some(PathBuf::from(value)),
             "--out" => out = Some(PathBuf::from(value)),
             "--name" => name = Some(value),
             "--source-date-epoch" => {
@@ -57,6 +59,7 @@ fn run() -> Result<(), String> {
     let missing = |flag: &str| format!("missing {flag}");
     let input = ImageInput {
         binary: binary.ok_or_else(|| missing("--binary"))?,
+        nri_plugin,
         name: name.ok_or_else(|| missing("--name"))?,
         source_date_epoch: epoch.ok_or_else(|| missing("--source-date-epoch"))?,
         labels,
