@@ -279,8 +279,35 @@ pub struct NodeValues {
     pub api_credentials: ApiCredentials,
     /// Mode `credential-provider`.
     pub credential_provider: CredentialProviderValues,
+    /// The node installer's DaemonSet and its clean-up hook (`regcred node install`).
+    pub installer: InstallerValues,
     /// The DaemonSet for trying the runtime proxy (mode `runtime-proxy`).
     pub daemon_set: DaemonSetValues,
+}
+
+/// The node installer (`regcred node install` from a privileged DaemonSet).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstallerValues {
+    /// Install the node side on every selected node.
+    pub enabled: bool,
+    /// The nodes it runs on.
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints its pods tolerate.
+    pub tolerations: Vec<Toleration>,
+    /// Its pods' priority class.
+    pub priority_class_name: String,
+    /// kubelet's `--config-dir` on the nodes (an absolute path).
+    #[schemars(regex(pattern = r"^/"))]
+    pub kubelet_config_dir: String,
+    /// The directory containerd imports (an absolute path).
+    #[schemars(regex(pattern = r"^/"))]
+    pub containerd_config_dir: String,
+    /// How long `helm uninstall` waits for every node's clean-up.
+    #[schemars(range(min = 10))]
+    pub cleanup_timeout_seconds: u32,
+    /// The container's resources.
+    pub resources: Resources,
 }
 
 /// The node modes.

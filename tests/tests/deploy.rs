@@ -19,6 +19,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -86,6 +87,14 @@ const VARIANTS: &[&[&str]] = &[
         "image.digest=sha256:0000000000000000000000000000000000000000000000000000000000000000",
     ],
     &["webhook.enabled=false", "webhook.replicas=1"],
+    INSTALLER,
+    &["node.mode=runtime-proxy", "node.installer.enabled=true"],
+];
+
+/// The node installer (NRI mode) and its clean-up hook.
+const INSTALLER: &[&str] = &[
+    "node.installer.enabled=true",
+    "node.installer.nodeSelector.kubernetes\\.io/os=linux",
 ];
 
 fn helm() -> PathBuf {
@@ -267,6 +276,7 @@ fn parse(objects: &[Value]) -> Rendered {
             // Kinds of the node modes and the certificate RBAC: checked for typos here,
             // for what they grant by the tests below.
             ("apps/v1", "DaemonSet") => drop(typed::<DaemonSet>(object)),
+            ("batch/v1", "Job") => drop(typed::<Job>(object)),
             ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(typed::<ClusterRole>(object)),
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                 drop(typed::<ClusterRoleBinding>(object));
@@ -1761,9 +1771,19 @@ fn unit_verifies_and_is_hardened(
     program: &str,
     binary: &std::path::Path,
 ) {
+    let unit = std::fs::read_to_string(root().join(path)).unwrap();
+    unit_text_verifies_and_is_hardened(path, &unit, exec_start, program, binary);
+}
+
+fn unit_text_verifies_and_is_hardened(
+    path: &str,
+    unit: &str,
+    exec_start: &str,
+    program: &str,
+    binary: &std::path::Path,
+) {
     let analyze =
         regcred_tests::harness::require_program("systemd-analyze", "systemd (systemd-analyze)");
-    let unit = std::fs::read_to_string(root().join(path)).unwrap();
     assert!(
         unit.replace("\\\n    ", "")
             .contains(&format!("ExecStart={exec_start}")),
@@ -1809,6 +1829,51 @@ fn unit_verifies_and_is_hardened(
         exposure <= 2.0,
         "{path}: exposure {exposure} (want at most 2.0):\n{report}"
     );
+}
+
+/// The units as `regcred node install` writes them (their programs under
+/// /opt/regcred/bin): what the installer puts on a node verifies and keeps its hardening.
+#[test]
+fn the_units_the_node_installer_writes_verify_and_are_hardened() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    std::fs::create_dir_all(host.join("etc/kubernetes/kubelet.conf.d")).unwrap();
+    let binary = regcred_tests::harness::regcred_binary();
+    let output = Command::new(&binary)
+        .args([
+            "node",
+            "install",
+            "--systemctl",
+            "true",
+            "--settle-seconds",
+            "0",
+        ])
+        .args(["--proc-dir", "none", "--host-root"])
+        .arg(&host)
+        .arg("--nri-plugin")
+        .arg(&binary)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (unit, exec_start, program) in [
+        (
+            "regcred-cri-proxy.service",
+            "/opt/regcred/bin/regcred cri-proxy",
+            "/opt/regcred/bin/regcred",
+        ),
+        (
+            "regcred-nri.service",
+            "/opt/regcred/bin/regcred-nri --nri-socket /var/run/nri/nri.sock",
+            "/opt/regcred/bin/regcred-nri",
+        ),
+    ] {
+        let text = std::fs::read_to_string(host.join("etc/systemd/system").join(unit)).unwrap();
+        unit_text_verifies_and_is_hardened(unit, &text, exec_start, program, &binary);
+    }
 }
 
 /// `scripts/package-chart`: `helm package` made reproducible. Two runs, with the chart's
@@ -1967,4 +2032,199 @@ fn metric_families(exprs: &[String]) -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// The node installer's pod as rendered: `regcred node ARGS` on each node with the host
+/// at /host, hostPID (systemd through `regcred node host-exec`), privileged, tolerated by
+/// NRI while regcred-nri is away, Ready only when `node status --expect` holds.
+fn installer_pod<'a>(template: &'a Value, verb: &str, expect: &str) -> &'a Value {
+    let pod = &template["spec"];
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(pod["tolerations"][0]["operator"], "Exists");
+    assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(
+        template["metadata"]["annotations"]["tolerate-missing-plugins.nri.regcred.dev/pod"],
+        "true"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["privileged"], true);
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/host");
+    assert_eq!(pod["volumes"][0]["hostPath"]["path"], "/");
+    let args: Vec<&str> = strings(&container["args"]);
+    assert_eq!(args[..2], ["node", verb]);
+    assert!(
+        args.contains(&"--host-root=/host") && args.contains(&"--stay"),
+        "{args:?}"
+    );
+    let probe: Vec<&str> = strings(&container["readinessProbe"]["exec"]["command"]);
+    assert_eq!(
+        probe.last().copied(),
+        Some(format!("--expect={expect}").as_str())
+    );
+    container
+}
+
+/// The rendered commands run as the regcred binary takes them: with the host root
+/// swapped for an empty directory, `install` is refused before any change (exit 2, no
+/// kubelet drop-in directory) and `uninstall` has nothing to do; the readiness probes
+/// say "not installed" for the installer and "ready" for the clean-up.
+fn run_rendered(args: &[&str], host: &Path) -> std::process::Output {
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| **a != "--stay")
+        .map(|a| {
+            a.replace(
+                "--host-root=/host",
+                &format!("--host-root={}", host.display()),
+            )
+        })
+        .collect();
+    Command::new(regcred_tests::harness::regcred_binary())
+        .args(&args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_node_installer_installs_on_every_node_and_cleans_up_before_uninstall() {
+    let objects = render(INSTALLER);
+    let daemonset = find(&objects, "DaemonSet", "regcred-node-installer").expect("the installer");
+    assert_eq!(
+        daemonset["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 1,
+        "one node at a time"
+    );
+    let install = installer_pod(&daemonset["spec"]["template"], "install", "installed");
+    let args = strings(&install["args"]);
+    assert!(
+        args.contains(&"--mode=nri") && args.contains(&"--nri-plugin=/usr/local/bin/regcred-nri"),
+        "{args:?}"
+    );
+
+    // The clean-up: every object a pre-delete hook, deleted when it succeeded; the Job
+    // runs after its ServiceAccount, roles and ConfigMap exist.
+    let hooks: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["metadata"]["name"] == "regcred-node-cleanup")
+        .collect();
+    let kinds: BTreeSet<&str> = hooks.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Job",
+            "Role",
+            "RoleBinding",
+            "ServiceAccount"
+        ])
+    );
+    for hook in &hooks {
+        let annotations = &hook["metadata"]["annotations"];
+        assert_eq!(
+            annotations["helm.sh/hook"], "pre-delete",
+            "{}",
+            hook["kind"]
+        );
+        assert_eq!(
+            annotations["helm.sh/hook-delete-policy"],
+            "before-hook-creation,hook-succeeded"
+        );
+        let weight: i32 = annotations["helm.sh/hook-weight"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(weight < 0, hook["kind"] != "Job", "{}", hook["kind"]);
+    }
+    let job = find(&objects, "Job", "regcred-node-cleanup").unwrap();
+    let job_args = strings(&job["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert_eq!(
+        job_args,
+        [
+            "node",
+            "cleanup",
+            "--daemonset=/etc/regcred/daemonset.yaml",
+            "--webhook-configuration=regcred-webhook",
+            "--timeout-seconds=300"
+        ]
+    );
+    // Its ClusterRole deletes regcred's webhook configuration and nothing else.
+    let role = find(&objects, "ClusterRole", "regcred-node-cleanup").unwrap();
+    assert_eq!(role["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(role["rules"][0]["resourceNames"][0], "regcred-webhook");
+    assert_eq!(strings(&role["rules"][0]["verbs"]), ["delete"]);
+
+    // The uninstalling DaemonSet in the ConfigMap: the same nodes, `uninstall`.
+    let config = find(&objects, "ConfigMap", "regcred-node-cleanup").unwrap();
+    let manifest: Value =
+        serde_yaml::from_str(config["data"]["daemonset.yaml"].as_str().unwrap()).unwrap();
+    let uninstaller: DaemonSet = typed(&manifest);
+    assert_eq!(uninstaller.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let uninstall = installer_pod(&manifest["spec"]["template"], "uninstall", "absent");
+
+    // The real binary takes every rendered flag.
+    let host = tempfile::tempdir().unwrap();
+    let refused = run_rendered(&strings(&install["args"]), host.path());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("nothing was changed"), "{said}");
+    let undone = run_rendered(&strings(&uninstall["args"]), host.path());
+    assert!(
+        undone.status.success()
+            && String::from_utf8_lossy(&undone.stdout).contains("nothing to change"),
+        "{undone:?}"
+    );
+    let probe = |container: &Value| {
+        run_rendered(
+            &strings(&container["readinessProbe"]["exec"]["command"])[1..],
+            host.path(),
+        )
+        .status
+        .code()
+    };
+    assert_eq!(
+        probe(install),
+        Some(1),
+        "not installed: the installer is not Ready"
+    );
+    assert_eq!(
+        probe(uninstall),
+        Some(0),
+        "nothing installed: the clean-up is Ready"
+    );
+}
+
+#[test]
+fn the_node_installer_refuses_values_that_cannot_work() {
+    for (values, says) in [
+        (
+            &[
+                "node.installer.enabled=true",
+                "node.mode=credential-provider",
+            ][..],
+            "node.installer.enabled installs the node agent as a host service",
+        ),
+        (
+            &[
+                "node.installer.enabled=true",
+                "node.mode=runtime-proxy",
+                "node.daemonSet.enabled=true",
+            ][..],
+            "choose one",
+        ),
+        (
+            &["node.installer.kubeletConfigDir=etc/kubelet.d"][..],
+            "/node/installer/kubeletConfigDir",
+        ),
+        (
+            &["node.installer.cleanupTimeoutSeconds=1"][..],
+            "/node/installer/cleanupTimeoutSeconds",
+        ),
+    ] {
+        let error = helm_template(&sets(values)).expect_err("must not render");
+        assert!(error.contains(says), "{values:?}: {error}");
+    }
 }

@@ -95,7 +95,96 @@ render with what to change. Included once, from templates/validate.yaml.
 {{- if and .Values.node.daemonSet.enabled (ne .Values.node.mode "runtime-proxy") -}}
 {{- fail (printf "node.daemonSet.enabled runs the runtime proxy (regcred cri-proxy) on the nodes: it needs node.mode=runtime-proxy, not %q" (toString .Values.node.mode)) -}}
 {{- end -}}
+{{- if and .Values.node.installer.enabled (not (has .Values.node.mode (list "nri" "runtime-proxy"))) -}}
+{{- fail (printf "node.installer.enabled installs the node agent as a host service: it needs node.mode nri or runtime-proxy, not %q" (toString .Values.node.mode)) -}}
+{{- end -}}
+{{- if and .Values.node.installer.enabled .Values.node.daemonSet.enabled -}}
+{{- fail "node.installer.enabled and node.daemonSet.enabled both run the node agent: choose one (the installer's host service is the supported way)" -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.webhook.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled scrapes the webhook's Service: it needs webhook.enabled" -}}
 {{- end -}}
+{{- end }}
+
+{{/*
+The pod of the node installer's DaemonSets: `regcred node ARGS --host-root /host ...` on
+each node, privileged with the host's PID namespace and root file system, so that it
+writes the host's files and reaches its systemd (regcred node host-exec). Call with a
+dict: include "regcred.node.installerPod" (dict "ctx" $ "args" (list "install" ...) "expect" "installed")
+*/}}
+{{- define "regcred.node.installerPod" -}}
+{{- $ctx := .ctx -}}
+{{- $in := $ctx.Values.node.installer -}}
+metadata:
+  labels:
+    app.kubernetes.io/name: {{ .name }}
+    app.kubernetes.io/component: node-installer
+  annotations:
+    # It must run on a node whose containerd requires regcred-nri while regcred-nri is
+    # not there (a fresh node, or one being cleaned up); the release namespace may carry
+    # the annotation (templates/node/nri-toleration.yaml).
+    tolerate-missing-plugins.nri.regcred.dev/pod: "true"
+spec:
+  hostPID: true
+  automountServiceAccountToken: false
+  {{- with $ctx.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- include "regcred.imagePullSecrets" . | trim | nindent 4 }}
+  {{- end }}
+  {{- with $in.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $in.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $in.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  terminationGracePeriodSeconds: 5
+  containers:
+    - name: {{ .container }}
+      image: {{ include "regcred.image" $ctx }}
+      imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+      args:
+        - node
+        {{- range .args }}
+        - {{ . }}
+        {{- end }}
+        - --host-root=/host
+        - --kubelet-config-dir={{ $in.kubeletConfigDir }}
+        - --containerd-config-dir={{ $in.containerdConfigDir }}
+        - --stay
+      # Ready once the host is as this pod makes it (exit 1 of `install` or `uninstall`
+      # restarts the pod; `install` has then put the node back as it was).
+      readinessProbe:
+        exec:
+          command:
+            - /usr/local/bin/regcred
+            - node
+            - status
+            - --host-root=/host
+            - --state-dir=/var/lib/regcred/node-install
+            - --expect={{ .expect }}
+        periodSeconds: 5
+      {{- with $in.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        # Writes the host's /etc, /opt and /var/lib/regcred and joins PID 1's
+        # namespaces to run systemctl: nothing less than privileged does both.
+        privileged: true
+        runAsUser: 0
+        runAsNonRoot: false
+        readOnlyRootFilesystem: true
+      volumeMounts:
+        - name: host
+          mountPath: /host
+  volumes:
+    - name: host
+      hostPath:
+        path: /
+        type: Directory
 {{- end }}
