@@ -13,6 +13,7 @@ mod direct_htpasswd;
 mod direct_token;
 mod harness_lifecycle;
 mod image_service;
+mod node_install;
 mod proxy_authority;
 mod proxy_cached;
 mod proxy_faults;
