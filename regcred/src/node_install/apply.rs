@@ -236,7 +236,15 @@ pub fn install(
             switched.push(step);
             outcome.files.push(step.file.path.clone());
         }
-        restart_for(systemctl, units, &switched, &mut outcome.restarted)
+        // An install interrupted after its switch (the state still says `switching`)
+        // finds its files in place: everything it would have restarted is restarted now.
+        let resumed = old.as_ref().is_some_and(|o| o.phase == Phase::Switching);
+        let touched: Vec<&Step> = if resumed {
+            steps.iter().collect()
+        } else {
+            switched.clone()
+        };
+        restart_for(systemctl, units, &touched, &mut outcome.restarted)
     })();
     match result {
         Ok(()) => {

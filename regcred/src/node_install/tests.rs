@@ -440,3 +440,29 @@ fn preflight_refuses_a_containerd_that_imports_elsewhere() {
     // The legacy mode writes nothing for containerd.
     preflight(&host.layout, Mode::RuntimeProxy, None).unwrap();
 }
+
+#[test]
+fn an_install_interrupted_after_its_switch_restarts_everything_when_run_again() {
+    let host = Host::new();
+    host.install(Mode::Nri).unwrap();
+    // As if the process died between the switch and the restarts.
+    let mut state = InstallState::load(&host.layout).unwrap().unwrap();
+    state.phase = Phase::Switching;
+    state.store(&host.layout).unwrap();
+    host.calls();
+    let outcome = host.install(Mode::Nri).unwrap();
+    assert!(outcome.files.is_empty(), "{outcome:?}");
+    assert_eq!(
+        outcome.restarted,
+        [
+            "regcred-cri-proxy.service",
+            "regcred-nri.service",
+            "containerd.service",
+            "kubelet.service"
+        ]
+    );
+    assert_eq!(
+        InstallState::load(&host.layout).unwrap().unwrap().phase,
+        Phase::Installed
+    );
+}
