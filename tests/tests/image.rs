@@ -475,3 +475,64 @@ fn the_image_carries_the_static_nri_plugin_reproducibly() {
     let error = oci_image::build(&dynamic).unwrap_err();
     assert!(error.contains("is not static"), "{error}");
 }
+
+/// The static aarch64 (arm64) binary, cross-built here with Debian's
+/// gcc-aarch64-linux-gnu as linker and C compiler (`.cargo/config.toml`) and wasmtime's
+/// every Cranelift backend for the build script (`--features regcred-host/cross-arch`;
+/// scripts/test builds it): an aarch64 ELF with no interpreter, and under Debian's
+/// qemu-user-static (user-mode emulation of an arm64 CPU) its embedded policy module
+/// loads precompiled for aarch64 and a valid example validates while a broken one does
+/// not.
+#[test]
+fn the_aarch64_static_binary_runs_under_emulation_with_its_module_precompiled() {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let binary = profile_dir
+        .parent()
+        .unwrap()
+        .join("aarch64-unknown-linux-musl")
+        .join(profile_dir.file_name().unwrap())
+        .join("regcred");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build --target aarch64-unknown-linux-musl -p \
+         regcred --bin regcred --features regcred-host/cross-arch` (scripts/test does; \
+         scripts/setup adds the target, gcc-aarch64-linux-gnu and qemu-user-static)",
+        binary.display()
+    );
+    let elf = std::fs::read(&binary).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(elf[4], 2, "not a 64-bit ELF");
+    // e_machine (little-endian) 183: EM_AARCH64.
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 183);
+    assert!(
+        !elf.windows(b"ld-linux".len()).any(|w| w == b"ld-linux"),
+        "the static binary names a dynamic loader"
+    );
+    let qemu = regcred_tests::harness::require_program("qemu-aarch64-static", "qemu-user-static");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let output = Command::new(&qemu)
+            .arg(&binary)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["policy".as_ref(), "info".as_ref()]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("loaded:      precompiled at build time\n"),
+        "the aarch64 binary does not load its module precompiled:\n{stdout}"
+    );
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let good = examples.join("regcredentials-stringdata.yaml");
+    let (code, _, stderr) = run(&["validate".as_ref(), good.as_os_str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let bad = examples.join("bad/auth-disagrees.yaml");
+    let (code, stdout, _) = run(&["validate".as_ref(), bad.as_os_str()]);
+    assert_eq!(code, Some(1), "{}: {stdout}", bad.display());
+}
