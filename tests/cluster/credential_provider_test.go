@@ -501,6 +501,7 @@ func TestDockerSecretTheAgentCannotRead(t *testing.T) {
 // (The node side, kubelet's --image-credential-provider-* flags and the binary, is the
 // kit's: the chart has no node installer yet.)
 func TestCredentialProviderModeFromTheChart(t *testing.T) {
+	requireBareKit(t)
 	if kit.Desc.Mode != "credential-provider" {
 		t.Skipf("the kit in %s runs in %q mode; this test needs `scripts/cluster up --mode credential-provider` (scripts/test runs one)", kit.Dir, kit.Desc.Mode)
 	}
