@@ -59,6 +59,9 @@ pub use resolve::{map, resolve};
 pub use server::{Scheme, ServerAddress};
 pub use validate::{ValidCredentials, validate};
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 #[cfg(target_arch = "wasm32")]
 mod abi;
 #[cfg(all(feature = "js", target_arch = "wasm32"))]

@@ -4,6 +4,7 @@
 //!
 //! One test binary with a module per topic.
 
+mod fuzz;
 mod hostile;
 mod module_shape;
 mod node;
