@@ -27,18 +27,7 @@ pub fn evaluate_answers_a_json_object(request: &[u8]) -> Result<Vec<u8>, String>
 /// # Errors
 /// The key does not parse, or parses to another key.
 pub fn server_address_key_round_trips(text: &str) -> Result<(), String> {
-    let Ok(address) = ServerAddress::parse(text) else {
-        return Ok(());
-    };
-    let key = address.key();
-    match ServerAddress::parse(&key) {
-        Ok(again) if again.key() == key => Ok(()),
-        Ok(again) => Err(format!(
-            "{text:?}: key {key:?} parses to another key {:?}",
-            again.key()
-        )),
-        Err(e) => Err(format!("{text:?}: key {key:?} does not parse: {e}")),
-    }
+    round_trips(text, "key", |t| ServerAddress::parse(t).map(|a| a.key()))
 }
 
 /// Any text as an image reference: parsed or refused; a parsed reference's normalized
@@ -47,16 +36,23 @@ pub fn server_address_key_round_trips(text: &str) -> Result<(), String> {
 /// # Errors
 /// The name does not parse, or parses to another name.
 pub fn image_name_round_trips(text: &str) -> Result<(), String> {
-    let Ok(image) = ImageRef::parse(text) else {
+    round_trips(text, "name", |t| ImageRef::parse(t).map(|r| r.name()))
+}
+
+/// `normal(text)`, when it is `Ok`, is a fixed point of `normal`.
+fn round_trips<E: std::fmt::Display>(
+    text: &str,
+    what: &str,
+    normal: impl Fn(&str) -> Result<String, E>,
+) -> Result<(), String> {
+    let Ok(first) = normal(text) else {
         return Ok(());
     };
-    let name = image.name();
-    match ImageRef::parse(&name) {
-        Ok(again) if again.name() == name => Ok(()),
+    match normal(&first) {
+        Ok(again) if again == first => Ok(()),
         Ok(again) => Err(format!(
-            "{text:?}: name {name:?} parses to another name {:?}",
-            again.name()
+            "{text:?}: {what} {first:?} parses to another {what} {again:?}"
         )),
-        Err(e) => Err(format!("{text:?}: name {name:?} does not parse: {e}")),
+        Err(e) => Err(format!("{text:?}: {what} {first:?} does not parse: {e}")),
     }
 }

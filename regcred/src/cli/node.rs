@@ -254,34 +254,35 @@ fn install(args: &InstallArgs) -> Result<u8> {
         }
     };
     let systemctl = args.systemd.systemctl(&layout)?;
-    match node_install::install(&layout, mode, files, &systemctl) {
-        Ok(outcome) => {
-            report("installed", &outcome);
-            if args.stay {
-                stay()?;
-            }
-            Ok(EXIT_OK)
-        }
-        Err(e) => {
-            eprintln!("regcred node install: {e}");
-            Ok(EXIT_FAILED)
-        }
-    }
+    finish(
+        "install",
+        node_install::install(&layout, mode, files, &systemctl),
+        args.stay,
+    )
 }
 
 fn uninstall(args: &UninstallArgs) -> Result<u8> {
     let layout = args.layout.layout()?;
     let systemctl = args.systemd.systemctl(&layout)?;
-    match node_install::uninstall(&layout, &systemctl) {
+    finish(
+        "uninstall",
+        node_install::uninstall(&layout, &systemctl),
+        args.stay,
+    )
+}
+
+/// Reports what `verb` did (or why it failed: exit 1), then with `stay` waits for SIGTERM.
+fn finish(verb: &str, result: Result<Outcome, String>, stay_after: bool) -> Result<u8> {
+    match result {
         Ok(outcome) => {
-            report("uninstalled", &outcome);
-            if args.stay {
+            report(&format!("{verb}ed"), &outcome);
+            if stay_after {
                 stay()?;
             }
             Ok(EXIT_OK)
         }
         Err(e) => {
-            eprintln!("regcred node uninstall: {e}");
+            eprintln!("regcred node {verb}: {e}");
             Ok(EXIT_FAILED)
         }
     }
