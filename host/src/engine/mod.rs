@@ -1,14 +1,18 @@
 //! The wasmtime side: one compiled module and one `InstancePre` per loaded policy, on an
 //! engine of its own or a shared [`PolicyEngine`], a store per evaluation, limits on
-//! every store.
+//! every store. [`builder`] has what it is loaded with, [`abi_call`] the module's raw
+//! ABI as the host calls it; this file the instances and their stores.
 
 use std::sync::{Mutex, TryLockError};
 
 use regcred_types::{PolicyConfig, Resolution, RuntimeProfile, SecretManifest, ValidationReport};
 use wasmtime::{
-    Engine, Extern, ExternType, InstancePre, Linker, Memory, Module, ModuleExport,
-    PoolConcurrencyLimitError, ResourceLimiter, Store, Trap, TypedFunc,
+    Engine, Extern, InstancePre, Linker, ModuleExport, PoolConcurrencyLimitError, ResourceLimiter,
+    Store, Trap,
 };
+
+mod abi_call;
+mod builder;
 
 use crate::abi::{ABI_MAJOR, AbiVersion};
 use crate::error::{EvalError, LoadError};
@@ -18,117 +22,8 @@ use crate::policy_engine::PolicyEngine;
 use crate::precompiled::{LoadPath, compile};
 use crate::typed::{self, RequestRef};
 
-/// How evaluations get their instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum InstanceStrategy {
-    /// A fresh instance for every evaluation: nothing one caller's request leaves in the
-    /// module's memory is seen by the next. The default.
-    #[default]
-    Fresh,
-    /// One instance kept warm and reused while it behaves; a call that fails discards
-    /// it. A call that finds it busy (another thread) uses a fresh instance.
-    Reuse,
-}
-
-/// Configures and loads a policy: the module, the limits, the instance strategy and the
-/// allocator.
-///
-/// ```
-/// use std::time::Duration;
-/// use regcred_host::{InstanceStrategy, Limits, PolicyModule, PolicyPre};
-///
-/// let policy = PolicyPre::builder()
-///     .module(PolicyModule::embedded())
-///     .limits(Limits::builder().epoch_deadline(Duration::from_millis(100)).build())
-///     .instance_strategy(InstanceStrategy::Reuse)
-///     .build()?;
-/// assert_eq!(policy.abi_version().major, 1);
-/// # Ok::<(), regcred_host::LoadError>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct PolicyBuilder {
-    module: Option<PolicyModule>,
-    limits: Limits,
-    strategy: InstanceStrategy,
-    pool_size: Option<u32>,
-    engine: Option<PolicyEngine>,
-}
-
-impl Default for PolicyBuilder {
-    fn default() -> Self {
-        Self {
-            module: None,
-            limits: Limits::default(),
-            strategy: InstanceStrategy::default(),
-            pool_size: Some(PolicyBuilder::DEFAULT_POOL_SIZE),
-            engine: None,
-        }
-    }
-}
-
-impl PolicyBuilder {
-    /// The pooling allocator's default number of instance slots.
-    pub const DEFAULT_POOL_SIZE: u32 = 32;
-
-    /// The module to load (default: [`PolicyModule::embedded`]).
-    #[must_use]
-    pub fn module(mut self, module: PolicyModule) -> Self {
-        self.module = Some(module);
-        self
-    }
-
-    /// The limits of every evaluation (default: [`Limits::default`]).
-    #[must_use]
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Fresh instance per evaluation (default) or a reused one.
-    #[must_use]
-    pub fn instance_strategy(mut self, strategy: InstanceStrategy) -> Self {
-        self.strategy = strategy;
-        self
-    }
-
-    /// Instances come from a pool of `slots` preallocated ones (default
-    /// [`Self::DEFAULT_POOL_SIZE`]): instantiation drops from tens of microseconds to a
-    /// few. Each slot reserves address space (not memory) for one linear memory; an
-    /// evaluation finding every slot busy fails with [`EvalError::Busy`].
-    #[must_use]
-    pub fn pooling(mut self, slots: u32) -> Self {
-        self.pool_size = Some(slots.max(1));
-        self
-    }
-
-    /// Instances are allocated on demand (no pool, no concurrency cap).
-    #[must_use]
-    pub fn on_demand(mut self) -> Self {
-        self.pool_size = None;
-        self
-    }
-
-    /// Runs on `engine`, shared with other policies (one engine, one ticker thread),
-    /// instead of an engine of the policy's own. The engine's allocator and tick apply:
-    /// [`Self::pooling`], [`Self::on_demand`] and [`Limits::epoch_tick`] are then not used.
-    #[must_use]
-    pub fn engine(mut self, engine: PolicyEngine) -> Self {
-        self.engine = Some(engine);
-        self
-    }
-
-    /// Compiles the module (or loads the code precompiled for it, see [`LoadPath`]),
-    /// checks its imports, exports and ABI version, and starts the epoch ticker (unless a
-    /// shared [`PolicyEngine`] was given).
-    ///
-    /// # Errors
-    ///
-    /// A [`LoadError`] naming what is wrong with the module or the configuration.
-    pub fn build(self) -> Result<PolicyPre, LoadError> {
-        PolicyPre::load(self)
-    }
-}
+use abi_call::{ExportIndex, Exports, Failure, call_evaluate, check_initial_memory, check_shape};
+pub use builder::{InstanceStrategy, PolicyBuilder};
 
 /// What a store carries: the limiter, which records why it refused.
 struct StoreState {
@@ -169,24 +64,6 @@ impl ResourceLimiter for Limiter {
         }
         Ok(true)
     }
-}
-
-/// The module's exports, found once by index.
-#[derive(Clone)]
-struct ExportIndex {
-    memory: ModuleExport,
-    abi_version: ModuleExport,
-    alloc: ModuleExport,
-    dealloc: ModuleExport,
-    evaluate: ModuleExport,
-}
-
-/// One live instance's exports.
-struct Exports {
-    memory: Memory,
-    alloc: TypedFunc<i32, i32>,
-    dealloc: TypedFunc<(i32, i32), ()>,
-    evaluate: TypedFunc<(i32, i32), i64>,
 }
 
 /// A live instance with its store.
@@ -239,12 +116,6 @@ impl std::fmt::Debug for PolicyPre {
             .finish_non_exhaustive()
     }
 }
-
-const ALLOC: &str = "regcred_alloc";
-const DEALLOC: &str = "regcred_dealloc";
-const EVALUATE: &str = "regcred_evaluate";
-const ABI_VERSION: &str = "regcred_abi_version";
-const MEMORY: &str = "memory";
 
 impl PolicyPre {
     /// A builder with the defaults: embedded module, [`Limits::default`], fresh instances
@@ -581,155 +452,5 @@ impl PolicyPre {
     }
 }
 
-/// A failure inside one call: already typed, or wasmtime's, to classify with the store.
-enum Failure {
-    Typed(EvalError),
-    Wasmtime(wasmtime::Error),
-}
-
-impl From<EvalError> for Failure {
-    fn from(err: EvalError) -> Self {
-        Self::Typed(err)
-    }
-}
-
-impl From<wasmtime::Error> for Failure {
-    fn from(err: wasmtime::Error) -> Self {
-        Self::Wasmtime(err)
-    }
-}
-
-/// Copies the request in, evaluates, copies the response out; frees both buffers when
-/// the instance is kept.
-fn call_evaluate(live: &mut Live, request: &[u8], free: bool) -> Result<Vec<u8>, Failure> {
-    let Live { store, exports } = live;
-    // The input limit keeps the length far below 2 GiB.
-    let len = i32::try_from(request.len()).map_err(|_| EvalError::InputTooLarge {
-        len: request.len(),
-        limit: i32::MAX as usize,
-    })?;
-    let ptr = exports.alloc.call(&mut *store, len)?;
-    if ptr == 0 && len > 0 {
-        return Err(EvalError::AllocFailed { len: request.len() }.into());
-    }
-    let input = buffer(store, exports.memory, "request", ptr as u32, len as u32)?;
-    exports.memory.data_mut(&mut *store)[input.clone()].copy_from_slice(request);
-
-    let packed = exports.evaluate.call(&mut *store, (ptr, len))? as u64;
-    let (out_ptr, out_len) = ((packed >> 32) as u32, packed as u32);
-    let output = buffer(store, exports.memory, "response", out_ptr, out_len)?;
-    let response = exports.memory.data(&*store)[output].to_vec();
-
-    if free {
-        exports
-            .dealloc
-            .call(&mut *store, (out_ptr as i32, out_len as i32))?;
-        exports.dealloc.call(&mut *store, (ptr, len))?;
-    }
-    Ok(response)
-}
-
-/// The byte range of a buffer the module handed out, if it lies inside its memory.
-fn buffer(
-    store: &Store<StoreState>,
-    memory: Memory,
-    what: &'static str,
-    ptr: u32,
-    len: u32,
-) -> Result<std::ops::Range<usize>, EvalError> {
-    let memory_size = memory.data_size(store);
-    let start = ptr as usize;
-    let end = start + len as usize;
-    if end > memory_size {
-        return Err(EvalError::OutOfBounds {
-            what,
-            ptr,
-            len,
-            memory_size,
-        });
-    }
-    Ok(start..end)
-}
-
-/// Checks that the module imports nothing and exports what the ABI needs, and finds the
-/// exports' indices.
-fn check_shape(module: &Module) -> Result<ExportIndex, LoadError> {
-    if let Some(import) = module.imports().next() {
-        return Err(LoadError::UnexpectedImport {
-            module: import.module().into(),
-            name: import.name().into(),
-        });
-    }
-    let find = |name: &'static str, expected: &'static str, ok: &dyn Fn(&ExternType) -> bool| {
-        let ty = module
-            .get_export(name)
-            .ok_or(LoadError::MissingExport { name })?;
-        if !ok(&ty) {
-            return Err(LoadError::ExportType { name, expected });
-        }
-        module
-            .get_export_index(name)
-            .ok_or(LoadError::MissingExport { name })
-    };
-    let func = |params: &'static [&'static str], results: &'static [&'static str]| {
-        move |ty: &ExternType| {
-            ty.func().is_some_and(|f| {
-                f.params()
-                    .map(|p| p.to_string())
-                    .eq(params.iter().map(|p| p.to_string()))
-                    && f.results()
-                        .map(|r| r.to_string())
-                        .eq(results.iter().map(|r| r.to_string()))
-            })
-        }
-    };
-    const I32: &str = "i32";
-    const I64: &str = "i64";
-    Ok(ExportIndex {
-        memory: find(MEMORY, "a 32-bit unshared memory", &|ty| {
-            ty.memory().is_some_and(|m| !m.is_64() && !m.is_shared())
-        })?,
-        abi_version: find(ABI_VERSION, "a function () -> i32", &func(&[], &[I32]))?,
-        alloc: find(ALLOC, "a function (i32) -> i32", &func(&[I32], &[I32]))?,
-        dealloc: find(
-            DEALLOC,
-            "a function (i32, i32) -> ()",
-            &func(&[I32, I32], &[]),
-        )?,
-        evaluate: find(
-            EVALUATE,
-            "a function (i32, i32) -> i64",
-            &func(&[I32, I32], &[I64]),
-        )?,
-    })
-}
-
-/// Refuses a module whose memories start above the limit, before compiling it (the
-/// pooling allocator would refuse it with a less precise message).
-fn check_initial_memory(bytes: &[u8], limits: &Limits) -> Result<(), LoadError> {
-    use wasmtime::wasmparser::{Parser, Payload};
-    for payload in Parser::new(0).parse_all(bytes) {
-        // Malformed modules are Cranelift's to report.
-        let Ok(payload) = payload else { return Ok(()) };
-        match payload {
-            Payload::MemorySection(memories) => {
-                for memory in memories.into_iter().flatten() {
-                    let minimum = memory.initial.saturating_mul(65_536);
-                    if minimum > limits.memory_limit() as u64 {
-                        return Err(LoadError::InitialMemory {
-                            minimum,
-                            limit: limits.memory_limit(),
-                        });
-                    }
-                }
-            }
-            Payload::CodeSectionStart { .. } => return Ok(()),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-#[path = "engine_tests.rs"]
 mod tests;
