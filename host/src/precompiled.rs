@@ -7,7 +7,7 @@ use wasmtime::{Engine, Module};
 use crate::error::LoadError;
 use crate::module::{ModuleSource, PolicyModule, PrecompiledCode};
 
-/// How a policy's module became machine code: see [`PolicyPre::load_path`].
+/// How a policy's module became machine code: see [`PolicyPre::load_path`](crate::PolicyPre::load_path).
 ///
 /// ```
 /// use regcred_host::{LoadPath, PolicyModule, PolicyPre};

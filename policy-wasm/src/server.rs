@@ -128,7 +128,7 @@ impl ServerAddress {
     }
 
     /// Is this address inside `allowed` (a pattern from `allowedRegistries`)? True when
-    /// [`ServerAddress::containment`] proves it.
+    /// every host, port and path this address covers is one `allowed` covers.
     pub fn is_within(&self, allowed: &ServerAddress) -> bool {
         self.containment(allowed) == Containment::Within
     }

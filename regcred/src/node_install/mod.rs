@@ -19,12 +19,12 @@
 //! `--config-dir` reads no drop-in, so the installer refuses (changing nothing) and says
 //! how to add the flag.
 //!
-//! The change is one transaction ([`apply`]): every file is written beside its target and
+//! The change is one transaction ([`install`]): every file is written beside its target and
 //! read back, what was there before is kept under the state directory, then the files
 //! are switched in by rename and the services restarted in dependency order (the agent
 //! and the NRI plugin, then containerd, then kubelet), each checked active. Any failure
 //! puts back the files as they were, restarts again what had been restarted and leaves
-//! the node as it found it. [`state`] records what was installed so that `uninstall`
+//! the node as it found it. [`InstallState`] records what was installed so that `uninstall`
 //! restores every file byte for byte, in the reverse order.
 
 mod apply;
