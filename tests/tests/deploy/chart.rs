@@ -51,48 +51,16 @@ fn every_rendered_object_parses_into_its_api_type() {
             .flatten()
             .any(|n| n.starts_with("regcred-webhook"))
     };
-    assert!(named(
-        rendered
-            .service_accounts
-            .iter()
-            .map(|o| o.metadata.name.clone())
-            .collect()
-    ));
-    assert!(named(
-        rendered
-            .config_maps
-            .iter()
-            .map(|o| o.metadata.name.clone())
-            .collect()
-    ));
-    assert!(named(
-        rendered
-            .services
-            .iter()
-            .map(|o| o.metadata.name.clone())
-            .collect()
-    ));
-    assert!(named(
-        rendered
-            .deployments
-            .iter()
-            .map(|o| o.metadata.name.clone())
-            .collect()
-    ));
-    assert!(named(
-        rendered
-            .budgets
-            .iter()
-            .map(|o| o.metadata.name.clone())
-            .collect()
-    ));
-    assert!(named(
-        rendered
-            .webhooks
-            .iter()
-            .map(|o| o.metadata.name.clone())
-            .collect()
-    ));
+    for names in [
+        names(&rendered.service_accounts),
+        names(&rendered.config_maps),
+        names(&rendered.services),
+        names(&rendered.deployments),
+        names(&rendered.budgets),
+        names(&rendered.webhooks),
+    ] {
+        assert!(named(names));
+    }
     assert_eq!(
         rendered.cert_manager.len(),
         4,
@@ -185,14 +153,7 @@ fn the_default_webhook_manages_its_own_certificate() {
     let objects = render(&[]);
     let rendered = parse(&objects);
     let deployment = webhook_deployment(&rendered);
-    let pod = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_spec(deployment);
     assert_eq!(pod.automount_service_account_token, Some(true));
     let account = rendered
         .service_accounts
@@ -345,14 +306,7 @@ fn the_secret_mode_needs_its_ca_bundle() {
         flag(container, "tls-cert"),
         Some("/etc/regcred/tls/tls.crt")
     );
-    let pod = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_spec(deployment);
     assert_eq!(pod.automount_service_account_token, Some(false));
     let secret = pod
         .volumes

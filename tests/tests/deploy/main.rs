@@ -20,10 +20,11 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -334,6 +335,33 @@ fn check_metadata(object: &Value) {
 /// The chart in mode certManager, parsed: the objects most tests look at.
 fn parse_all() -> Rendered {
     parse(&render(CERT_MANAGER))
+}
+
+/// The names of `objects`.
+fn names<T: k8s_openapi::Metadata<Ty = ObjectMeta>>(objects: &[T]) -> Vec<Option<String>> {
+    objects.iter().map(|o| o.metadata().name.clone()).collect()
+}
+
+/// A Deployment's pod spec.
+fn pod_spec(deployment: &Deployment) -> &PodSpec {
+    deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+}
+
+/// The volume a rendered pod's mount names.
+fn volume_of<'a>(pod: &'a Value, mount: &Value) -> &'a Value {
+    pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume {} for the mount", mount["name"]))
 }
 
 /// The Deployment that runs `regcred webhook`.

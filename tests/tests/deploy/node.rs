@@ -216,12 +216,7 @@ fn the_cri_proxy_reads_the_api_as_its_node_by_default() {
             .find(|m| m["mountPath"] == path)
             .unwrap_or_else(|| panic!("{path} is not mounted"));
         assert_eq!(mount["readOnly"], true, "{path} must be read-only");
-        let volume = pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap();
+        let volume = volume_of(pod, mount);
         assert_eq!(
             volume["hostPath"]["path"], path,
             "{path} comes from the node"
@@ -243,12 +238,7 @@ fn the_cri_proxy_reads_the_api_as_its_node_by_default() {
         .iter()
         .find(|m| m["mountPath"] == records)
         .unwrap_or_else(|| panic!("{records} (the parent of {records_dir}) is not mounted"));
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .unwrap();
+    let volume = volume_of(pod, mount);
     assert_eq!(
         volume["hostPath"]["path"], records,
         "the records outlive the pod"

@@ -309,14 +309,7 @@ fn the_webhook_pods_run_locked_down() {
     for (values, token) in [(CERT_MANAGER, false), (&[][..], true)] {
         let rendered = parse(&render(values));
         let deployment = webhook_deployment(&rendered);
-        let pod = deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
+        let pod = pod_spec(deployment);
         let pod_security = pod.security_context.as_ref().unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
         assert_eq!(
