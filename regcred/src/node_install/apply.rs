@@ -1,13 +1,12 @@
 //! The install and uninstall transactions, and the host's systemd as they reach it.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use super::state::{
-    FileRecord, InstallState, Phase, Previous, keep, missing_dirs, remove_empty, sha256, stage,
-    write_atomic,
+    FileRecord, InstallState, Phase, Previous, keep, missing_dirs, read_with_mode, remove_empty,
+    sha256, stage, write_atomic,
 };
 use super::{Layout, Mode, Part, Planned, services};
 
@@ -130,36 +129,30 @@ pub fn install(
             .map(|f| f.path.as_path())
             .chain([state_file.as_path()]),
     );
+    // Before anything is switched, a failure leaves the host as it was: the staged files,
+    // a first install's state and copies, and the directories made for them go.
+    let abort = |staged: &[PathBuf], e: String| {
+        remove_all(staged);
+        if old.is_none() {
+            let _ = InstallState::remove(layout, true);
+        }
+        remove_empty(layout, &created);
+        format!("{e}; nothing was changed")
+    };
     let mut steps = Vec::with_capacity(files.len());
     let mut records = Vec::with_capacity(files.len());
     for (index, file) in files.into_iter().enumerate() {
-        let target = layout.on_host(&file.path);
-        let before = match std::fs::read(&target) {
-            Ok(bytes) => {
-                let mode = std::fs::metadata(&target)
-                    .map_err(|e| format!("reading {}: {e}", target.display()))?
-                    .permissions()
-                    .mode()
-                    & 0o7777;
-                Some((bytes, mode))
+        let before = read_with_mode(&layout.on_host(&file.path)).map_err(|e| abort(&[], e))?;
+        let previous = match (
+            old.as_ref()
+                .and_then(|old| old.files.iter().find(|r| r.path == file.path)),
+            &before,
+        ) {
+            (Some(record), _) => record.previous.clone(),
+            (None, Some((bytes, mode))) => {
+                keep(layout, index, &file.path, bytes, *mode).map_err(|e| abort(&[], e))?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(format!("reading {}: {e}", target.display())),
-        };
-        let previous = match old
-            .as_ref()
-            .and_then(|old| old.files.iter().find(|r| r.path == file.path))
-        {
-            Some(record) => record.previous.clone(),
-            None if before.is_some() => match keep(layout, index, &file.path) {
-                Ok(kept) => kept,
-                Err(e) => {
-                    let _ = InstallState::remove(layout, old.is_none());
-                    remove_empty(layout, &created);
-                    return Err(format!("{e}; nothing was changed"));
-                }
-            },
-            None => Previous::Absent,
+            (None, None) => Previous::Absent,
         };
         records.push(FileRecord {
             path: file.path.clone(),
@@ -191,21 +184,13 @@ pub fn install(
     // Stage every changed file beside its target: nothing on the host changes yet.
     let mut staged = Vec::new();
     for step in steps.iter().filter(|s| s.changed) {
-        match stage(
+        let path = stage(
             &layout.on_host(&step.file.path),
             &step.file.content,
             step.file.mode,
-        ) {
-            Ok(path) => staged.push(path),
-            Err(e) => {
-                remove_all(&staged);
-                if old.is_none() {
-                    let _ = InstallState::remove(layout, true);
-                }
-                remove_empty(layout, &created);
-                return Err(format!("{e}; nothing was changed"));
-            }
-        }
+        )
+        .map_err(|e| abort(&staged, e))?;
+        staged.push(path);
     }
     let mut state = InstallState {
         version: 1,
@@ -219,11 +204,7 @@ pub fn install(
             .chain(created.iter().cloned())
             .collect(),
     };
-    if let Err(e) = state.store(layout) {
-        remove_all(&staged);
-        remove_empty(layout, &created);
-        return Err(format!("{e}; nothing was changed"));
-    }
+    state.store(layout).map_err(|e| abort(&staged, e))?;
 
     let mut switched: Vec<&Step> = Vec::new();
     let mut staged_left = staged.into_iter();

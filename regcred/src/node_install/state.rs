@@ -174,16 +174,31 @@ pub(super) fn remove_empty(layout: &Layout, dirs: &[PathBuf]) {
     }
 }
 
-/// Keeps a copy of the host file `path` (which exists) before regcred first replaces it.
-pub(super) fn keep(layout: &Layout, index: usize, path: &Path) -> Result<Previous, String> {
-    let on_host = layout.on_host(path);
-    let bytes =
-        std::fs::read(&on_host).map_err(|e| format!("reading {}: {e}", on_host.display()))?;
-    let mode = std::fs::metadata(&on_host)
+/// A host file's bytes and permission bits as this process reaches it (`on_host`);
+/// `None` when there is no file.
+pub(super) fn read_with_mode(on_host: &Path) -> Result<Option<(Vec<u8>, u32)>, String> {
+    let bytes = match std::fs::read(on_host) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading {}: {e}", on_host.display())),
+    };
+    let mode = std::fs::metadata(on_host)
         .map_err(|e| format!("reading {}: {e}", on_host.display()))?
         .permissions()
         .mode()
         & 0o7777;
+    Ok(Some((bytes, mode)))
+}
+
+/// Keeps a copy of the host file `path` (its `bytes` and `mode`, as read) before regcred
+/// first replaces it.
+pub(super) fn keep(
+    layout: &Layout,
+    index: usize,
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<Previous, String> {
     let name = path
         .file_name()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
@@ -191,11 +206,11 @@ pub(super) fn keep(layout: &Layout, index: usize, path: &Path) -> Result<Previou
         .state_dir
         .join(BACKUP_DIR)
         .join(format!("{index}-{name}"));
-    write_atomic(&layout.on_host(&backup), &bytes, 0o600)?;
+    write_atomic(&layout.on_host(&backup), bytes, 0o600)?;
     Ok(Previous::Kept {
         backup,
         mode,
-        sha256: sha256(&bytes),
+        sha256: sha256(bytes),
     })
 }
 

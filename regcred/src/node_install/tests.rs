@@ -466,3 +466,24 @@ fn an_install_interrupted_after_its_switch_restarts_everything_when_run_again() 
         Phase::Installed
     );
 }
+
+#[test]
+fn a_copy_that_cannot_be_kept_changes_nothing_and_keeps_the_installed_state() {
+    let host = Host::new();
+    host.install(Mode::Nri).unwrap();
+    // A state from a regcred that wrote one file fewer: the next install must keep a copy
+    // of that file, and here it cannot (the copies' directory is a file).
+    let mut state = InstallState::load(&host.layout).unwrap().unwrap();
+    state.files.retain(|f| f.part != Part::Kubelet);
+    state.store(&host.layout).unwrap();
+    let backups = host.root().join("var/lib/regcred/node-install/backup");
+    let _ = std::fs::remove_dir_all(&backups);
+    std::fs::write(&backups, "in the way").unwrap();
+    let before = host.tree();
+    host.calls();
+    let error = host.install(Mode::Nri).unwrap_err();
+    assert!(error.contains("nothing was changed"), "{error}");
+    assert_eq!(host.tree(), before, "the failed install changed the host");
+    assert_eq!(InstallState::load(&host.layout).unwrap(), Some(state));
+    assert!(host.calls().is_empty());
+}
