@@ -1,4 +1,4 @@
-//! Tests of `records.rs` (its `tests` module, in a file of its own).
+//! Tests of the pulled-image records (`records/`).
 
 use super::*;
 
