@@ -260,9 +260,9 @@ impl Inner {
                         // Compared as normalized names: the records keep the pod's
                         // spelling (`busybox:1.36`), the runtime its own
                         // (`docker.io/library/busybox@sha256:...`).
-                        let repository = super::verify::repository_name(n)?;
+                        let repository = super::verification::repository_name(n)?;
                         named.iter().find(|d| {
-                            super::verify::repository_name(d).as_ref() == Some(&repository)
+                            super::verification::repository_name(d).as_ref() == Some(&repository)
                         })
                     })
                     .or_else(|| named.first())?;

@@ -53,11 +53,13 @@ pub mod authority;
 mod decide;
 mod events;
 mod grpc;
+mod images;
 mod metrics;
 mod pull;
 mod records;
 mod runtime;
 mod source;
+mod verification;
 mod verify;
 mod wire;
 
@@ -95,7 +97,7 @@ pub use source::{
     KubeSourceBuilder, PodPullSecrets, PodRef, PullSecretSource, SecretsFrom, SourceError,
     SourceFuture,
 };
-pub use verify::{ImageVerification, VerificationPolicy};
+pub use verification::{ImageVerification, VerificationPolicy};
 
 /// The largest request body the proxy reads (one gRPC message with its frame header).
 /// CRI image requests are small (an image name, credentials, a sandbox config): a few KiB;

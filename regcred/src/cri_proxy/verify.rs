@@ -9,7 +9,7 @@
 //! pulled with credentials only when
 //!
 //! - this pod's own credentials (regcredentials or Docker Secrets, resolved as for a pull)
-//!   pulled it, or were accepted for it, within the record lifetime ([`PullRecords`]): no
+//!   pulled it, or were accepted for it, within the record lifetime ([`PullRecords`](super::records::PullRecords)): no
 //!   registry round trip, so a registry outage does not stop containers already allowed;
 //! - or the registry accepts them now: the proxy pulls the image again with them (the
 //!   runtime asks the registry for the manifest; blobs already on the node are not
@@ -21,185 +21,23 @@
 //! every pod, as with kubelet's default `NeverVerifyPreloadedImages`; the policies are
 //! named after kubelet's ([`VerificationPolicy`]).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-
 use bytes::Bytes;
 use hyper::Response;
 use prost::Message as _;
-use regcred_cri_api::runtime::v1::{
-    CreateContainerRequest, ImageSpec, ImageStatusRequest, ImageStatusResponse, ListImagesRequest,
-    ListImagesResponse, PullImageResponse, RemoveImageRequest,
-};
-use regcred_policy::ImageRef;
+use regcred_cri_api::runtime::v1::{CreateContainerRequest, ImageSpec};
 use tonic::Code;
 
 use super::Inner;
 use super::events;
 use super::grpc::{self, ProxyBody};
+use super::images::PulledImage;
 use super::metrics::ImageUse;
 use super::pull::{Resolved, Tried};
-use super::records::{CredentialFields, ImageAccess, PullRecords};
+use super::records::{CredentialFields, ImageAccess};
 use super::runtime::RequestHead;
 use super::source::PodRef;
+use super::verification::{ImageVerification, VerificationPolicy};
 use super::wire::{pull_request, raw_field};
-
-/// Which images need a pod's own credentials: kubelet's
-/// `imagePullCredentialsVerificationPolicy`, applied to regcred's pulls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum VerificationPolicy {
-    /// No check: every pod uses every image on the node (regcred 0.1).
-    NeverVerify,
-    /// Images pulled with credentials need the pod's own; images without records
-    /// (preloaded) and public ones do not. The default, as kubelet's.
-    #[default]
-    NeverVerifyPreloadedImages,
-    /// As `NeverVerifyPreloadedImages`, except that preloaded images need credentials
-    /// too unless they are in the allowlist.
-    NeverVerifyAllowlistedImages,
-    /// Every image needs the pod's credentials, or a pull without credentials that
-    /// succeeds (a public image).
-    AlwaysVerify,
-}
-
-impl VerificationPolicy {
-    /// kubelet's name of the policy.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NeverVerify => "NeverVerify",
-            Self::NeverVerifyPreloadedImages => "NeverVerifyPreloadedImages",
-            Self::NeverVerifyAllowlistedImages => "NeverVerifyAllowlistedImages",
-            Self::AlwaysVerify => "AlwaysVerify",
-        }
-    }
-}
-
-impl std::fmt::Display for VerificationPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for VerificationPolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        [
-            Self::NeverVerify,
-            Self::NeverVerifyPreloadedImages,
-            Self::NeverVerifyAllowlistedImages,
-            Self::AlwaysVerify,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == s)
-        .ok_or_else(|| {
-            format!(
-                "`{s}` is not a verification policy: NeverVerify, NeverVerifyPreloadedImages, \
-                 NeverVerifyAllowlistedImages or AlwaysVerify"
-            )
-        })
-    }
-}
-
-/// The checks on images already on the node: a policy, its allowlist, and the records.
-#[derive(Debug)]
-pub struct ImageVerification {
-    policy: VerificationPolicy,
-    allowlist: Vec<String>,
-    records: Arc<PullRecords>,
-}
-
-impl ImageVerification {
-    /// `policy` with the records in `records` and an empty allowlist.
-    pub fn new(policy: VerificationPolicy, records: Arc<PullRecords>) -> Self {
-        Self {
-            policy,
-            allowlist: Vec::new(),
-            records,
-        }
-    }
-
-    /// Image names (no tag or digest; `/*` at the end for everything under a path) that
-    /// `NeverVerifyAllowlistedImages` lets every pod use when they are preloaded:
-    /// kubelet's `preloadedImagesVerificationAllowlist`.
-    ///
-    /// # Errors
-    ///
-    /// A message naming a pattern with a tag, a digest or a `*` elsewhere.
-    pub fn allowlist(mut self, patterns: Vec<String>) -> Result<Self, String> {
-        let mut names = Vec::with_capacity(patterns.len());
-        for pattern in &patterns {
-            let (body, under) = match pattern.strip_suffix("/*") {
-                Some(body) => (body, "/*"),
-                None => (pattern.as_str(), ""),
-            };
-            let wrong = |why: &str| {
-                format!(
-                    "allowlist entry `{pattern}`: {why}; write an image name without tag or \
-                     digest, optionally ending in /* (registry.example.com/team/*)"
-                )
-            };
-            if body.is_empty() || body.contains('*') {
-                return Err(wrong("a `*` may only end it, as `/*`"));
-            }
-            let name = if under.is_empty() {
-                let image = ImageRef::parse(body).map_err(|err| wrong(&err.reason))?;
-                if image.tag.is_some() || image.digest.is_some() {
-                    return Err(wrong("it has a tag or a digest"));
-                }
-                image.name()
-            } else {
-                // A prefix: parsed with two made-up path components after it, so that a
-                // registry alone (`registry.example.com/*`, `docker.io/*`) stays a
-                // registry, and no `library/` is put in for Docker Hub.
-                const UNDER: &str = "/regcred-x/regcred-y";
-                let image =
-                    ImageRef::parse(&format!("{body}{UNDER}")).map_err(|err| wrong(&err.reason))?;
-                if image.tag.is_some() || image.digest.is_some() {
-                    return Err(wrong("it has a tag or a digest"));
-                }
-                let name = image.name();
-                name.strip_suffix(UNDER).unwrap_or(&name).to_owned()
-            };
-            names.push(format!("{name}{under}"));
-        }
-        self.allowlist = names;
-        Ok(self)
-    }
-
-    /// The policy.
-    pub fn policy(&self) -> VerificationPolicy {
-        self.policy
-    }
-
-    /// The records.
-    pub fn records(&self) -> &Arc<PullRecords> {
-        &self.records
-    }
-
-    fn allowlisted(&self, image: &str) -> bool {
-        let Some(name) = repository_name(image) else {
-            return false;
-        };
-        self.allowlist
-            .iter()
-            .any(|pattern| match pattern.strip_suffix("/*") {
-                Some(prefix) => name
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.starts_with('/')),
-                None => &name == pattern,
-            })
-    }
-}
-
-/// The normalized repository name of `image`, without tag or digest (`busybox:1.36` is
-/// `docker.io/library/busybox`), by the policy's own image grammar ([`ImageRef`], which
-/// owns Docker Hub's rules); `None` for what is not an image reference.
-pub(crate) fn repository_name(image: &str) -> Option<String> {
-    ImageRef::parse(image).ok().map(|image| image.name())
-}
-
 /// How the decision went (the `decision` label of the metric).
 pub(crate) enum Allowed {
     /// Verification is off.
@@ -249,64 +87,6 @@ fn moved(how: &str, name: &str, pulled: &str) -> String {
          Always) or name it by digest"
     )
 }
-
-/// The message of a buffered unary response.
-fn response_message(response: &Response<ProxyBody>) -> Option<Bytes> {
-    match response.body() {
-        ProxyBody::Buffered {
-            data: Some(data), ..
-        } => grpc::single_message(data),
-        _ => None,
-    }
-}
-
-/// Whether `reference` is an image ID (`sha256:` and 64 hex digits), as containerd
-/// answers a pull and kubelet names an image on the node.
-fn is_image_id(reference: &str) -> bool {
-    reference
-        .strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// An image a pull brought: its ID, and the other reference the runtime named it by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PulledImage {
-    pub(crate) id: String,
-    pub(crate) alias: Option<String>,
-}
-
-impl PulledImage {
-    fn named(id: &str) -> Self {
-        Self {
-            id: id.to_owned(),
-            alias: None,
-        }
-    }
-
-    pub(crate) fn key(&self) -> super::records::ImageKey<'_> {
-        super::records::ImageKey {
-            id: &self.id,
-            alias: self.alias.as_deref(),
-        }
-    }
-
-    /// Whether `reference` (what a CreateContainer named) is this image.
-    fn is(&self, reference: &str) -> bool {
-        self.id == reference || self.alias.as_deref() == Some(reference)
-    }
-
-    fn shown(&self) -> &str {
-        &self.id
-    }
-}
-
-/// The image reference a PullImage response carries.
-pub(crate) fn pulled_ref(response: &Response<ProxyBody>) -> Option<String> {
-    let message = response_message(response)?;
-    let pulled = PullImageResponse::decode(&message[..]).ok()?;
-    (!pulled.image_ref.is_empty()).then_some(pulled.image_ref)
-}
-
 impl Inner {
     /// Handles one CreateContainer: forwarded unchanged when the pod may use the image,
     /// refused otherwise.
@@ -645,21 +425,6 @@ impl Inner {
         self.metrics.image_use(ImageUse::Failed);
         response
     }
-
-    /// Logs and counts a records write that failed; the record is kept in memory, and
-    /// private decisions are refused until a write succeeds ([`Self::durable`]).
-    pub(crate) fn keep(&self, written: Result<(), super::records::RecordsError>) {
-        if let Err(err) = written {
-            self.metrics.records_write_failed();
-            tracing::error!(error = %err,
-                "cannot write the pulled-image records; private images are refused until \
-                 they can be written");
-        }
-        if let Some(v) = &self.verification {
-            self.metrics.records_unwritten(v.records.unwritten());
-        }
-    }
-
     /// `None` when the records on disk hold what memory holds (a failed write is tried
     /// again first); else the refusal for `pod` and `shown`: a decision that lets a pod
     /// use a private image must survive a restart, or a restart would forget it was
@@ -693,204 +458,4 @@ impl Inner {
         self.event(pod, events::RECORDS_UNWRITTEN, message.clone());
         Some(grpc::error_response(Code::Unavailable, &message))
     }
-
-    /// Records a successful pull: `credential` is the hash and Secret it was made with,
-    /// `None` for a pull without credentials.
-    pub(crate) async fn record_pull(
-        &self,
-        response: &Response<ProxyBody>,
-        image: &str,
-        credential: Option<(&str, &str)>,
-    ) {
-        let Some(verification) = &self.verification else {
-            return;
-        };
-        let Some(pulled) = self.pulled_image(response).await else {
-            return;
-        };
-        let records = &verification.records;
-        self.keep(match credential {
-            Some((hash, secret)) => records.credentialed(pulled.key(), image, hash, secret),
-            None => records.public(pulled.key(), image),
-        });
-    }
-
-    /// The image a successful PullImage `response` brought: its reference, and its ID
-    /// from ImageStatus when the reference is not one (CRI-O answers with a repository
-    /// digest, containerd with the ID). `None` when the response names nothing.
-    pub(crate) async fn pulled_image(&self, response: &Response<ProxyBody>) -> Option<PulledImage> {
-        let reference = pulled_ref(response)?;
-        if is_image_id(&reference) {
-            return Some(PulledImage::named(&reference));
-        }
-        let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
-        match self.image_id(&head, &reference).await {
-            Some(id) if !id.is_empty() => Some(PulledImage {
-                id,
-                alias: Some(reference),
-            }),
-            _ => {
-                tracing::warn!(reference = %reference,
-                    "the runtime answered the pull with a reference it does not resolve to \
-                     an image ID; recorded under that reference");
-                Some(PulledImage::named(&reference))
-            }
-        }
-    }
-
-    /// RemoveImage: forwarded; when it succeeds, the image's records are dropped.
-    pub(crate) async fn remove_image(&self, head: RequestHead, body: Bytes) -> Response<ProxyBody> {
-        let records = match &self.verification {
-            Some(v) if !v.records.is_empty() => Arc::clone(&v.records),
-            _ => return self.forward(&head, body).await,
-        };
-        let image = grpc::single_message(&body)
-            .and_then(|m| RemoveImageRequest::decode(&m[..]).ok())
-            .and_then(|r| r.image)
-            .map(|i| i.image)
-            .unwrap_or_default();
-        let id = if image.starts_with("sha256:") {
-            Some(image.clone())
-        } else {
-            self.image_id(&head, &image).await
-        };
-        let answer = match self.attempt(&head, body).await {
-            Ok(answer) => answer,
-            Err(unavailable) => return unavailable,
-        };
-        if answer.code == Code::Ok
-            && let Some(id) = id
-        {
-            match records.remove(&id) {
-                Ok(true) => tracing::info!(image, id, "image removed; its pull records dropped"),
-                Ok(false) => {}
-                Err(err) => tracing::error!(error = %err, "cannot write the pulled-image records"),
-            }
-        }
-        answer.response
-    }
-
-    /// The ID of `image` on the node, asked of the runtime.
-    pub(crate) async fn image_id(&self, head: &RequestHead, image: &str) -> Option<String> {
-        let request = ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: image.to_owned(),
-                ..Default::default()
-            }),
-            verbose: false,
-        };
-        let status_head = head.with_path(regcred_cri_api::methods::IMAGE_STATUS);
-        let answer = self
-            .attempt(&status_head, grpc::frame(&request.encode_to_vec()))
-            .await
-            .ok()?;
-        let message = response_message(&answer.response)?;
-        ImageStatusResponse::decode(&message[..])
-            .ok()?
-            .image
-            .map(|i| i.id)
-    }
-
-    /// The names the runtime has for the image `id` (its tags and repository digests);
-    /// none when it cannot be asked or does not have the image.
-    pub(crate) async fn image_names(&self, id: &str) -> Vec<String> {
-        let request = ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: id.to_owned(),
-                ..Default::default()
-            }),
-            verbose: false,
-        };
-        let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
-        let Ok(answer) = self
-            .attempt(&head, grpc::frame(&request.encode_to_vec()))
-            .await
-        else {
-            return Vec::new();
-        };
-        response_message(&answer.response)
-            .and_then(|m| ImageStatusResponse::decode(&m[..]).ok())
-            .and_then(|status| status.image)
-            .map(|image| {
-                image
-                    .repo_tags
-                    .into_iter()
-                    .chain(image.repo_digests)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The runtime's images (`None` when it cannot be asked).
-    pub(crate) async fn list_images(&self) -> Option<Vec<regcred_cri_api::runtime::v1::Image>> {
-        let head = RequestHead::unary(regcred_cri_api::methods::LIST_IMAGES);
-        let request = grpc::frame(&ListImagesRequest::default().encode_to_vec());
-        match self.attempt(&head, request).await {
-            Ok(answer) if answer.code == Code::Ok => response_message(&answer.response)
-                .and_then(|m| ListImagesResponse::decode(&m[..]).ok())
-                .map(|listed| listed.images),
-            _ => None,
-        }
-    }
-
-    /// Notes the images on the node as the preloaded ones when the records do not know
-    /// them yet (the first start with these records); whether they are known now. Until
-    /// they are, no image counts as preloaded.
-    pub(crate) async fn ensure_preloaded(&self) -> bool {
-        let Some(verification) = &self.verification else {
-            return true;
-        };
-        let records = &verification.records;
-        if records.preloaded_known() {
-            return true;
-        }
-        let Some(listed) = self.list_images().await else {
-            tracing::warn!(
-                "cannot list the runtime's images: which images are preloaded is not known \
-                 yet, so none counts as preloaded until they can be listed"
-            );
-            return false;
-        };
-        let present: BTreeSet<String> = listed.into_iter().map(|i| i.id).collect();
-        match records.note_preloaded(&present) {
-            Ok(true) => tracing::info!(
-                preloaded = records.preloaded_len(),
-                "the images on the node now are the preloaded ones (first start with these \
-                 records); any image that comes later without a regcred pull is verified"
-            ),
-            Ok(false) => {}
-            Err(err) => self.keep(Err(err)),
-        }
-        true
-    }
-
-    /// Forgets the records of images no longer on the node and credential records past
-    /// their lifetime, and at the first start notes the preloaded images (at start; the
-    /// runtime may not be up yet, then the preloaded images are noted at the first
-    /// decision).
-    pub(crate) async fn prune_records(&self) {
-        let Some(verification) = self.verification.as_ref() else {
-            return;
-        };
-        if !self.ensure_preloaded().await || verification.records.is_empty() {
-            return;
-        }
-        let Some(listed) = self.list_images().await else {
-            tracing::warn!("cannot list the runtime's images; pulled-image records not pruned");
-            return;
-        };
-        let present = listed.into_iter().map(|i| i.id).collect();
-        match verification.records.retain(&present) {
-            Ok(forgotten) => tracing::info!(
-                images = verification.records.len(),
-                forgotten,
-                "pulled-image records checked against the runtime's images"
-            ),
-            Err(err) => self.keep(Err(err)),
-        }
-    }
 }
-
-#[cfg(test)]
-#[path = "verify_tests.rs"]
-mod tests;

@@ -1,4 +1,4 @@
-//! Tests of `verify.rs` (its `tests` module, in a file of its own).
+//! Tests of `verification.rs` (its `tests` module, in a file of its own).
 
 use super::*;
 
