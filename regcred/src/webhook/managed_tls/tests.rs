@@ -1,5 +1,6 @@
-//! Tests of `managed_tls.rs` (its `tests` module, in a file of its own).
+//! Tests of the managed certificate (`managed_tls/`): the plan, the Secret, the loop.
 
+use super::pki::*;
 use super::*;
 
 fn config() -> ManagedTlsConfig {
