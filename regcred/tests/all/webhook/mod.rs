@@ -4,11 +4,6 @@
 //!
 //! Certificates are made here by rcgen; the client trusts exactly the one it is told.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test, with its message"
-)]
-
 mod bad_input;
 mod binary;
 mod bounds;
@@ -25,7 +20,7 @@ use regcred_types::PolicyConfig;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
-#[path = "../support/webhook_client.rs"]
+#[path = "../../support/webhook_client.rs"]
 mod webhook_client;
 pub(crate) use webhook_client::{WebhookClient as Client, webhook_client_config as client_config};
 

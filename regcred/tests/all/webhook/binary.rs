@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::{Client, TestCert, body, client_config, create_review, parse};
+use super::{Client, TestCert, body, client_config, create_review, parse};
 
 const CANARY: &str = "CANARY-wh-5b0e";
 
@@ -308,7 +308,7 @@ async fn sixty_unfinished_large_bodies_do_not_grow_resident_memory() {
     let config = client_config(&webhook.cert.der);
     let mut held = Vec::new();
     for _ in 0..60 {
-        held.push(crate::bounds::hold_body(
+        held.push(super::bounds::hold_body(
             webhook.addr,
             config.clone(),
             3_000_000,
@@ -326,7 +326,7 @@ async fn sixty_unfinished_large_bodies_do_not_grow_resident_memory() {
     let mut client = webhook.client().await;
     let (status, _) = client.send("GET", "/healthz", Vec::new()).await.unwrap();
     assert_eq!(status, 200);
-    let review = body(&crate::captured("create-regcredentials.json"));
+    let review = body(&super::captured("create-regcredentials.json"));
     let (status, answer) = tokio::time::timeout(Duration::from_secs(5), client.review(review))
         .await
         .expect("an ordinary review answers while the bodies are held");

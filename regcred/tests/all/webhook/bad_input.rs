@@ -7,7 +7,7 @@ use serde_json::json;
 
 use regcred_types::PolicyConfig;
 
-use crate::{TestServer, admission, body, captured, parse};
+use super::{TestServer, admission, body, captured, parse};
 
 fn without_object() -> Vec<u8> {
     let mut review = captured("create-regcredentials.json");
@@ -132,8 +132,8 @@ async fn a_lower_body_limit_is_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_without_the_right_trust_fails_and_the_server_keeps_serving() {
     let server = TestServer::start(admission(PolicyConfig::default())).await;
-    let stranger = crate::TestCert::new("someone else");
-    let refused = crate::Client::connect(server.addr, crate::client_config(&stranger.der)).await;
+    let stranger = super::TestCert::new("someone else");
+    let refused = super::Client::connect(server.addr, super::client_config(&stranger.der)).await;
     assert!(
         refused.is_err(),
         "a client trusting another certificate connected"

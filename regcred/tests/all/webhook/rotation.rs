@@ -3,7 +3,7 @@
 
 use regcred_types::PolicyConfig;
 
-use crate::{Client, TestCert, TestServer, admission, client_config};
+use super::{Client, TestCert, TestServer, admission, client_config};
 
 async fn presented(
     server: &TestServer,

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::{TestServer, admission, body, captured};
+use super::{TestServer, admission, body, captured};
 
 /// A TLS connection that sent a `POST /validate` declaring `declared` bytes of body and
 /// then as much of `send` bytes as the server takes within a short while; it holds the
@@ -73,7 +73,7 @@ async fn a_slow_body_is_cut_off_after_the_deadline() {
         b.body_timeout(Duration::from_millis(500))
     })
     .await;
-    let config = crate::client_config(&server.cert.der);
+    let config = super::client_config(&server.cert.der);
     let started = std::time::Instant::now();
     let mut slow = hold_body(server.addr, config, 100_000, 1000).await;
     let text = answer(&mut slow, Duration::from_secs(5)).await;
@@ -88,7 +88,7 @@ async fn unfinished_large_bodies_leave_room_for_reviews_and_healthz() {
         b.max_concurrent_reviews(2)
     })
     .await;
-    let config = crate::client_config(&server.cert.der);
+    let config = super::client_config(&server.cert.der);
     // More large unfinished bodies than there are review slots.
     let mut held = Vec::new();
     for _ in 0..6 {

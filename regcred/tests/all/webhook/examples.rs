@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use regcred_types::PolicyConfig;
 use serde_json::Value;
 
-use crate::{TestServer, admission, body, create_review, parse, repo_root};
+use super::{TestServer, admission, body, create_review, parse, repo_root};
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
