@@ -15,12 +15,12 @@ import (
 )
 
 // The modules of tests/data/hostile, assembled into testdata/hostile by
-// tests/tests/module_digest.rs (which fails when they differ from the .wat files).
+// tests/tests/all/module_digest.rs (which fails when they differ from the .wat files).
 func hostile(t testing.TB, name string) []byte {
 	t.Helper()
 	bin, err := os.ReadFile(filepath.Join("testdata", "hostile", name+".wasm"))
 	if err != nil {
-		t.Fatalf("%v (assembled from tests/data/hostile/%s.wat by tests/tests/module_digest.rs)", err, name)
+		t.Fatalf("%v (assembled from tests/data/hostile/%s.wat by tests/tests/all/module_digest.rs)", err, name)
 	}
 	return bin
 }

@@ -298,7 +298,7 @@ func TestTypedAPIAgreesWithEveryVector(t *testing.T) {
 }
 
 // The embedded module is the one recorded for this commit; the Rust side
-// (tests/tests/module_digest.rs) checks that this commit's sources build it.
+// (tests/tests/all/module_digest.rs) checks that this commit's sources build it.
 func TestEmbeddedModuleIsTheRecordedModule(t *testing.T) {
 	text, err := os.ReadFile(filepath.Join("..", "policy-wasm", "module.sha256"))
 	if err != nil {

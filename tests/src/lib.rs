@@ -7,4 +7,3 @@
 
 pub mod examples;
 pub mod harness;
-pub mod oci_image;

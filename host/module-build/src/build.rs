@@ -17,7 +17,7 @@ pub const MODULE_FILE: &str = "regcred_policy.wasm";
 /// Builds the policy module from the workspace at `workspace` into `target_dir` with
 /// `cargo`, and returns the module's path. The same sources give the same bytes wherever
 /// the checkout and the cargo home are and whatever else is installed:
-/// `tests/tests/module_digest.rs` runs this function on a copy of the sources at another
+/// `tests/tests/all/module_digest.rs` runs this function on a copy of the sources at another
 /// path and compares the result with the digest recorded in `policy-wasm/module.sha256`.
 ///
 /// What would otherwise vary: absolute paths compiled into panic locations (the

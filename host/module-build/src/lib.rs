@@ -6,7 +6,7 @@
 //!   precompiles it ([`precompile`]) for the engine regcred runs it on;
 //! - `regcred-host` itself makes that engine from [`engine_config`] and checks, with
 //!   [`compatibility_digest`], that precompiled code fits the engine it loads into;
-//! - the digest test (`tests/tests/module_digest.rs`) builds the module from a copy of
+//! - the digest test (`tests/tests/all/module_digest.rs`) builds the module from a copy of
 //!   the sources with the very function the build script uses and compares digests.
 //!
 //! # Quick start

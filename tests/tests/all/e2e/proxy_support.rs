@@ -10,7 +10,7 @@ use regcred_tests::harness::{
 };
 use tempfile::TempDir;
 
-use crate::HtpasswdWorld;
+use super::HtpasswdWorld;
 
 /// The namespace of every test pod.
 pub(crate) const NAMESPACE: &str = "team";

@@ -6,11 +6,6 @@
 //! Deployment agree on names, ports and paths; and each certificate mode and node mode
 //! renders what it promises, RBAC no more than that.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test, with its message"
-)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

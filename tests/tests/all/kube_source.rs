@@ -9,11 +9,6 @@
 //! recreated pod (deleted, then created with the same name) gets a new one. What the
 //! source asked is read from the API server's audit log ([`KubeApi::requests`]).
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test, with its message"
-)]
-
 use std::time::Duration;
 
 use regcred::cri_proxy::{KubeSource, PodPullSecrets, PodRef, PullSecretSource};

@@ -8,7 +8,7 @@ use regcred_tests::harness::{
 };
 use rstest::rstest;
 
-use crate::{canary_password, timed_pull};
+use super::{canary_password, timed_pull};
 
 const USER: &str = "robot";
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use regcred_tests::harness::{regcred_binary, sha256_digest};
-use regcred_tests::oci_image::{self, BINARY_PATH, BuiltImage, ImageInput};
+use regcred_tools::oci_image::{self, BINARY_PATH, BuiltImage, ImageInput};
 use serde_json::Value;
 
 const EPOCH: u64 = 1_780_000_000;

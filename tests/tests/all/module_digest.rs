@@ -7,12 +7,7 @@
 //! of `tests/data/hostile/`, assembled.
 //!
 //! After a change to the rules, `REGCRED_UPDATE_MODULE_FILES=1 cargo test -p
-//! regcred-tests --test module_digest` rewrites the committed files from the build.
-
-#![allow(
-    clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test, with its message"
-)]
+//! regcred-tests --test all -- module_digest::` rewrites the committed files from the build.
 
 use std::path::{Path, PathBuf};
 
@@ -56,7 +51,7 @@ fn write_recorded(module: &[u8]) {
     let root = repo_root();
     let text = format!(
         "# The sha256 of the policy module built from this commit (host/build.rs, rustc from\n\
-         # rust-toolchain.toml). Checked by tests/tests/module_digest.rs; `sha256sum -c` reads it.\n\
+         # rust-toolchain.toml). Checked by tests/tests/all/module_digest.rs; `sha256sum -c` reads it.\n\
          {}  regcred_policy.wasm\n",
         sha256_hex(module)
     );
@@ -132,7 +127,7 @@ fn module_built_elsewhere_from_a_copy_is_the_recorded_module() {
         recorded_digest(),
         "the module built from a copy of this commit's sources ({} bytes) is not the one \
          recorded in {DIGEST_FILE}; after changing the rules, run \
-         `{UPDATE}=1 cargo test -p regcred-tests --test module_digest` and commit",
+         `{UPDATE}=1 cargo test -p regcred-tests --test all -- module_digest::` and commit",
         module.len()
     );
     assert_eq!(
@@ -156,7 +151,7 @@ fn embedded_and_go_modules_are_the_recorded_module() {
         sha256_hex(&go),
         recorded,
         "{GO_MODULE} is not the module in {DIGEST_FILE}; run \
-         `{UPDATE}=1 cargo test -p regcred-tests --test module_digest` and commit"
+         `{UPDATE}=1 cargo test -p regcred-tests --test all -- module_digest::` and commit"
     );
 }
 
@@ -191,7 +186,7 @@ fn go_hostile_modules_are_the_assembled_wat_files() {
         assert!(
             committed == assembled,
             "{GO_HOSTILE}/{name}.wasm is not tests/data/hostile/{name}.wat assembled; run \
-             `{UPDATE}=1 cargo test -p regcred-tests --test module_digest` and commit"
+             `{UPDATE}=1 cargo test -p regcred-tests --test all -- module_digest::` and commit"
         );
     }
     let mut wasm_names: Vec<String> = std::fs::read_dir(&wasm_dir)

@@ -5,8 +5,8 @@
 use regcred_tests::harness::basic_auth;
 use tonic::Code;
 
-use crate::proxy_support::ProxiedHtpasswd;
-use crate::timed_pull;
+use super::proxy_support::ProxiedHtpasswd;
+use super::timed_pull;
 
 #[tokio::test]
 async fn username_and_password_pull_through_the_real_binary() {
@@ -105,7 +105,7 @@ async fn pod_without_pull_secrets_is_refused_by_the_registry() {
         .expect_err("an anonymous pull is refused");
     assert_eq!(status.code(), Code::Unknown, "{status:?}");
     assert!(
-        crate::refused_by_basic_registry(status.message()),
+        super::refused_by_basic_registry(status.message()),
         "{}",
         status.message()
     );

@@ -3,11 +3,6 @@
 //! names is in the archive: `bin` and every `files[].from`, the binary executable and
 //! the `sha256` the archive's own.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test, with its message"
-)]
-
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};

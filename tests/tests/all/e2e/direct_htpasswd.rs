@@ -7,7 +7,7 @@ use regcred_cri_api::runtime::v1::AuthConfig;
 use regcred_tests::harness::{PullPath, pod_sandbox};
 use rstest::rstest;
 
-use crate::{HtpasswdWorld, refused_by_basic_registry, timed_pull};
+use super::{HtpasswdWorld, refused_by_basic_registry, timed_pull};
 
 /// The `AuthConfig` a case sends.
 #[derive(Debug, Clone, Copy)]

@@ -6,8 +6,8 @@ use regcred_tests::harness::{
     CapturedLogs, Containerd, Grant, Proxy, Registry, TestImage, TokenServer, assert_logs_exclude,
 };
 
-use crate::canary_password;
-use crate::proxy_support::Manifests;
+use super::canary_password;
+use super::proxy_support::Manifests;
 
 #[tokio::test]
 async fn identity_token_alone_pulls_from_the_token_registry() {

@@ -10,7 +10,7 @@ use regcred_cri_api::runtime::v1::{
 use regcred_tests::harness::{Proxy, RecordingRuntime, Reply, pod_sandbox, raw_call};
 use tonic::Code;
 
-use crate::proxy_support::Manifests;
+use super::proxy_support::Manifests;
 
 /// Field 99 of any message, a string: what a newer CRI might add.
 const UNKNOWN_FIELD: [u8; 8] = [0x9a, 0x06, 5, b'n', b'e', b'w', b'e', b'r'];

@@ -5,11 +5,6 @@
 //! other implementations than ours; a schema only one implementation reads our way
 //! would mislead them.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test, with its message"
-)]
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};

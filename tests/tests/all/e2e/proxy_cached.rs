@@ -7,7 +7,7 @@
 use regcred::cri_proxy::{ImageAccess, PullRecords, RECORDS_FILE, VerificationPolicy};
 use tonic::Code;
 
-use crate::proxy_support::ProxiedHtpasswd;
+use super::proxy_support::ProxiedHtpasswd;
 
 /// A sandbox ID containerd does not have.
 const NO_SANDBOX: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -161,7 +161,7 @@ async fn a_private_image_is_used_only_with_the_pods_own_accepted_credentials() {
     let moved = manifests.with_extension("moved");
     std::fs::rename(&manifests, &moved).unwrap();
     let c = regcred_tests::harness::pod_sandbox(
-        crate::proxy_support::NAMESPACE,
+        super::proxy_support::NAMESPACE,
         "c",
         "c-recreated-0000-new-uid",
     );

@@ -10,7 +10,7 @@ use std::time::Duration;
 use regcred_tests::harness::{KubeApi, Proxy, pod_sandbox, regcred_secret};
 use tonic::Code;
 
-use crate::HtpasswdWorld;
+use super::HtpasswdWorld;
 
 const NS: &str = "team";
 

@@ -9,7 +9,7 @@ use regcred_host::{PolicyModule, PolicyPre, PolicyRunner};
 use regcred_tests::harness::{Containerd, Proxy, RecordingRuntime, basic_auth, raw_call};
 use tonic::Code;
 
-use crate::proxy_support::Manifests;
+use super::proxy_support::Manifests;
 
 #[tokio::test]
 async fn missing_runtime_is_unavailable_until_containerd_appears() {
@@ -83,7 +83,7 @@ async fn policy_error_fails_that_pull_clearly_and_nothing_else() {
     let policy = PolicyRunner::Wasm(std::sync::Arc::new(
         PolicyPre::builder().module(module).build().expect("loads"),
     ));
-    let world = crate::HtpasswdWorld::start("proxy-policy-error").await;
+    let world = super::HtpasswdWorld::start("proxy-policy-error").await;
     let manifests = Manifests::new();
     manifests.secret(
         "login",

@@ -3,7 +3,7 @@
 
 use regcred_tests::harness::basic_auth;
 
-use crate::HtpasswdWorld;
+use super::HtpasswdWorld;
 
 #[tokio::test]
 async fn list_status_and_remove_after_a_pull() {

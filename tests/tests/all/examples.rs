@@ -2,11 +2,6 @@
 //! makes today, every example gets the verdict its header promises from the rules, and
 //! the schemas agree with the rules wherever JSON Schema can say the rule.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test, with its message"
-)]
-
 use regcred_tests::examples::{header, repo_root as root, yaml_documents, yaml_files};
 use regcred_types::{PolicyConfig, SecretManifest};
 

@@ -14,7 +14,7 @@ use regcred_tests::harness::{
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::proxy_support::Manifests;
+use super::proxy_support::Manifests;
 
 /// A ListImagesResponse with one image `sha256:abc`: what the runtime answers.
 const LIST_IMAGES_RESPONSE: &[u8] = b"\x0a\x0c\x0a\x0asha256:abc";

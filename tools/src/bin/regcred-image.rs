@@ -1,5 +1,5 @@
 //! Writes regcred's OCI image archive (`scripts/image` runs it; see
-//! `regcred_tests::oci_image` for what the image holds and why it is reproducible).
+//! `regcred_tools::oci_image` for what the image holds and why it is reproducible).
 //!
 //! Usage: `regcred-image --binary PATH [--nri-plugin PATH] --out FILE --name NAME
 //! --source-date-epoch SECONDS [--label KEY=VALUE]...`. Prints the manifest digest, the config digest (containerd's
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use regcred_tests::oci_image::{ImageInput, build};
+use regcred_tools::oci_image::{ImageInput, build};
 
 fn main() -> ExitCode {
     match run() {
