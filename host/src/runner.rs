@@ -110,6 +110,27 @@ impl PolicyRunner {
         }
     }
 
+    /// Checks a policy configuration as every operation does before it runs (limits may
+    /// only be lowered, patterns must parse): for a caller that reads a configuration
+    /// once and wants to refuse it at start rather than at the first evaluation. In the
+    /// module, the configuration goes with a validation of an empty Secret, whose report
+    /// is ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`EvalError::Rejected`] with code `invalid_config` and a message naming the field;
+    /// in the module, any other [`EvalError`] when it misbehaves or hits a limit.
+    pub fn check_config(&self, config: &PolicyConfig) -> Result<(), EvalError> {
+        match self {
+            Self::Wasm(policy) => {
+                let probe =
+                    SecretManifest::new("config-check", None, regcred_types::REGCREDENTIALS_TYPE);
+                policy.validate(&probe, config).map(drop)
+            }
+            Self::Native => native_config(config),
+        }
+    }
+
     /// One JSON request, one JSON response. See [`PolicyPre::evaluate_raw`].
     ///
     /// # Errors

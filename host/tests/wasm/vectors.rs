@@ -191,3 +191,37 @@ fn typed_api_agrees_with_every_vector(#[case] name: &str) {
         Some(typed_response(&runner, &request))
     });
 }
+
+/// `check_config` refuses what every operation refuses, with the same field named, in
+/// the module and natively, and takes a configuration that only lowers the limits.
+#[test]
+fn check_config_refuses_the_same_configurations_in_both_runners() {
+    let runners = [
+        PolicyRunner::Native,
+        PolicyRunner::Wasm(wasm(InstanceStrategy::Fresh)),
+    ];
+    let raised: regcred_types::PolicyConfig =
+        serde_json::from_value(json!({"maxValueBytes": 100_000_000})).unwrap();
+    let bad_glob: regcred_types::PolicyConfig =
+        serde_json::from_value(json!({"allowedRegistries": ["ftp://x"]})).unwrap();
+    let lowered: regcred_types::PolicyConfig =
+        serde_json::from_value(json!({"maxValueBytes": 1000})).unwrap();
+    let mut messages = Vec::new();
+    for runner in &runners {
+        for (config, field) in [(&raised, "maxValueBytes"), (&bad_glob, "allowedRegistries")] {
+            match runner.check_config(config) {
+                Err(EvalError::Rejected { code, message }) => {
+                    assert_eq!(code, "invalid_config", "{message}");
+                    assert!(message.contains(field), "{message}");
+                    messages.push(message);
+                }
+                other => panic!("{field}: expected invalid_config, got {other:?}"),
+            }
+        }
+        runner.check_config(&lowered).unwrap();
+        runner
+            .check_config(&regcred_types::PolicyConfig::default())
+            .unwrap();
+    }
+    assert_eq!(messages[..2], messages[2..], "native and module differ");
+}

@@ -59,7 +59,7 @@ pub(crate) fn run(policy: PolicyRunner, args: CredentialProviderArgs) -> Result<
     }
     let request = CredentialProviderRequest::parse(&input)?;
     let (namespace, service_account) = request.service_account()?;
-    let config = load_config(&args.config)?;
+    let config = load_config(&args.config, &policy)?;
     let path = args
         .kubeconfig
         .clone()

@@ -125,7 +125,7 @@ pub(crate) struct CriProxyArgs {
 /// Runs the proxy until SIGTERM or SIGINT, then removes its socket.
 pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
     init_logging(args.log_level, args.log_format.into());
-    let config = load_config(&args.config)?;
+    let config = load_config(&args.config, &policy)?;
     let listen = unix_socket_path(&args.listen)?;
     let decisions = args
         .nri_decisions

@@ -97,7 +97,7 @@ struct ImageExplanation {
 }
 
 pub(super) fn run(policy: &PolicyRunner, args: ExplainArgs) -> Result<u8> {
-    let config = load_config(&args.config)?;
+    let config = load_config(&args.config, policy)?;
     let runtime = runtime()?;
     let explanation = runtime.block_on(gather(policy, &args, &config))?;
     print_report(&explanation, args.output, |explanation| {

@@ -296,15 +296,24 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn load_config(arg: &PolicyConfigArg) -> Result<PolicyConfig> {
+/// The policy configuration `arg` names (the default without one), checked by `policy` as
+/// every evaluation checks it, so that a wrong one fails at start, naming the file.
+fn load_config(arg: &PolicyConfigArg, policy: &regcred_host::PolicyRunner) -> Result<PolicyConfig> {
     let Some(path) = &arg.policy_config else {
         return Ok(PolicyConfig::default());
     };
     let text = input::read_text(path)?;
     let config: PolicyConfig = serde_yaml::from_str(&text)
         .with_context(|| format!("{} is not a policy configuration", path.display()))?;
-    regcred_policy::check_config(&config)
-        .map_err(|message| anyhow::anyhow!("{}: {message}", path.display()))?;
+    match policy.check_config(&config) {
+        Ok(()) => {}
+        Err(regcred_host::EvalError::Rejected { message, .. }) => {
+            anyhow::bail!("{}: {message}", path.display())
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot check {}", path.display()));
+        }
+    }
     Ok(config)
 }
 

@@ -33,7 +33,7 @@ pub(super) struct ResolveArgs {
 }
 
 pub(super) fn run(policy: &PolicyRunner, args: ResolveArgs) -> Result<u8> {
-    let config = load_config(&args.config)?;
+    let config = load_config(&args.config, policy)?;
     let secrets: Vec<SecretManifest> = read_secrets(&args.secrets)?
         .into_iter()
         .map(|(_, secret)| secret)

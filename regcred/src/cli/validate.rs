@@ -163,7 +163,7 @@ fn report(
 }
 
 pub(super) fn run(policy: &PolicyRunner, args: ValidateArgs) -> Result<u8> {
-    let config = load_config(&args.config)?;
+    let config = load_config(&args.config, policy)?;
     let mut reports = Vec::new();
     let target = target(&args);
     if !matches!(target, Target::Files(_)) {

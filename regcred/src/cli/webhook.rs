@@ -117,11 +117,11 @@ pub(crate) struct WebhookArgs {
 /// Runs the webhook until SIGTERM or SIGINT.
 pub(crate) fn run(policy: &PolicyArgs, args: WebhookArgs) -> Result<u8> {
     init_logging(args.log_level, args.log_format.into());
-    let config = load_config(&args.config)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Each review in flight holds one instance; the pool has room for all of them.
     let concurrency = workers * 2;
     let runner = policy.server_runner(u32::try_from(concurrency).unwrap_or(u32::MAX))?;
+    let config = load_config(&args.config, &runner)?;
     let admission = SecretAdmission::new(runner)
         .policy_config(config)
         .check_docker_secrets(args.check_docker_secrets);
