@@ -15,7 +15,7 @@ import (
 // DecidePath is the agent's one call.
 const DecidePath = "/v1/decide"
 
-// DecisionRequest is the question (the agent's DecisionRequest, regcred/src/cri_proxy/decide.rs).
+// DecisionRequest is the question (the agent's DecisionRequest, agent/src/decide.rs).
 type DecisionRequest struct {
 	Namespace string `json:"namespace"`
 	Pod       string `json:"pod"`

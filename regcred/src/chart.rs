@@ -11,13 +11,13 @@ use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
 /// The schema file's name in the chart directory.
-pub const SCHEMA_FILE: &str = "values.schema.json";
+pub(crate) const SCHEMA_FILE: &str = "values.schema.json";
 
 /// The chart's values.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(title = "regcred Helm chart values")]
-pub struct Values {
+pub(crate) struct Values {
     /// The image every component runs.
     pub image: Image,
     /// Secrets (in the release namespace) to pull the image with.
@@ -34,7 +34,7 @@ pub struct Values {
 /// The image.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Image {
+pub(crate) struct Image {
     /// The repository, such as `registry.example.com/regcred`.
     #[schemars(length(min = 1))]
     pub repository: String,
@@ -53,7 +53,7 @@ pub struct Image {
 /// kubelet's image pull policy.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[allow(missing_docs, reason = "Kubernetes' own names")]
-pub enum PullPolicy {
+pub(crate) enum PullPolicy {
     Always,
     IfNotPresent,
     Never,
@@ -62,7 +62,7 @@ pub enum PullPolicy {
 /// A Secret's name.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LocalObjectReference {
+pub(crate) struct LocalObjectReference {
     /// The name.
     #[schemars(length(min = 1))]
     pub name: String,
@@ -71,7 +71,7 @@ pub struct LocalObjectReference {
 /// The admission webhook's values.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WebhookValues {
+pub(crate) struct WebhookValues {
     /// Install the webhook.
     pub enabled: bool,
     /// Pods of the Deployment.
@@ -110,7 +110,7 @@ pub struct WebhookValues {
 /// `failurePolicy` of the webhook configuration.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[allow(missing_docs, reason = "Kubernetes' own names")]
-pub enum FailurePolicy {
+pub(crate) enum FailurePolicy {
     Fail,
     Ignore,
 }
@@ -119,7 +119,7 @@ pub enum FailurePolicy {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(missing_docs, reason = "tracing's names")]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     Error,
     Warn,
     Info,
@@ -130,7 +130,7 @@ pub enum LogLevel {
 /// The webhook's serving certificate.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CertificateValues {
+pub(crate) struct CertificateValues {
     /// Who makes it.
     pub mode: CertificateMode,
     /// The Secret holding it.
@@ -148,7 +148,7 @@ pub struct CertificateValues {
 /// Who makes the webhook's certificate.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub enum CertificateMode {
+pub(crate) enum CertificateMode {
     /// The webhook: CA and pair in the Secret, renewed, caBundle kept current.
     SelfManaged,
     /// cert-manager issues the Secret and injects the caBundle.
@@ -160,7 +160,7 @@ pub enum CertificateMode {
 /// cert-manager's issuer.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CertManagerValues {
+pub(crate) struct CertManagerValues {
     /// The issuer; empty: a self-signed CA of the chart's own.
     pub issuer_ref: IssuerRef,
 }
@@ -168,7 +168,7 @@ pub struct CertManagerValues {
 /// A cert-manager issuer reference.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IssuerRef {
+pub(crate) struct IssuerRef {
     /// The issuer's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -183,7 +183,7 @@ pub struct IssuerRef {
 /// cert-manager issuer kinds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[allow(missing_docs, reason = "cert-manager's own names")]
-pub enum IssuerKind {
+pub(crate) enum IssuerKind {
     Issuer,
     ClusterIssuer,
 }
@@ -191,7 +191,7 @@ pub enum IssuerKind {
 /// The webhook's NetworkPolicy.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NetworkPolicyValues {
+pub(crate) struct NetworkPolicyValues {
     /// Install it.
     pub enabled: bool,
     /// Who may scrape the metrics port (9090): NetworkPolicy peers, such as
@@ -204,7 +204,7 @@ pub struct NetworkPolicyValues {
 /// A container's resources: quantities by resource name.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Resources {
+pub(crate) struct Resources {
     /// Requests, such as `cpu: 100m`.
     #[serde(default)]
     pub requests: BTreeMap<String, Quantity>,
@@ -216,7 +216,7 @@ pub struct Resources {
 /// A Kubernetes quantity (`100m`, `64Mi`, `1`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum Quantity {
+pub(crate) enum Quantity {
     /// As text.
     Text(
         #[schemars(regex(
@@ -231,7 +231,7 @@ pub enum Quantity {
 /// A pod toleration.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Toleration {
+pub(crate) struct Toleration {
     /// The taint's key (empty with `Exists`: every taint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -252,7 +252,7 @@ pub struct Toleration {
 /// A toleration's operator.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[allow(missing_docs, reason = "Kubernetes' own names")]
-pub enum TolerationOperator {
+pub(crate) enum TolerationOperator {
     Exists,
     Equal,
 }
@@ -260,7 +260,7 @@ pub enum TolerationOperator {
 /// A taint's effect.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[allow(missing_docs, reason = "Kubernetes' own names")]
-pub enum TaintEffect {
+pub(crate) enum TaintEffect {
     NoSchedule,
     PreferNoSchedule,
     NoExecute,
@@ -269,7 +269,7 @@ pub enum TaintEffect {
 /// The node side's values.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NodeValues {
+pub(crate) struct NodeValues {
     /// Which node mode the cluster objects are for.
     pub mode: NodeMode,
     /// Mode `nri`: namespaces (besides the release's) whose pods may carry the toleration
@@ -288,7 +288,7 @@ pub struct NodeValues {
 /// The node installer (`regcred node install` from a privileged DaemonSet).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InstallerValues {
+pub(crate) struct InstallerValues {
     /// Install the node side on every selected node.
     pub enabled: bool,
     /// The nodes it runs on.
@@ -313,7 +313,7 @@ pub struct InstallerValues {
 /// The node modes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum NodeMode {
+pub(crate) enum NodeMode {
     /// The NRI plugin and the node agent (containerd 2.2 and later).
     Nri,
     /// The legacy CRI image-service proxy.
@@ -327,7 +327,7 @@ pub enum NodeMode {
 /// How the node agent reads the API.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub enum ApiCredentials {
+pub(crate) enum ApiCredentials {
     /// kubelet's kubeconfig (the Node authorizer).
     Node,
     /// Its own ServiceAccount.
@@ -337,7 +337,7 @@ pub enum ApiCredentials {
 /// The credential provider's values.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CredentialProviderValues {
+pub(crate) struct CredentialProviderValues {
     /// The service-account token audience kubelet requests for the plugin.
     #[schemars(length(min = 1))]
     pub audience: String,
@@ -346,7 +346,7 @@ pub struct CredentialProviderValues {
 /// The runtime proxy's DaemonSet.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DaemonSetValues {
+pub(crate) struct DaemonSetValues {
     /// Install it.
     pub enabled: bool,
     /// The nodes it runs on.
@@ -362,7 +362,7 @@ pub struct DaemonSetValues {
 /// Prometheus values.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MetricsValues {
+pub(crate) struct MetricsValues {
     /// The prometheus-operator ServiceMonitor.
     pub service_monitor: ServiceMonitorValues,
     /// The alerts as a prometheus-operator PrometheusRule.
@@ -374,7 +374,7 @@ pub struct MetricsValues {
 /// An object the chart may add, with extra labels.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LabelledToggle {
+pub(crate) struct LabelledToggle {
     /// Install it.
     pub enabled: bool,
     /// Extra labels (the ones your Prometheus or Grafana selects).
@@ -384,7 +384,7 @@ pub struct LabelledToggle {
 /// The ServiceMonitor.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ServiceMonitorValues {
+pub(crate) struct ServiceMonitorValues {
     /// Install it (needs the prometheus-operator CRDs).
     pub enabled: bool,
     /// The scrape interval, such as `30s`.
@@ -395,7 +395,7 @@ pub struct ServiceMonitorValues {
 }
 
 /// The chart's `values.schema.json`, draft 2020-12.
-pub fn values_schema() -> Schema {
+pub(crate) fn values_schema() -> Schema {
     let mut schema = SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<Values>();
@@ -407,7 +407,7 @@ pub fn values_schema() -> Schema {
 }
 
 /// The schema file's text: pretty JSON with a final newline.
-pub fn values_schema_text() -> String {
+pub(crate) fn values_schema_text() -> String {
     let mut text = serde_json::to_string_pretty(&values_schema())
         .unwrap_or_else(|_| unreachable!("a schema is plain JSON"));
     text.push('\n');

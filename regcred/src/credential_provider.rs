@@ -22,17 +22,17 @@ use regcred_types::{Candidate, SecretManifest};
 use serde::{Deserialize, Serialize};
 
 /// The API version kubelet speaks to the plugin, and the only one regcred answers.
-pub const API_VERSION: &str = "credentialprovider.kubelet.k8s.io/v1";
+pub(crate) const API_VERSION: &str = "credentialprovider.kubelet.k8s.io/v1";
 /// The service-account annotation naming the pull Secrets (comma-separated, in the
 /// pod's namespace). Configure it in kubelet's `requiredServiceAccountAnnotationKeys`,
 /// so kubelet calls the plugin only for workloads that opted in.
-pub const PULL_SECRETS_ANNOTATION: &str = "regcred.dev/pull-secrets";
+pub(crate) const PULL_SECRETS_ANNOTATION: &str = "regcred.dev/pull-secrets";
 
 /// What kubelet sends on standard input. Its `Debug` shows whether a token came, never
 /// the token.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CredentialProviderRequest {
+pub(crate) struct CredentialProviderRequest {
     /// `credentialprovider.kubelet.k8s.io/v1`.
     pub api_version: String,
     /// `CredentialProviderRequest`.
@@ -71,7 +71,7 @@ impl std::fmt::Debug for CredentialProviderRequest {
 
 /// How kubelet caches an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CacheKeyType {
+pub(crate) enum CacheKeyType {
     /// Per image repository (registry, port and path; no tag or digest).
     Image,
     /// Per registry host and port.
@@ -82,7 +82,7 @@ pub enum CacheKeyType {
 
 /// One credential of the answer.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderAuth {
+pub(crate) struct ProviderAuth {
     /// `username`.
     pub username: String,
     /// `password`.
@@ -101,7 +101,7 @@ impl std::fmt::Debug for ProviderAuth {
 /// What the plugin writes on standard output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CredentialProviderResponse {
+pub(crate) struct CredentialProviderResponse {
     /// `credentialprovider.kubelet.k8s.io/v1`.
     pub api_version: String,
     /// `CredentialProviderResponse`.
@@ -119,7 +119,7 @@ pub struct CredentialProviderResponse {
 /// Why the plugin gives no answer. Each names what to fix; none carries a secret value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProviderError {
+pub(crate) enum ProviderError {
     /// Standard input is not a request this plugin understands.
     #[error("the request on standard input is not a {API_VERSION} CredentialProviderRequest: {0}")]
     Request(String),
@@ -206,7 +206,7 @@ impl CredentialProviderRequest {
     ///
     /// [`ProviderError::Request`] for anything else: not JSON, unknown fields, another
     /// apiVersion or kind, no image.
-    pub fn parse(bytes: &[u8]) -> Result<Self, ProviderError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, ProviderError> {
         let request: Self =
             serde_json::from_slice(bytes).map_err(|e| ProviderError::Request(e.to_string()))?;
         if request.api_version != API_VERSION {
@@ -234,7 +234,7 @@ impl CredentialProviderRequest {
     ///
     /// [`ProviderError::NoToken`] without a token, [`ProviderError::BadToken`] when its
     /// claims name no service account.
-    pub fn service_account(&self) -> Result<(String, String), ProviderError> {
+    pub(crate) fn service_account(&self) -> Result<(String, String), ProviderError> {
         if self.service_account_token.is_empty() {
             return Err(ProviderError::NoToken {
                 image: self.image.clone(),
@@ -251,7 +251,7 @@ impl CredentialProviderRequest {
     /// # Errors
     ///
     /// [`ProviderError::BadAnnotation`] for an entry that is not a Secret name.
-    pub fn pull_secret_names(
+    pub(crate) fn pull_secret_names(
         &self,
         namespace: &str,
         service_account: &str,
@@ -281,7 +281,7 @@ impl CredentialProviderRequest {
 
 /// The pod a bound service-account token was issued for: `(name, uid)` from the claims'
 /// `kubernetes.io.pod`; `None` for a token bound to no pod.
-pub fn pod_of(token: &str) -> Option<(String, String)> {
+pub(crate) fn pod_of(token: &str) -> Option<(String, String)> {
     let claims = claims_of(token).ok()?;
     let pod = &claims["kubernetes.io"]["pod"];
     Some((
@@ -338,7 +338,7 @@ fn is_dns_subdomain(name: &str) -> bool {
 
 /// The image's repository: the key of the answer, which kubelet's Image cache key is made
 /// of too (registry, port and path, no tag or digest).
-pub fn repository_of(image: &str) -> &str {
+pub(crate) fn repository_of(image: &str) -> &str {
     let without_digest = image.split_once('@').map_or(image, |(r, _)| r);
     // A tag is a `:` after the last `/` (a `:` before it is the registry's port).
     let last_slash = without_digest.rfind('/').unwrap_or(0);
@@ -355,7 +355,7 @@ pub fn repository_of(image: &str) -> &str {
 /// [`ProviderError::Untransportable`] when the first candidate has no username and
 /// password (only tokens): kubelet's API cannot carry it, and trying the next one would
 /// silently use other credentials than the Secret the policy put first.
-pub fn answer(
+pub(crate) fn answer(
     request: &CredentialProviderRequest,
     candidates: &[Candidate],
     cache_duration: std::time::Duration,
@@ -417,7 +417,7 @@ fn username_password(candidate: &Candidate) -> Option<(String, String)> {
 /// # Errors
 ///
 /// [`ProviderError::Unreadable`] naming the first Secret the API does not give.
-pub async fn read_secrets(
+pub(crate) async fn read_secrets(
     mut config: kube::Config,
     token: &str,
     namespace: &str,
@@ -472,7 +472,7 @@ pub async fn read_secrets(
 /// deploy/credential-provider/workload-example.yaml grants): kubelet shows a plugin's
 /// error only in its log, and the pod's events should say why its pull had no
 /// credentials. Best effort: whether it was recorded.
-pub async fn record_event(
+pub(crate) async fn record_event(
     mut config: kube::Config,
     token: &str,
     namespace: &str,

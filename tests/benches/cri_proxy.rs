@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use regcred::cri_proxy::{DirSource, PodRef};
+use regcred_agent::{DirSource, PodRef};
 use regcred_host::PolicyRunner;
 use regcred_tests::harness::{
     Containerd, CriClient, Proxy, Registry, TestImage, basic_auth, pod_sandbox,

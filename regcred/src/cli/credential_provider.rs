@@ -4,12 +4,12 @@ use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use clap::Args;
-use regcred::credential_provider::{
+use crate::credential_provider::{
     CredentialProviderRequest, PULL_SECRETS_ANNOTATION, ProviderError, answer, pod_of,
     read_secrets, record_event,
 };
+use anyhow::{Context as _, Result};
+use clap::Args;
 use regcred_host::PolicyRunner;
 use regcred_types::RuntimeProfile;
 
@@ -136,7 +136,7 @@ async fn provide(
     config: &regcred_types::PolicyConfig,
     timeout: Duration,
     cache_duration: Duration,
-) -> Result<regcred::credential_provider::CredentialProviderResponse, ProviderError> {
+) -> Result<crate::credential_provider::CredentialProviderResponse, ProviderError> {
     let names = request.pull_secret_names(namespace, service_account)?;
     let secrets = if names.is_empty() {
         eprintln!(

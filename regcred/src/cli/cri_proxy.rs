@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use regcred::cri_proxy::{
+use regcred_agent::{
     CriProxy, DEFAULT_DECISION_BUDGET, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL,
     DirSource, ImageVerification, KubeSource, PullRecords, PullSecretSource, SecretsFrom,
     VerificationPolicy, unix_socket_path,
 };
-use regcred::serve::{BlockingExecutor, bind_unix, init_logging, serve_metrics, shutdown_signal};
 use regcred_host::PolicyRunner;
+use regcred_serve::{BlockingExecutor, bind_unix, init_logging, serve_metrics, shutdown_signal};
 
 use super::{LogFormatArg, PolicyConfigArg, ProfileArg, load_config};
 
@@ -180,14 +180,14 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         let key = args
             .pull_records_key
             .clone()
-            .unwrap_or_else(|| regcred::cri_proxy::default_key_file(&args.pull_records_dir));
+            .unwrap_or_else(|| regcred_agent::default_key_file(&args.pull_records_dir));
         // Another agent on the same records (the one this replaces, still draining) lets
         // go by itself: wait for it. Anything else wrong with the records is reported
         // and the agent exits, for the operator (or the service manager) to act.
         let mut waited = Duration::ZERO;
         let records = loop {
             match PullRecords::open_with_key(&args.pull_records_dir, &key, ttl) {
-                Err(err @ regcred::cri_proxy::RecordsError::Locked { .. }) => {
+                Err(err @ regcred_agent::RecordsError::Locked { .. }) => {
                     let pause = backoff(waited);
                     tracing::warn!(error = %err, retry_in = ?pause,
                         "the records are held by another process; waiting for them");

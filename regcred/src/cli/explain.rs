@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use regcred::cri_proxy::{ImageSummary, PodSummary, PullRecords};
+use regcred_agent::{ImageSummary, PodSummary, PullRecords};
 use regcred_host::PolicyRunner;
 use regcred_types::{Candidate, SecretManifest};
 use serde::Serialize;

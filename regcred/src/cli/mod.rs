@@ -212,7 +212,7 @@ fn print_report<T: Serialize>(
 }
 
 /// `--log-format` of the servers (`webhook`, `cri-proxy`), mapped onto the serving
-/// layer's [`regcred::serve::LogFormat`] (which knows nothing of clap).
+/// layer's [`regcred_serve::LogFormat`] (which knows nothing of clap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormatArg {
     /// One JSON object per line (docs/logs.md).
@@ -221,7 +221,7 @@ enum LogFormatArg {
     Text,
 }
 
-impl From<LogFormatArg> for regcred::serve::LogFormat {
+impl From<LogFormatArg> for regcred_serve::LogFormat {
     fn from(format: LogFormatArg) -> Self {
         match format {
             LogFormatArg::Json => Self::Json,

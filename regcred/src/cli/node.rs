@@ -1,14 +1,14 @@
 //! `regcred node install|uninstall|status`: regcred's node side on this host, as a
-//! transaction that puts everything back if any step fails (regcred::node_install).
+//! transaction that puts everything back if any step fails (crate::node_install).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use clap::{Args, Subcommand, ValueEnum};
-use regcred::node_install::{
+use crate::node_install::{
     self, InstallState, Layout, Mode, Outcome, Phase, Sources, Systemctl, preflight,
 };
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::{EXIT_OK, ReportFormat, print_report};
 

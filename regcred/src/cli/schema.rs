@@ -29,8 +29,8 @@ pub(super) fn run(args: &SchemaArgs) -> Result<u8> {
         }
     }
     if let Some(chart) = &args.chart {
-        let path = chart.join(regcred::chart::SCHEMA_FILE);
-        std::fs::write(&path, regcred::chart::values_schema_text())
+        let path = chart.join(crate::chart::SCHEMA_FILE);
+        std::fs::write(&path, crate::chart::values_schema_text())
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use regcred::serve::{init_logging, shutdown_signal};
-use regcred::webhook::{
+use regcred_serve::{init_logging, shutdown_signal};
+use regcred_webhook::{
     DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_CA_VALIDITY, DEFAULT_CERT_VALIDITY,
     DEFAULT_CHECK_INTERVAL, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_PEER, ManagedCertificate, ManagedTlsConfig, SecretAdmission,

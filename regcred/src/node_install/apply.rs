@@ -19,7 +19,7 @@ const KUBELET: &str = "kubelet.service";
 /// arguments are appended to (`systemctl` on the node; `nsenter --target 1 --mount --uts
 /// --ipc --net --pid -- systemctl` from a pod with the host's PID namespace).
 #[derive(Debug, Clone)]
-pub struct Systemctl {
+pub(crate) struct Systemctl {
     argv: Vec<String>,
     settle: Duration,
 }
@@ -28,7 +28,7 @@ impl Systemctl {
     /// `argv` is the command (non-empty); after restarting a service the installer waits
     /// `settle` before asking whether it is still active (a service that dies at start
     /// is caught then).
-    pub fn new(argv: Vec<String>, settle: Duration) -> Self {
+    pub(crate) fn new(argv: Vec<String>, settle: Duration) -> Self {
         Self { argv, settle }
     }
 
@@ -82,7 +82,7 @@ impl Systemctl {
 /// What a run did.
 #[derive(Debug, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Files written (install) or put back (uninstall), as host paths.
     pub files: Vec<PathBuf>,
     /// Units restarted, in order.
@@ -105,7 +105,7 @@ struct Step {
 ///
 /// # Errors
 /// The message names the failing step and what the rollback did.
-pub fn install(
+pub(crate) fn install(
     layout: &Layout,
     mode: Mode,
     files: Vec<Planned>,
@@ -354,7 +354,7 @@ fn remove_all(paths: &[PathBuf]) {
 ///
 /// # Errors
 /// A step failed (named); what could be done was done, and the state keeps the rest.
-pub fn uninstall(layout: &Layout, systemctl: &Systemctl) -> Result<Outcome, String> {
+pub(crate) fn uninstall(layout: &Layout, systemctl: &Systemctl) -> Result<Outcome, String> {
     let Some(state) = InstallState::load(layout)? else {
         return Ok(Outcome {
             unchanged: true,

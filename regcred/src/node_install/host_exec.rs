@@ -15,7 +15,7 @@ use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 /// # Errors
 /// A namespace cannot be opened or joined (the pod is not privileged, or has no
 /// `hostPID`): named.
-pub fn enter_host_namespaces(proc_dir: &Path) -> Result<(), String> {
+pub(crate) fn enter_host_namespaces(proc_dir: &Path) -> Result<(), String> {
     let kinds = [
         ("ipc", LinkNameSpaceType::InterProcessCommunication),
         ("uts", LinkNameSpaceType::HostNameAndNISDomainName),

@@ -33,9 +33,9 @@ mod state;
 
 use std::path::{Path, PathBuf};
 
-pub use apply::{Outcome, Systemctl, install, uninstall};
-pub use host_exec::enter_host_namespaces;
-pub use state::{FileStatus, InstallState, Phase, status};
+pub(crate) use apply::{Outcome, Systemctl, install, uninstall};
+pub(crate) use host_exec::enter_host_namespaces;
+pub(crate) use state::{FileStatus, InstallState, Phase, status};
 
 /// The agent's unit as `deploy/cri-proxy` ships it; the installer rewrites its binary path.
 const AGENT_UNIT: &str = include_str!("../../../deploy/cri-proxy/regcred-cri-proxy.service");
@@ -53,14 +53,14 @@ kind: KubeletConfiguration\n\
 containerRuntimeEndpoint: unix:///run/regcred/cri-proxy.sock\n";
 
 /// The agent's unit name.
-pub const AGENT_SERVICE: &str = "regcred-cri-proxy.service";
+pub(crate) const AGENT_SERVICE: &str = "regcred-cri-proxy.service";
 /// regcred-nri's unit name.
-pub const NRI_SERVICE: &str = "regcred-nri.service";
+pub(crate) const NRI_SERVICE: &str = "regcred-nri.service";
 
 /// Which node mode to install.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// containerd 2.2 and later: kubelet's image calls to the agent, containerd's NRI
     /// asks regcred-nri at each container creation.
     Nri,
@@ -70,7 +70,7 @@ pub enum Mode {
 
 /// Where things go, as paths on the host (absolute), and where the host is mounted.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// The host's root file system as this process sees it (`/` on the node itself).
     pub host_root: PathBuf,
     /// Binaries (`regcred`, `regcred-nri`).
@@ -100,7 +100,7 @@ impl Default for Layout {
 
 impl Layout {
     /// A host path as this process reaches it (under `host_root`).
-    pub fn on_host(&self, path: &Path) -> PathBuf {
+    pub(crate) fn on_host(&self, path: &Path) -> PathBuf {
         self.host_root.join(path.strip_prefix("/").unwrap_or(path))
     }
 }
@@ -110,7 +110,7 @@ impl Layout {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "kebab-case")]
-pub enum Part {
+pub(crate) enum Part {
     /// A binary of a regcred service.
     Binary,
     /// A systemd unit of a regcred service.
@@ -123,7 +123,7 @@ pub enum Part {
 
 /// One file the installer writes.
 #[derive(Clone)]
-pub struct Planned {
+pub(crate) struct Planned {
     /// The host path (absolute, as the node sees it).
     pub path: PathBuf,
     /// Its bytes.
@@ -147,7 +147,7 @@ impl std::fmt::Debug for Planned {
 
 /// The binaries to install, as this process reaches them.
 #[derive(Debug, Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     /// The `regcred` binary (normally this process's own).
     pub regcred: PathBuf,
     /// The `regcred-nri` binary (NRI mode only).
@@ -159,7 +159,7 @@ pub struct Sources {
 /// # Errors
 /// A binary cannot be read, NRI mode without `regcred-nri`, or a shipped unit no longer
 /// has the line the installer rewrites (a packaging mistake, named).
-pub fn plan(layout: &Layout, mode: Mode, sources: &Sources) -> Result<Vec<Planned>, String> {
+pub(crate) fn plan(layout: &Layout, mode: Mode, sources: &Sources) -> Result<Vec<Planned>, String> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|e| format!("reading the binary {}: {e}", path.display()))
     };
@@ -254,7 +254,7 @@ fn replace_once(text: &str, from: &str, to: &str, what: &str) -> Result<String, 
 }
 
 /// The services of `mode`, in the order they start.
-pub fn services(mode: Mode) -> &'static [&'static str] {
+pub(crate) fn services(mode: Mode) -> &'static [&'static str] {
     match mode {
         Mode::Nri => &[AGENT_SERVICE, NRI_SERVICE],
         Mode::RuntimeProxy => &[AGENT_SERVICE],
@@ -264,7 +264,7 @@ pub fn services(mode: Mode) -> &'static [&'static str] {
 /// What this host's running kubelet says about `--config-dir`, read from `proc_dir`
 /// (`/proc` of a process that shares the host's PID namespace).
 #[derive(Debug, PartialEq, Eq)]
-pub enum KubeletFlags {
+pub(crate) enum KubeletFlags {
     /// No kubelet process is running (a node being set up): nothing to check.
     NotRunning,
     /// kubelet runs without `--config-dir`.
@@ -274,7 +274,7 @@ pub enum KubeletFlags {
 }
 
 /// Finds kubelet among `proc_dir`'s processes and reads its `--config-dir`.
-pub fn kubelet_flags(proc_dir: &Path) -> KubeletFlags {
+pub(crate) fn kubelet_flags(proc_dir: &Path) -> KubeletFlags {
     let Ok(entries) = std::fs::read_dir(proc_dir) else {
         return KubeletFlags::NotRunning;
     };
@@ -317,7 +317,11 @@ pub fn kubelet_flags(proc_dir: &Path) -> KubeletFlags {
 ///
 /// # Errors
 /// The message says what is missing and what the operator does about it.
-pub fn preflight(layout: &Layout, mode: Mode, proc_dir: Option<&Path>) -> Result<(), String> {
+pub(crate) fn preflight(
+    layout: &Layout,
+    mode: Mode,
+    proc_dir: Option<&Path>,
+) -> Result<(), String> {
     let kubelet_dir = &layout.kubelet_dir;
     let how = format!(
         "add --config-dir={dir} to kubelet's flags (kubeadm: KUBELET_EXTRA_ARGS in \

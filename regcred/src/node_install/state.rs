@@ -18,7 +18,7 @@ const BACKUP_DIR: &str = "backup";
 /// What the installer did to a node.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InstallState {
+pub(crate) struct InstallState {
     /// The format of this file (1).
     pub version: u32,
     /// The mode installed.
@@ -37,7 +37,7 @@ pub struct InstallState {
 /// Where an install stands.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Files are being switched in (an interrupted install leaves this; `install` again
     /// finishes it, `uninstall` undoes it).
     Switching,
@@ -48,7 +48,7 @@ pub enum Phase {
 /// One file the installer wrote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileRecord {
+pub(crate) struct FileRecord {
     /// The host path.
     pub path: PathBuf,
     /// What it is for.
@@ -62,7 +62,7 @@ pub struct FileRecord {
 /// A file as it was before regcred wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", tag = "kind", deny_unknown_fields)]
-pub enum Previous {
+pub(crate) enum Previous {
     /// There was no file.
     Absent,
     /// There was one; its bytes and permission bits are kept at `backup` (a host path).
@@ -84,7 +84,7 @@ pub(super) fn sha256(bytes: &[u8]) -> String {
 
 impl InstallState {
     /// The state file's host path.
-    pub fn path(layout: &Layout) -> PathBuf {
+    pub(crate) fn path(layout: &Layout) -> PathBuf {
         layout.state_dir.join(STATE_FILE)
     }
 
@@ -92,7 +92,7 @@ impl InstallState {
     ///
     /// # Errors
     /// The file exists but cannot be read or parsed (named, with what to do).
-    pub fn load(layout: &Layout) -> Result<Option<Self>, String> {
+    pub(crate) fn load(layout: &Layout) -> Result<Option<Self>, String> {
         let path = layout.on_host(&Self::path(layout));
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -121,7 +121,7 @@ impl InstallState {
     ///
     /// # Errors
     /// The state directory cannot be written.
-    pub fn store(&self, layout: &Layout) -> Result<(), String> {
+    pub(crate) fn store(&self, layout: &Layout) -> Result<(), String> {
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| format!("serializing the installer state: {e}"))?;
         write_atomic(&layout.on_host(&Self::path(layout)), &bytes, 0o600)
@@ -131,7 +131,7 @@ impl InstallState {
     ///
     /// # Errors
     /// They cannot be removed.
-    pub fn remove(layout: &Layout, copies: bool) -> Result<(), String> {
+    pub(crate) fn remove(layout: &Layout, copies: bool) -> Result<(), String> {
         let state = layout.on_host(&Self::path(layout));
         let backups = layout.on_host(&layout.state_dir.join(BACKUP_DIR));
         if copies && backups.exists() {
@@ -251,7 +251,7 @@ pub(super) fn stage(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, Str
 /// One line per file: installed and unchanged, changed since, or missing.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct FileStatus {
+pub(crate) struct FileStatus {
     /// The host path.
     pub path: PathBuf,
     /// `installed` (as written), `changed` (someone else's bytes now) or `missing`.
@@ -264,7 +264,7 @@ pub struct FileStatus {
 ///
 /// # Errors
 /// The state file cannot be read.
-pub fn status(layout: &Layout) -> Result<Option<(InstallState, Vec<FileStatus>)>, String> {
+pub(crate) fn status(layout: &Layout) -> Result<Option<(InstallState, Vec<FileStatus>)>, String> {
     let Some(state) = InstallState::load(layout)? else {
         return Ok(None);
     };

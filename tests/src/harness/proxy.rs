@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use regcred::cri_proxy::{
+use regcred_agent::{
     CriProxy, DirSource, ImageVerification, KubeSource, ProxyMetrics, PullRecords,
     PullSecretSource, VerificationPolicy,
 };
-use regcred::serve::bind_unix;
 use regcred_host::PolicyRunner;
+use regcred_serve::bind_unix;
 use regcred_types::RuntimeProfile;
 use tempfile::TempDir;
 

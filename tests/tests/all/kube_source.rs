@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use regcred::cri_proxy::{KubeSource, PodPullSecrets, PodRef, PullSecretSource};
+use regcred_agent::{KubeSource, PodPullSecrets, PodRef, PullSecretSource};
 use regcred_tests::harness::{KubeApi, PROXY_USER, assert_logs_exclude, regcred_secret};
 
 const NS: &str = "team";

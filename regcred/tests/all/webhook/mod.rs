@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use regcred::webhook::{SecretAdmission, Webhook};
 use regcred_host::PolicyRunner;
 use regcred_types::PolicyConfig;
+use regcred_webhook::{SecretAdmission, Webhook};
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
@@ -72,7 +72,7 @@ impl TestServer {
 
     pub(crate) async fn start_with(
         admission: SecretAdmission,
-        configure: impl FnOnce(regcred::webhook::WebhookBuilder) -> regcred::webhook::WebhookBuilder,
+        configure: impl FnOnce(regcred_webhook::WebhookBuilder) -> regcred_webhook::WebhookBuilder,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cert = TestCert::new("regcred webhook test");
@@ -138,10 +138,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
 
-/// A captured review from `tests/data/admission/`.
+/// A captured review from the webhook crate's `tests/data/admission/`.
 pub(crate) fn captured(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/admission")
+        .join("../webhook/tests/data/admission")
         .join(name);
     parse(&std::fs::read(path).unwrap())
 }

@@ -4,7 +4,7 @@
 //! (NotFound): that answer is the proof of forwarding. A refusal is the proxy's own
 //! PERMISSION_DENIED. (The kit's cached_test.go shows the same with the real kubelet.)
 
-use regcred::cri_proxy::{ImageAccess, PullRecords, RECORDS_FILE, VerificationPolicy};
+use regcred_agent::{ImageAccess, PullRecords, RECORDS_FILE, VerificationPolicy};
 use tonic::Code;
 
 use super::proxy_support::ProxiedHtpasswd;

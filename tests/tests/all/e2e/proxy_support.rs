@@ -140,7 +140,7 @@ impl ProxiedHtpasswd {
     /// known only then).
     pub(crate) async fn start_verifying_allowlisting(
         test: &str,
-        policy: regcred::cri_proxy::VerificationPolicy,
+        policy: regcred_agent::VerificationPolicy,
         allowlist: impl FnOnce(&HtpasswdWorld) -> Vec<String>,
     ) -> Self {
         Self::start_configured(test, |b, world| {
@@ -156,7 +156,7 @@ impl ProxiedHtpasswd {
     /// proxy first starts: a preloaded image.
     pub(crate) async fn start_verifying_preloaded(
         test: &str,
-        policy: regcred::cri_proxy::VerificationPolicy,
+        policy: regcred_agent::VerificationPolicy,
         allowlist: impl FnOnce(&HtpasswdWorld) -> Vec<String>,
     ) -> Self {
         let mut world = HtpasswdWorld::start(test).await;

@@ -134,13 +134,13 @@ impl KubeSource {
     /// Kubernetes Events on pods, written with this source's client (the agent's
     /// identity); `host` names the node in their source. Starts the writer task on the
     /// current tokio runtime.
-    pub fn events(&self, host: Option<String>) -> crate::cri_proxy::PodEvents {
-        crate::cri_proxy::PodEvents::start(Arc::clone(&self.client), host)
+    pub fn events(&self, host: Option<String>) -> crate::PodEvents {
+        crate::PodEvents::start(Arc::clone(&self.client), host)
     }
 
     /// The counter of answers served stale (the API failing, the cached copy younger
     /// than TTL plus `--kube-stale-for`): register it where the agent's metrics are
-    /// served ([`crate::cri_proxy::ProxyMetrics::register`]).
+    /// served ([`crate::ProxyMetrics::register`]).
     pub fn stale_answers(&self) -> prometheus::IntCounter {
         self.stale_answers.clone()
     }

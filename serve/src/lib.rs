@@ -19,6 +19,8 @@
 //!   not run on the async runtime's threads.
 //! - [`init_logging`] and [`shutdown_signal`]: logging to standard error, SIGTERM/SIGINT.
 
+#![warn(missing_docs)]
+
 mod blocking;
 mod http;
 mod listener;

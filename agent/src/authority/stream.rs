@@ -125,7 +125,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Normalized<S> {
 #[derive(Debug)]
 pub struct Normalizing<L>(pub L);
 
-impl<L: crate::serve::Listener + Sync> crate::serve::Listener for Normalizing<L> {
+impl<L: regcred_serve::Listener + Sync> regcred_serve::Listener for Normalizing<L> {
     type Stream = Normalized<L::Stream>;
 
     async fn accept(&self) -> io::Result<(Self::Stream, String)> {

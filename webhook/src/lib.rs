@@ -34,12 +34,12 @@
 //! The certificate and key are read again on the first handshake after either file
 //! changes. The policy runs on the serving layer's [`BlockingExecutor`], at most
 //! [`WebhookBuilder::max_concurrent_reviews`] at a time. On shutdown the webhook drains
-//! like the proxy ([`crate::serve::HttpServer`]). Nothing the webhook answers, logs
+//! like the proxy ([`regcred_serve::HttpServer`]). Nothing the webhook answers, logs
 //! or counts contains a value from a Secret.
 //!
 //! ```no_run
 //! use regcred_host::PolicyRunner;
-//! use regcred::webhook::{SecretAdmission, Webhook};
+//! use regcred_webhook::{SecretAdmission, Webhook};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let admission = SecretAdmission::new(PolicyRunner::wasm()?);
@@ -53,6 +53,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![warn(missing_docs)]
 
 mod admission;
 mod handler;
@@ -73,7 +75,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::serve::{BlockingExecutor, HttpServer, serve_metrics};
+use regcred_serve::{BlockingExecutor, HttpServer, serve_metrics};
 
 pub use admission::{Decision, Outcome, ReviewError, SecretAdmission, error_review};
 pub use managed_tls::{
@@ -95,12 +97,12 @@ pub const DEFAULT_ADDR: SocketAddr =
 /// The default deadline for reading a request's body, once the request was admitted.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default cap on open connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = crate::serve::DEFAULT_MAX_CONNECTIONS;
+pub const DEFAULT_MAX_CONNECTIONS: usize = regcred_serve::DEFAULT_MAX_CONNECTIONS;
 /// The default cap on open connections from one address: a quarter of the slots. An
 /// API server opens a handful; a cluster with several API servers has several addresses.
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = DEFAULT_MAX_CONNECTIONS / 4;
 /// How long a connection with no review in flight stays open (default).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = crate::serve::DEFAULT_IDLE_TIMEOUT;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = regcred_serve::DEFAULT_IDLE_TIMEOUT;
 /// The probe address's connection cap: kubelet opens one at a time.
 const PROBE_CONNECTIONS: usize = 16;
 
@@ -398,7 +400,7 @@ impl Webhook {
 
     /// Serves until `shutdown` completes; then `/readyz` fails for the shutdown delay,
     /// and the server drains: no new connection, open ones finish what they are doing
-    /// (at most [`crate::serve::DEFAULT_DRAIN_TIMEOUT`]). Accept errors (out of file
+    /// (at most [`regcred_serve::DEFAULT_DRAIN_TIMEOUT`]). Accept errors (out of file
     /// descriptors, say) are logged and retried.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let Self {

@@ -33,8 +33,8 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use regcred_host::PolicyRunner;
-//! use regcred::cri_proxy::{CriProxy, DirSource};
-//! use regcred::serve::bind_unix;
+//! use regcred_agent::{CriProxy, DirSource};
+//! use regcred_serve::bind_unix;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let proxy = CriProxy::builder(
@@ -48,6 +48,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod authority;
 mod decide;
@@ -79,8 +81,8 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tonic::Code;
 
-use crate::serve::{BlockingExecutor, HttpServer, Protocols};
 use grpc::ProxyBody;
+use regcred_serve::{BlockingExecutor, HttpServer, Protocols};
 use runtime::{RequestHead, RuntimeConnection};
 
 pub use decide::{DECIDE_PATH, DEFAULT_DECISION_BUDGET, Decision, DecisionRequest};
@@ -272,7 +274,7 @@ impl CriProxy {
     /// Serves gRPC over HTTP/2 on `listener` until `shutdown` completes; then drains as
     /// every regcred server does ([`HttpServer::serve`]): stops accepting, tells clients
     /// to go away, and waits for calls under way (at most
-    /// [`crate::serve::DEFAULT_DRAIN_TIMEOUT`]). Accept errors (too many open files) are
+    /// [`regcred_serve::DEFAULT_DRAIN_TIMEOUT`]). Accept errors (too many open files) are
     /// logged and retried.
     pub async fn serve(&self, listener: UnixListener, shutdown: impl Future<Output = ()> + Send) {
         // Records of images removed while the proxy was down are dropped once, in the

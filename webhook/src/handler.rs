@@ -15,7 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::admission::{Decision, Outcome, ReviewError, SecretAdmission, error_review};
 use super::metrics::WebhookMetrics;
-use crate::serve::{BlockingError, BlockingExecutor};
+use regcred_serve::{BlockingError, BlockingExecutor};
 
 /// Bodies declared at most this long (every ordinary Secret's review) are admitted from
 /// their own slots, so that clients holding large unfinished bodies cannot starve them.

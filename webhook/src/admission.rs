@@ -30,7 +30,7 @@ const MAX_QUOTED: usize = 64;
 ///
 /// ```
 /// use regcred_host::PolicyRunner;
-/// use regcred::webhook::{Outcome, SecretAdmission};
+/// use regcred_webhook::{Outcome, SecretAdmission};
 ///
 /// let admission = SecretAdmission::new(PolicyRunner::Native);
 /// let body = br#"{

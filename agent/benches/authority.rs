@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use loona_hpack::Encoder;
-use regcred::cri_proxy::authority::Normalizer;
+use regcred_agent::authority::Normalizer;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

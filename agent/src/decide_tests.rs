@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use prost::Message as _;
 
 use super::*;
-use crate::cri_proxy::runtime::RequestHead;
-use crate::cri_proxy::source::{SourceError, SourceFuture};
-use crate::cri_proxy::{ImageVerification, PullRecords, PullSecretSource, VerificationPolicy};
+use crate::runtime::RequestHead;
+use crate::source::{SourceError, SourceFuture};
+use crate::{ImageVerification, PullRecords, PullSecretSource, VerificationPolicy};
 
 /// A source that never answers: an API server that hangs.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ const BUDGET: Duration = Duration::from_millis(300);
 #[tokio::test]
 async fn decisions_come_from_the_records_or_are_refused_in_time() {
     let records = Arc::new(PullRecords::in_memory(Duration::from_secs(3600)));
-    let hash = records.hash(crate::cri_proxy::CredentialFields {
+    let hash = records.hash(crate::CredentialFields {
         username: "u",
         password: "CANARY-decide",
         auth: "",
@@ -178,7 +178,7 @@ fn shaped_runtime(
                 .await
                 .unwrap()
                 .to_bytes();
-            let message = crate::cri_proxy::grpc::single_message(&body).unwrap_or_default();
+            let message = crate::grpc::single_message(&body).unwrap_or_default();
             let answer = match path.as_str() {
                 regcred_cri_api::methods::PULL_IMAGE => PullImageResponse {
                     image_ref: pulled.into(),
@@ -204,8 +204,8 @@ fn shaped_runtime(
             };
             let mut trailers = hyper::HeaderMap::new();
             trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
-            let mut response = hyper::Response::new(crate::cri_proxy::grpc::ProxyBody::Buffered {
-                data: Some(crate::cri_proxy::grpc::frame(&answer)),
+            let mut response = hyper::Response::new(crate::grpc::ProxyBody::Buffered {
+                data: Some(crate::grpc::frame(&answer)),
                 trailers: Some(trailers),
             });
             response.headers_mut().insert(
@@ -216,8 +216,8 @@ fn shaped_runtime(
         },
     );
     tokio::spawn(async move {
-        crate::serve::HttpServer::new("shaped-runtime")
-            .protocols(crate::serve::Protocols::Http2Only)
+        regcred_serve::HttpServer::new("shaped-runtime")
+            .protocols(regcred_serve::Protocols::Http2Only)
             .serve(listener, service, std::future::pending())
             .await;
     });
@@ -231,7 +231,7 @@ fn shaped_runtime(
 /// never taken for preloaded.
 #[tokio::test]
 async fn records_are_keyed_by_image_id_whichever_reference_the_pull_answers() {
-    use crate::cri_proxy::records::ImageAccess;
+    use crate::records::ImageAccess;
     use regcred_cri_api::runtime::v1::{ImageSpec, PullImageRequest};
     const ID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const DIGEST: &str = "r.example/team/app@sha256:2222222222222222222222222222222222222222222222222222222222222222";
@@ -262,7 +262,7 @@ async fn records_are_keyed_by_image_id_whichever_reference_the_pull_answers() {
             .inner
             .attempt(
                 &RequestHead::unary(regcred_cri_api::methods::PULL_IMAGE),
-                crate::cri_proxy::grpc::frame(&request.encode_to_vec()),
+                crate::grpc::frame(&request.encode_to_vec()),
             )
             .await
             .unwrap_or_else(|_| panic!("{shape}: the runtime did not answer"));
@@ -317,7 +317,7 @@ async fn private_decisions_wait_for_the_records_to_be_written() {
     // The file cannot be replaced any more (a directory in its way), and a write
     // fails. (The writer thread writes the grant in its own time: wait for it first.)
     records.flush().unwrap();
-    let file = dir.join(crate::cri_proxy::records::RECORDS_FILE);
+    let file = dir.join(crate::records::RECORDS_FILE);
     std::fs::remove_file(&file).unwrap();
     std::fs::create_dir(&file).unwrap();
     std::fs::write(file.join("in-the-way"), "").unwrap();
@@ -363,7 +363,7 @@ async fn exchange(socket: &std::path::Path, request: &str) -> String {
 async fn the_socket_answers_json_and_names_what_is_wrong_with_a_request() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("decisions.sock");
-    let listener = crate::serve::bind_unix(&socket).await.unwrap();
+    let listener = regcred_serve::bind_unix(&socket).await.unwrap();
     let records = Arc::new(PullRecords::in_memory(Duration::from_secs(3600)));
     records
         .note_preloaded(&["sha256:preloaded".to_owned()].into())

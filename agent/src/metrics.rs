@@ -1,4 +1,4 @@
-//! The proxy's Prometheus metrics (served by [`crate::serve::serve_metrics`]).
+//! The proxy's Prometheus metrics (served by [`regcred_serve::serve_metrics`]).
 //!
 //! Labels carry outcomes and method names only: never a pod, image or Secret name (their
 //! number is unbounded) and never a value.
@@ -259,7 +259,7 @@ impl ProxyMetrics {
     }
 
     /// Serves `collector` with these metrics (a source's own, such as
-    /// [`crate::cri_proxy::KubeSource::stale_answers`]); one already there is logged and
+    /// [`crate::KubeSource::stale_answers`]); one already there is logged and
     /// left out.
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
         if let Err(err) = self.registry.register(collector) {

@@ -12,7 +12,7 @@ use regcred_types::reader::{self, ManifestError, ManifestObject};
 use regcred_types::{DEFAULT_NAMESPACE, SecretManifest};
 
 use super::{PodPullSecrets, PodRef, PullSecretSource, SourceError, SourceFuture};
-use crate::serve::{BlockingError, BlockingExecutor};
+use regcred_serve::{BlockingError, BlockingExecutor};
 
 /// Files larger than this are skipped with a warning.
 const MAX_FILE_BYTES: u64 = 1 << 20;

@@ -39,7 +39,7 @@ use super::metrics::ImageUse;
 use super::runtime::RequestHead;
 use super::source::PodRef;
 use super::{CriProxy, Inner, grpc};
-use crate::serve::HttpServer;
+use regcred_serve::HttpServer;
 
 /// The path of the one call.
 pub const DECIDE_PATH: &str = "/v1/decide";
