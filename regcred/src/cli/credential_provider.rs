@@ -4,16 +4,16 @@ use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::credential_provider::{
-    CredentialProviderRequest, PULL_SECRETS_ANNOTATION, ProviderError, answer, pod_of,
-    read_secrets, record_event,
-};
 use anyhow::{Context as _, Result};
 use clap::Args;
 use regcred_host::PolicyRunner;
 use regcred_types::RuntimeProfile;
 
 use super::{PolicyConfigArg, load_config};
+use crate::credential_provider::{
+    CredentialProviderRequest, PULL_SECRETS_ANNOTATION, ProviderError, answer, pod_of,
+    read_secrets, record_event,
+};
 
 /// The largest request read from standard input (kubelet's are a few KiB).
 const MAX_REQUEST: u64 = 1 << 20;

@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::node_install::{
-    self, InstallState, Layout, Mode, Outcome, Phase, Sources, Systemctl, preflight,
-};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{EXIT_OK, ReportFormat, print_report};
+use crate::node_install::{
+    self, InstallState, Layout, Mode, Outcome, Phase, Sources, Systemctl, preflight,
+};
 
 /// Exit status: the change failed and was rolled back (or an uninstall step failed).
 const EXIT_FAILED: u8 = 1;
