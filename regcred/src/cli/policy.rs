@@ -20,6 +20,17 @@ pub(crate) struct PolicyArgs {
     /// results; for debugging a module against the source).
     #[arg(long, global = true)]
     native: bool,
+    /// The longest one evaluation of the module may run, instantiating it included, in
+    /// milliseconds. Raise it only where the node is very slow or emulated (qemu): a
+    /// module that runs past it is stopped and the request fails. Not used with --native.
+    #[arg(
+        long,
+        value_name = "MS",
+        global = true,
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u64).range(1..=60_000)
+    )]
+    policy_deadline: u64,
 }
 
 impl PolicyArgs {
@@ -49,7 +60,10 @@ impl PolicyArgs {
             None => PolicyModule::embedded(),
             Some(path) => load_module(path, self.policy_sha256.as_deref())?,
         };
-        let policy = allocation(PolicyPre::builder().module(module))
+        let limits = regcred_host::Limits::builder()
+            .epoch_deadline(std::time::Duration::from_millis(self.policy_deadline))
+            .build();
+        let policy = allocation(PolicyPre::builder().module(module).limits(limits))
             .build()
             .context("cannot load the policy module")?;
         Ok(PolicyRunner::Wasm(std::sync::Arc::new(policy)))

@@ -39,6 +39,29 @@ fn every_command_has_help() {
     }
 }
 
+/// `--policy-deadline` bounds one evaluation of the module: a generous one changes
+/// nothing, zero is refused as a usage error naming the flag, and every command that runs
+/// the rules shows it in its help.
+#[test]
+fn the_policy_deadline_is_the_operators_to_raise() {
+    let good = examples().join("regcredentials-stringdata.yaml");
+    let roomy = run(regcred()
+        .args(["--policy-deadline", "10000", "validate"])
+        .arg(&good));
+    assert_eq!(roomy.status.code(), Some(0), "{}", text(&roomy.stderr));
+    let zero = run(regcred()
+        .args(["--policy-deadline", "0", "validate"])
+        .arg(&good));
+    assert_eq!(zero.status.code(), Some(2), "{}", text(&zero.stderr));
+    assert!(
+        text(&zero.stderr).contains("--policy-deadline"),
+        "{}",
+        text(&zero.stderr)
+    );
+    let help = run(regcred().args(["validate", "--help"]));
+    assert!(text(&help.stdout).contains("--policy-deadline <MS>"));
+}
+
 /// The real `kubectl` finds the binary on PATH as `kubectl-regcred` and runs it.
 #[test]
 fn kubectl_runs_it_as_a_plugin() {
