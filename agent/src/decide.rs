@@ -14,7 +14,7 @@
 //!
 //! The wire is deliberately small: `POST /v1/decide` with a JSON [`DecisionRequest`], and
 //! a JSON [`Decision`] back (HTTP/1.1 over a unix socket only root can reach). There is
-//! one implementation of the rules: [`super::Inner::may_use`], the proxy's own.
+//! one implementation of the rules: [`super::verify::may_use`], the proxy's own.
 //!
 //! The decision is bounded ([`DEFAULT_DECISION_BUDGET`], under NRI's 2 s plugin timeout):
 //! a pod on record is answered from the records and the pod's cached Secrets; a decision
@@ -38,6 +38,7 @@ use tokio::net::UnixListener;
 use super::metrics::ImageUse;
 use super::runtime::RequestHead;
 use super::source::PodRef;
+use super::verify::{may_use, may_use_volume, note_allowed};
 use super::{CriProxy, Inner, grpc};
 use regcred_serve::HttpServer;
 
@@ -196,7 +197,7 @@ async fn decide_bounded(inner: Arc<Inner>, request: DecisionRequest, budget: Dur
     let image = request.image.clone();
     let work = tokio::spawn({
         let inner = Arc::clone(&inner);
-        async move { inner.decide(request).await }
+        async move { decide(&inner, request).await }
     });
     match tokio::time::timeout(budget, work).await {
         Ok(Ok(decision)) => decision,
@@ -228,158 +229,156 @@ async fn decide_bounded(inner: Arc<Inner>, request: DecisionRequest, budget: Dur
     }
 }
 
-impl Inner {
-    /// Each image volume, found by its manifest digest among the runtime's images.
-    async fn decide_volumes(
-        &self,
-        verification: &super::ImageVerification,
-        pod: &PodRef,
-        container: &str,
-        digests: &[String],
-    ) -> Result<(), hyper::Response<grpc::ProxyBody>> {
-        if digests.is_empty() {
-            return Ok(());
-        }
-        let images = self.list_images().await.unwrap_or_default();
-        for digest in digests {
-            let found = images.iter().find_map(|image| {
-                let named: Vec<&String> = image
-                    .repo_digests
-                    .iter()
-                    .filter(|d| d.rsplit_once('@').is_some_and(|(_, at)| at == digest))
-                    .collect();
-                if named.is_empty() {
-                    return None;
-                }
-                // The repository the image was last pulled from (the records' most recent
-                // name), where the runtime knows it under several.
-                let recent = verification.records().names(&image.id);
-                let name = recent
-                    .iter()
-                    .find_map(|n| {
-                        // Compared as normalized names: the records keep the pod's
-                        // spelling (`busybox:1.36`), the runtime its own
-                        // (`docker.io/library/busybox@sha256:...`).
-                        let repository = super::verification::repository_name(n)?;
-                        named.iter().find(|d| {
-                            super::verification::repository_name(d).as_ref() == Some(&repository)
-                        })
-                    })
-                    .or_else(|| named.first())?;
-                Some((image.id.clone(), (*name).clone()))
-            });
-            let Some((id, name)) = found else {
-                self.metrics.image_use(ImageUse::Refused);
-                return Err(grpc::error_response(
-                    tonic::Code::PermissionDenied,
-                    &format!(
-                        "regcred: pod {pod} may not mount the image volume {digest}: no image \
-                         on the node has that manifest digest, so whether the pod may use it \
-                         cannot be decided"
-                    ),
-                ));
-            };
-            let volume = ImageSpec {
-                image: id,
-                user_specified_image: name,
-                ..Default::default()
-            };
-            self.may_use_volume(verification, pod, container, volume, None)
-                .await?;
-        }
-        Ok(())
+/// Each image volume, found by its manifest digest among the runtime's images.
+async fn decide_volumes(
+    inner: &Inner,
+    verification: &super::ImageVerification,
+    pod: &PodRef,
+    container: &str,
+    digests: &[String],
+) -> Result<(), hyper::Response<grpc::ProxyBody>> {
+    if digests.is_empty() {
+        return Ok(());
     }
-
-    async fn decide(&self, request: DecisionRequest) -> Decision {
-        let pod = PodRef {
-            namespace: request.namespace,
-            name: request.pod,
-            uid: request.uid,
-        };
-        let Some(verification) = &self.verification else {
-            self.metrics.image_use(ImageUse::NotVerified);
-            return Decision {
-                allowed: true,
-                decision: ImageUse::NotVerified.as_str().to_owned(),
-                message: String::new(),
-            };
-        };
-        if pod.name.is_empty() || pod.namespace.is_empty() || request.image.is_empty() {
-            self.metrics.image_use(ImageUse::Refused);
-            return Decision::refused(
-                ImageUse::Refused,
-                format!(
-                    "regcred: a container of pod {}/{} is refused: the runtime's request names \
-                     no {}, so whether the pod may use its image cannot be decided",
-                    pod.namespace,
-                    pod.name,
-                    if request.image.is_empty() {
-                        "image"
-                    } else {
-                        "pod"
-                    }
-                ),
-            );
-        }
-        let (id, id_from) = if request.image_id.is_empty() {
-            let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
-            match self.image_id(&head, &request.image).await {
-                Some(id) => (id, "image-service"),
-                None => {
-                    self.metrics.image_use(ImageUse::Failed);
-                    return Decision::refused(
-                        ImageUse::Failed,
-                        format!(
-                            "regcred: pod {pod} may not use image {}: the runtime's image \
-                             service does not name its ID now",
-                            request.image
-                        ),
-                    );
-                }
+    let images = inner.upstream.list_images().await.unwrap_or_default();
+    for digest in digests {
+        let found = images.iter().find_map(|image| {
+            let named: Vec<&String> = image
+                .repo_digests
+                .iter()
+                .filter(|d| d.rsplit_once('@').is_some_and(|(_, at)| at == digest))
+                .collect();
+            if named.is_empty() {
+                return None;
             }
-        } else {
-            (request.image_id, "runtime")
+            // The repository the image was last pulled from (the records' most recent
+            // name), where the runtime knows it under several.
+            let recent = verification.records().names(&image.id);
+            let name = recent
+                .iter()
+                .find_map(|n| {
+                    // Compared as normalized names: the records keep the pod's
+                    // spelling (`busybox:1.36`), the runtime its own
+                    // (`docker.io/library/busybox@sha256:...`).
+                    let repository = super::verification::repository_name(n)?;
+                    named.iter().find(|d| {
+                        super::verification::repository_name(d).as_ref() == Some(&repository)
+                    })
+                })
+                .or_else(|| named.first())?;
+            Some((image.id.clone(), (*name).clone()))
+        });
+        let Some((id, name)) = found else {
+            inner.metrics.image_use(ImageUse::Refused);
+            return Err(grpc::error_response(
+                tonic::Code::PermissionDenied,
+                &format!(
+                    "regcred: pod {pod} may not mount the image volume {digest}: no image \
+                     on the node has that manifest digest, so whether the pod may use it \
+                     cannot be decided"
+                ),
+            ));
         };
-        tracing::debug!(pod = %pod, container = request.container, image = request.image,
-            id, id_from, "image identified");
-        let spec = ImageSpec {
+        let volume = ImageSpec {
             image: id,
-            user_specified_image: request.image,
+            user_specified_image: name,
             ..Default::default()
         };
-        let decided = match self.may_use(verification, &pod, &spec, None).await {
-            Ok(allowed) => {
-                self.allowed(&pod, &request.container, &spec, &allowed);
-                self.decide_volumes(
-                    verification,
-                    &pod,
-                    &request.container,
-                    &request.image_volumes,
-                )
-                .await
-                .map(|()| allowed)
-            }
-            Err(refusal) => Err(refusal),
+        may_use_volume(inner, verification, pod, container, volume, None).await?;
+    }
+    Ok(())
+}
+
+async fn decide(inner: &Inner, request: DecisionRequest) -> Decision {
+    let pod = PodRef {
+        namespace: request.namespace,
+        name: request.pod,
+        uid: request.uid,
+    };
+    let Some(verification) = &inner.verification else {
+        inner.metrics.image_use(ImageUse::NotVerified);
+        return Decision {
+            allowed: true,
+            decision: ImageUse::NotVerified.as_str().to_owned(),
+            message: String::new(),
         };
-        match decided {
-            Ok(allowed) => Decision {
-                allowed: true,
-                decision: allowed.metric().as_str().to_owned(),
-                message: String::new(),
-            },
-            Err(refusal) => {
-                let trailers = match refusal.body() {
-                    grpc::ProxyBody::Buffered { trailers, .. } => trailers.as_ref(),
-                    grpc::ProxyBody::Stream(_) => None,
-                };
-                let (code, message) = grpc::status_of(refusal.headers(), trailers);
-                let decision = if code == tonic::Code::PermissionDenied {
-                    ImageUse::Refused
+    };
+    if pod.name.is_empty() || pod.namespace.is_empty() || request.image.is_empty() {
+        inner.metrics.image_use(ImageUse::Refused);
+        return Decision::refused(
+            ImageUse::Refused,
+            format!(
+                "regcred: a container of pod {}/{} is refused: the runtime's request names \
+                 no {}, so whether the pod may use its image cannot be decided",
+                pod.namespace,
+                pod.name,
+                if request.image.is_empty() {
+                    "image"
                 } else {
-                    ImageUse::Failed
-                };
-                Decision::refused(decision, message)
+                    "pod"
+                }
+            ),
+        );
+    }
+    let (id, id_from) = if request.image_id.is_empty() {
+        let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
+        match inner.upstream.image_id(&head, &request.image).await {
+            Some(id) => (id, "image-service"),
+            None => {
+                inner.metrics.image_use(ImageUse::Failed);
+                return Decision::refused(
+                    ImageUse::Failed,
+                    format!(
+                        "regcred: pod {pod} may not use image {}: the runtime's image \
+                         service does not name its ID now",
+                        request.image
+                    ),
+                );
             }
+        }
+    } else {
+        (request.image_id, "runtime")
+    };
+    tracing::debug!(pod = %pod, container = request.container, image = request.image,
+        id, id_from, "image identified");
+    let spec = ImageSpec {
+        image: id,
+        user_specified_image: request.image,
+        ..Default::default()
+    };
+    let decided = match may_use(inner, verification, &pod, &spec, None).await {
+        Ok(allowed) => {
+            note_allowed(inner, &pod, &request.container, &spec, &allowed);
+            decide_volumes(
+                inner,
+                verification,
+                &pod,
+                &request.container,
+                &request.image_volumes,
+            )
+            .await
+            .map(|()| allowed)
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match decided {
+        Ok(allowed) => Decision {
+            allowed: true,
+            decision: allowed.metric().as_str().to_owned(),
+            message: String::new(),
+        },
+        Err(refusal) => {
+            let trailers = match refusal.body() {
+                grpc::ProxyBody::Buffered { trailers, .. } => trailers.as_ref(),
+                grpc::ProxyBody::Stream(_) => None,
+            };
+            let (code, message) = grpc::status_of(refusal.headers(), trailers);
+            let decision = if code == tonic::Code::PermissionDenied {
+                ImageUse::Refused
+            } else {
+                ImageUse::Failed
+            };
+            Decision::refused(decision, message)
         }
     }
 }

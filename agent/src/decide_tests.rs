@@ -260,6 +260,7 @@ async fn records_are_keyed_by_image_id_whichever_reference_the_pull_answers() {
         };
         let answer = proxy
             .inner
+            .upstream
             .attempt(
                 &RequestHead::unary(regcred_cri_api::methods::PULL_IMAGE),
                 crate::grpc::frame(&request.encode_to_vec()),
@@ -268,7 +269,9 @@ async fn records_are_keyed_by_image_id_whichever_reference_the_pull_answers() {
             .unwrap_or_else(|_| panic!("{shape}: the runtime did not answer"));
         proxy
             .inner
+            .images
             .record_pull(
+                &proxy.inner.upstream,
                 &answer.response,
                 "r.example/team/app:v1",
                 Some(("hmac-sha256:00", "team/pull")),
@@ -284,7 +287,7 @@ async fn records_are_keyed_by_image_id_whichever_reference_the_pull_answers() {
             );
         }
         // Start-up pruning lists the runtime's images by ID: the record stays.
-        proxy.inner.prune_records().await;
+        proxy.inner.images.prune(&proxy.inner.upstream).await;
         assert_eq!(records.access(ID), ImageAccess::Private, "{shape}: pruned");
         // CreateContainer names the ID (or, right after a CRI-O pull, the digest): a
         // pod without credentials on record is not let through as preloaded.
@@ -323,6 +326,7 @@ async fn private_decisions_wait_for_the_records_to_be_written() {
     std::fs::write(file.join("in-the-way"), "").unwrap();
     proxy
         .inner
+        .images
         .keep(records.public("sha256:other", "r.example/other:v1"));
     assert!(records.flush().is_err());
     let d = proxy.decide(question("sha256:private"), BUDGET).await;

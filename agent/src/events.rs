@@ -292,3 +292,17 @@ mod tests {
         assert_eq!(truncate("short".into()), "short");
     }
 }
+
+/// Where the agent's Warning Events go: to the API server when Events are on, nowhere
+/// otherwise. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Events(pub(crate) Option<PodEvents>);
+
+impl Events {
+    /// A Warning Event on `pod`, when Events are on.
+    pub(crate) fn warn(&self, pod: &PodRef, reason: &'static str, message: impl Into<String>) {
+        if let Some(events) = &self.0 {
+            events.warn(pod, reason, message);
+        }
+    }
+}

@@ -8,25 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::Response;
 use prost::Message as _;
-use regcred_cri_api::runtime::v1::{
-    ImageSpec, ImageStatusRequest, ImageStatusResponse, ListImagesRequest, ListImagesResponse,
-    PullImageResponse, RemoveImageRequest,
-};
+use regcred_cri_api::runtime::v1::{PullImageResponse, RemoveImageRequest};
 use tonic::Code;
 
-use super::Inner;
 use super::grpc::{self, ProxyBody};
+use super::metrics::ProxyMetrics;
+use super::records::{PullRecords, RecordsError};
 use super::runtime::RequestHead;
-
-/// The message of a buffered unary response.
-fn response_message(response: &Response<ProxyBody>) -> Option<Bytes> {
-    match response.body() {
-        ProxyBody::Buffered {
-            data: Some(data), ..
-        } => grpc::single_message(data),
-        _ => None,
-    }
-}
+use super::upstream::{Upstream, response_message};
 
 /// Whether `reference` is an image ID (`sha256:` and 64 hex digits), as containerd
 /// answers a pull and kubelet names an image on the node.
@@ -75,18 +64,30 @@ pub(crate) fn pulled_ref(response: &Response<ProxyBody>) -> Option<String> {
     (!pulled.image_ref.is_empty()).then_some(pulled.image_ref)
 }
 
-impl Inner {
+/// The pulled-image records as the handlers keep them in step with the node: `None`
+/// records when the checks at container creation are off (nothing is recorded then).
+#[derive(Debug)]
+pub(crate) struct NodeImages {
+    records: Option<Arc<PullRecords>>,
+    metrics: Arc<ProxyMetrics>,
+}
+
+impl NodeImages {
+    pub(crate) fn new(records: Option<Arc<PullRecords>>, metrics: Arc<ProxyMetrics>) -> Self {
+        Self { records, metrics }
+    }
+
     /// Logs and counts a records write that failed; the record is kept in memory, and
-    /// private decisions are refused until a write succeeds ([`Self::durable`]).
-    pub(crate) fn keep(&self, written: Result<(), super::records::RecordsError>) {
+    /// private decisions are refused until a write succeeds (see `verify::durable`).
+    pub(crate) fn keep(&self, written: Result<(), RecordsError>) {
         if let Err(err) = written {
             self.metrics.records_write_failed();
             tracing::error!(error = %err,
                 "cannot write the pulled-image records; private images are refused until \
                  they can be written");
         }
-        if let Some(v) = &self.verification {
-            self.metrics.records_unwritten(v.records.unwritten());
+        if let Some(records) = &self.records {
+            self.metrics.records_unwritten(records.unwritten());
         }
     }
 
@@ -94,51 +95,33 @@ impl Inner {
     /// `None` for a pull without credentials.
     pub(crate) async fn record_pull(
         &self,
+        upstream: &Upstream,
         response: &Response<ProxyBody>,
         image: &str,
         credential: Option<(&str, &str)>,
     ) {
-        let Some(verification) = &self.verification else {
+        let Some(records) = &self.records else {
             return;
         };
-        let Some(pulled) = self.pulled_image(response).await else {
+        let Some(pulled) = pulled_image(upstream, response).await else {
             return;
         };
-        let records = &verification.records;
         self.keep(match credential {
             Some((hash, secret)) => records.credentialed(pulled.key(), image, hash, secret),
             None => records.public(pulled.key(), image),
         });
     }
 
-    /// The image a successful PullImage `response` brought: its reference, and its ID
-    /// from ImageStatus when the reference is not one (CRI-O answers with a repository
-    /// digest, containerd with the ID). `None` when the response names nothing.
-    pub(crate) async fn pulled_image(&self, response: &Response<ProxyBody>) -> Option<PulledImage> {
-        let reference = pulled_ref(response)?;
-        if is_image_id(&reference) {
-            return Some(PulledImage::named(&reference));
-        }
-        let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
-        match self.image_id(&head, &reference).await {
-            Some(id) if !id.is_empty() => Some(PulledImage {
-                id,
-                alias: Some(reference),
-            }),
-            _ => {
-                tracing::warn!(reference = %reference,
-                    "the runtime answered the pull with a reference it does not resolve to \
-                     an image ID; recorded under that reference");
-                Some(PulledImage::named(&reference))
-            }
-        }
-    }
-
     /// RemoveImage: forwarded; when it succeeds, the image's records are dropped.
-    pub(crate) async fn remove_image(&self, head: RequestHead, body: Bytes) -> Response<ProxyBody> {
-        let records = match &self.verification {
-            Some(v) if !v.records.is_empty() => Arc::clone(&v.records),
-            _ => return self.forward(&head, body).await,
+    pub(crate) async fn remove_image(
+        &self,
+        upstream: &Upstream,
+        head: RequestHead,
+        body: Bytes,
+    ) -> Response<ProxyBody> {
+        let records = match &self.records {
+            Some(records) if !records.is_empty() => records,
+            _ => return upstream.forward(&head, body).await,
         };
         let image = grpc::single_message(&body)
             .and_then(|m| RemoveImageRequest::decode(&m[..]).ok())
@@ -148,9 +131,9 @@ impl Inner {
         let id = if image.starts_with("sha256:") {
             Some(image.clone())
         } else {
-            self.image_id(&head, &image).await
+            upstream.image_id(&head, &image).await
         };
-        let answer = match self.attempt(&head, body).await {
+        let answer = match upstream.attempt(&head, body).await {
             Ok(answer) => answer,
             Err(unavailable) => return unavailable,
         };
@@ -166,81 +149,17 @@ impl Inner {
         answer.response
     }
 
-    /// The ID of `image` on the node, asked of the runtime.
-    pub(crate) async fn image_id(&self, head: &RequestHead, image: &str) -> Option<String> {
-        let request = ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: image.to_owned(),
-                ..Default::default()
-            }),
-            verbose: false,
-        };
-        let status_head = head.with_path(regcred_cri_api::methods::IMAGE_STATUS);
-        let answer = self
-            .attempt(&status_head, grpc::frame(&request.encode_to_vec()))
-            .await
-            .ok()?;
-        let message = response_message(&answer.response)?;
-        ImageStatusResponse::decode(&message[..])
-            .ok()?
-            .image
-            .map(|i| i.id)
-    }
-
-    /// The names the runtime has for the image `id` (its tags and repository digests);
-    /// none when it cannot be asked or does not have the image.
-    pub(crate) async fn image_names(&self, id: &str) -> Vec<String> {
-        let request = ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: id.to_owned(),
-                ..Default::default()
-            }),
-            verbose: false,
-        };
-        let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
-        let Ok(answer) = self
-            .attempt(&head, grpc::frame(&request.encode_to_vec()))
-            .await
-        else {
-            return Vec::new();
-        };
-        response_message(&answer.response)
-            .and_then(|m| ImageStatusResponse::decode(&m[..]).ok())
-            .and_then(|status| status.image)
-            .map(|image| {
-                image
-                    .repo_tags
-                    .into_iter()
-                    .chain(image.repo_digests)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The runtime's images (`None` when it cannot be asked).
-    pub(crate) async fn list_images(&self) -> Option<Vec<regcred_cri_api::runtime::v1::Image>> {
-        let head = RequestHead::unary(regcred_cri_api::methods::LIST_IMAGES);
-        let request = grpc::frame(&ListImagesRequest::default().encode_to_vec());
-        match self.attempt(&head, request).await {
-            Ok(answer) if answer.code == Code::Ok => response_message(&answer.response)
-                .and_then(|m| ListImagesResponse::decode(&m[..]).ok())
-                .map(|listed| listed.images),
-            _ => None,
-        }
-    }
-
     /// Notes the images on the node as the preloaded ones when the records do not know
     /// them yet (the first start with these records); whether they are known now. Until
     /// they are, no image counts as preloaded.
-    pub(crate) async fn ensure_preloaded(&self) -> bool {
-        let Some(verification) = &self.verification else {
+    pub(crate) async fn ensure_preloaded(&self, upstream: &Upstream) -> bool {
+        let Some(records) = &self.records else {
             return true;
         };
-        let records = &verification.records;
         if records.preloaded_known() {
             return true;
         }
-        let Some(listed) = self.list_images().await else {
+        let Some(listed) = upstream.list_images().await else {
             tracing::warn!(
                 "cannot list the runtime's images: which images are preloaded is not known \
                  yet, so none counts as preloaded until they can be listed"
@@ -264,25 +183,51 @@ impl Inner {
     /// their lifetime, and at the first start notes the preloaded images (at start; the
     /// runtime may not be up yet, then the preloaded images are noted at the first
     /// decision).
-    pub(crate) async fn prune_records(&self) {
-        let Some(verification) = self.verification.as_ref() else {
+    pub(crate) async fn prune(&self, upstream: &Upstream) {
+        let Some(records) = &self.records else {
             return;
         };
-        if !self.ensure_preloaded().await || verification.records.is_empty() {
+        if !self.ensure_preloaded(upstream).await || records.is_empty() {
             return;
         }
-        let Some(listed) = self.list_images().await else {
+        let Some(listed) = upstream.list_images().await else {
             tracing::warn!("cannot list the runtime's images; pulled-image records not pruned");
             return;
         };
         let present = listed.into_iter().map(|i| i.id).collect();
-        match verification.records.retain(&present) {
+        match records.retain(&present) {
             Ok(forgotten) => tracing::info!(
-                images = verification.records.len(),
+                images = records.len(),
                 forgotten,
                 "pulled-image records checked against the runtime's images"
             ),
             Err(err) => self.keep(Err(err)),
+        }
+    }
+}
+
+/// The image a successful PullImage `response` brought: its reference, and its ID from
+/// ImageStatus when the reference is not one (CRI-O answers with a repository digest,
+/// containerd with the ID). `None` when the response names nothing.
+pub(crate) async fn pulled_image(
+    upstream: &Upstream,
+    response: &Response<ProxyBody>,
+) -> Option<PulledImage> {
+    let reference = pulled_ref(response)?;
+    if is_image_id(&reference) {
+        return Some(PulledImage::named(&reference));
+    }
+    let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
+    match upstream.image_id(&head, &reference).await {
+        Some(id) if !id.is_empty() => Some(PulledImage {
+            id,
+            alias: Some(reference),
+        }),
+        _ => {
+            tracing::warn!(reference = %reference,
+                "the runtime answered the pull with a reference it does not resolve to \
+                 an image ID; recorded under that reference");
+            Some(PulledImage::named(&reference))
         }
     }
 }

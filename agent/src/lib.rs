@@ -59,8 +59,10 @@ mod images;
 mod metrics;
 mod pull;
 mod records;
+mod resolve;
 mod runtime;
 mod source;
+mod upstream;
 mod verification;
 mod verify;
 mod wire;
@@ -69,9 +71,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -81,9 +81,13 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tonic::Code;
 
+use events::Events;
 use grpc::ProxyBody;
+use images::NodeImages;
 use regcred_serve::{BlockingExecutor, HttpServer, Protocols};
+use resolve::Resolver;
 use runtime::{RequestHead, RuntimeConnection};
+use upstream::Upstream;
 
 pub use decide::{DECIDE_PATH, DEFAULT_DECISION_BUDGET, Decision, DecisionRequest};
 pub use events::{
@@ -119,23 +123,20 @@ pub struct CriProxy {
     inner: Arc<Inner>,
 }
 
+/// The agent's rooms, which the handlers (`pull`, `verify`, `decide`) are given: the
+/// runtime ([`Upstream`]), a pod's candidates ([`Resolver`]), the records kept in step
+/// with the node's images ([`NodeImages`]), the checks' configuration, Events and metrics.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    runtime: RuntimeConnection,
-    secrets: Arc<dyn PullSecretSource>,
-    policy: PolicyRunner,
-    profile: RuntimeProfile,
-    config: PolicyConfig,
-    metrics: Arc<ProxyMetrics>,
-    executor: BlockingExecutor,
+    upstream: Upstream,
+    resolver: Resolver,
+    images: NodeImages,
     /// The checks at CreateContainer, when on.
     verification: Option<ImageVerification>,
-    /// Events on pods, when on.
-    events: Option<PodEvents>,
+    events: Events,
+    metrics: Arc<ProxyMetrics>,
     /// Permits to read a request body.
     reading: Arc<Semaphore>,
-    /// Permits to resolve a PullImage's candidates.
-    resolving: Arc<Semaphore>,
 }
 
 /// Builds a [`CriProxy`].
@@ -212,22 +213,35 @@ impl CriProxyBuilder {
     /// The proxy. Nothing is dialled until the first call.
     pub fn build(self) -> CriProxy {
         CriProxy {
-            inner: Arc::new(Inner {
-                runtime: RuntimeConnection::new(&self.runtime),
-                secrets: self.secrets,
-                policy: self.policy,
-                profile: self.profile,
-                config: self.config,
-                metrics: self.metrics.unwrap_or_default(),
-                executor: self.executor.unwrap_or_else(|| {
-                    BlockingExecutor::new(
-                        std::thread::available_parallelism().map_or(2, |n| n.get()),
-                    )
-                }),
-                verification: self.verification,
-                events: self.events,
-                reading: Arc::new(Semaphore::new(self.max_buffered_requests)),
-                resolving: Arc::new(Semaphore::new(self.max_concurrent_resolutions)),
+            inner: Arc::new({
+                let metrics = self.metrics.unwrap_or_default();
+                let events = Events(self.events);
+                let records = self.verification.as_ref().map(|v| Arc::clone(v.records()));
+                Inner {
+                    upstream: Upstream::new(
+                        RuntimeConnection::new(&self.runtime),
+                        Arc::clone(&metrics),
+                    ),
+                    resolver: Resolver {
+                        secrets: self.secrets,
+                        policy: self.policy,
+                        profile: self.profile,
+                        config: self.config,
+                        executor: self.executor.unwrap_or_else(|| {
+                            BlockingExecutor::new(
+                                std::thread::available_parallelism().map_or(2, |n| n.get()),
+                            )
+                        }),
+                        resolving: Arc::new(Semaphore::new(self.max_concurrent_resolutions)),
+                        metrics: Arc::clone(&metrics),
+                        events: events.clone(),
+                    },
+                    images: NodeImages::new(records, Arc::clone(&metrics)),
+                    verification: self.verification,
+                    events,
+                    metrics,
+                    reading: Arc::new(Semaphore::new(self.max_buffered_requests)),
+                }
             }),
         }
     }
@@ -268,7 +282,7 @@ impl CriProxy {
 
     /// The runtime's socket.
     pub fn runtime_socket(&self) -> &Path {
-        self.inner.runtime.socket()
+        self.inner.upstream.socket()
     }
 
     /// Serves gRPC over HTTP/2 on `listener` until `shutdown` completes; then drains as
@@ -280,7 +294,7 @@ impl CriProxy {
         // Records of images removed while the proxy was down are dropped once, in the
         // background: a runtime that is not up yet does not hold the socket back.
         let pruning = Arc::clone(&self.inner);
-        tokio::spawn(async move { pruning.prune_records().await });
+        tokio::spawn(async move { pruning.images.prune(&pruning.upstream).await });
         let inner = Arc::clone(&self.inner);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let inner = Arc::clone(&inner);
@@ -291,18 +305,11 @@ impl CriProxy {
             // Every client's `:authority` reaches the service (see `authority`).
             .serve(authority::Normalizing(listener), service, shutdown)
             .await;
-        self.inner.executor.close();
+        self.inner.resolver.executor.close();
     }
 }
 
 impl Inner {
-    /// A Warning Event on `pod`, when Events are on.
-    pub(crate) fn event(&self, pod: &PodRef, reason: &'static str, message: impl Into<String>) {
-        if let Some(events) = &self.events {
-            events.warn(pod, reason, message);
-        }
-    }
-
     async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let (parts, body) = request.into_parts();
         // ImageService calls are unary: the request is one small message, read whole
@@ -340,32 +347,16 @@ impl Inner {
         };
         let head = RequestHead::from_parts(parts);
         match head.uri.path() {
-            regcred_cri_api::methods::PULL_IMAGE => self.pull_image(head, body).await,
-            regcred_cri_api::methods::CREATE_CONTAINER => self.create_container(head, body).await,
-            regcred_cri_api::methods::REMOVE_IMAGE => self.remove_image(head, body).await,
-            _ => self.forward(&head, body).await,
-        }
-    }
-
-    /// Sends the request as it came and streams the runtime's response back.
-    async fn forward(&self, head: &RequestHead, body: Bytes) -> Response<ProxyBody> {
-        let path = head.uri.path();
-        let started = Instant::now();
-        let result = self.runtime.call(head, body, is_image_service(path)).await;
-        self.metrics.runtime_call(path, started.elapsed());
-        match result {
-            Ok(response) => response.map(ProxyBody::Stream),
-            Err(err) => {
-                tracing::warn!(method = path, error = %err, "runtime unavailable");
-                grpc::error_response(Code::Unavailable, &format!("regcred cri-proxy: {err}"))
+            regcred_cri_api::methods::PULL_IMAGE => pull::pull_image(self, head, body).await,
+            regcred_cri_api::methods::CREATE_CONTAINER => {
+                verify::create_container(self, head, body).await
             }
+            regcred_cri_api::methods::REMOVE_IMAGE => {
+                self.images.remove_image(&self.upstream, head, body).await
+            }
+            _ => self.upstream.forward(&head, body).await,
         }
     }
-}
-
-/// ImageService calls are idempotent: one may be sent again on a fresh connection.
-fn is_image_service(path: &str) -> bool {
-    path.starts_with("/runtime.v1.ImageService/")
 }
 
 /// Why a CRI endpoint is not usable.

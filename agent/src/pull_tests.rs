@@ -2,7 +2,10 @@
 
 use regcred_cri_api::runtime::v1::{ImageSpec, PodSandboxConfig, PodSandboxMetadata};
 
+use regcred_types::{AuthConfig, Candidate};
+
 use super::*;
+use crate::upstream::{scrub, secret_values};
 
 fn request(auth: Option<CriAuthConfig>) -> PullImageRequest {
     PullImageRequest {
