@@ -54,7 +54,6 @@
 pub mod authority;
 mod decide;
 mod events;
-mod grpc;
 mod images;
 mod metrics;
 mod pull;
@@ -82,12 +81,12 @@ use tokio::sync::Semaphore;
 use tonic::Code;
 
 use events::Events;
-use grpc::ProxyBody;
 use images::NodeImages;
 use regcred_serve::{BlockingExecutor, HttpServer, Protocols};
 use resolve::Resolver;
 use runtime::{RequestHead, RuntimeConnection};
 use upstream::Upstream;
+use wire::grpc::{self, ProxyBody};
 
 pub use decide::{DECIDE_PATH, DEFAULT_DECISION_BUDGET, Decision, DecisionRequest};
 pub use events::{

@@ -1,7 +1,11 @@
-//! The CRI messages at the byte level: the agent adds credentials to, and reads fields
-//! out of, the requests kubelet sends without decoding and re-encoding them, so that
-//! every field it does not know (a newer CRI's) reaches the runtime byte for byte. All of
-//! the agent's protobuf splicing is here; gRPC framing is in `grpc.rs`.
+//! The wire, in one module: the CRI messages at the byte level and their gRPC frames.
+//! The agent adds credentials to, and reads fields out of, the requests kubelet sends
+//! without decoding and re-encoding them, so that every field it does not know (a newer
+//! CRI's) reaches the runtime byte for byte; all of its protobuf splicing is here, and
+//! the frame reader, statuses and response bodies are in [`grpc`]. (The HTTP/2 frames of
+//! the `:authority` rewrite are `authority`'s.)
+
+pub(crate) mod grpc;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message as _;
