@@ -1,4 +1,4 @@
-"""A second JSON Schema implementation's verdicts, for tests/tests/schemas_second_opinion.rs.
+"""A second JSON Schema implementation's verdicts, for tests/tests/all/schemas_second_opinion.rs.
 
 Reads a JSON array of documents on stdin, validates each against the schema file named
 by the first argument with Python's `jsonschema` package (the validator class the
