@@ -11,7 +11,8 @@ use http_body_util::BodyExt as _;
 use hyper::Response;
 use prost::Message as _;
 use regcred_cri_api::runtime::v1::{
-    ImageSpec, ImageStatusRequest, ImageStatusResponse, ListImagesRequest, ListImagesResponse,
+    Image, ImageSpec, ImageStatusRequest, ImageStatusResponse, ListImagesRequest,
+    ListImagesResponse,
 };
 use regcred_types::{AuthConfig, Candidate};
 use tonic::Code;
@@ -143,8 +144,9 @@ impl Upstream {
         Ok(Tried::Refused { last })
     }
 
-    /// The ID of `image` on the node, asked of the runtime.
-    pub(crate) async fn image_id(&self, head: &RequestHead, image: &str) -> Option<String> {
+    /// The runtime's ImageStatus of `image`, asked with the caller's request metadata
+    /// (`head`); `None` when it cannot be asked or has no such image.
+    async fn image_status(&self, head: &RequestHead, image: &str) -> Option<Image> {
         let request = ImageStatusRequest {
             image: Some(ImageSpec {
                 image: image.to_owned(),
@@ -158,32 +160,20 @@ impl Upstream {
             .await
             .ok()?;
         let message = response_message(&answer.response)?;
-        ImageStatusResponse::decode(&message[..])
-            .ok()?
-            .image
-            .map(|i| i.id)
+        ImageStatusResponse::decode(&message[..]).ok()?.image
+    }
+
+    /// The ID of `image` on the node, asked of the runtime.
+    pub(crate) async fn image_id(&self, head: &RequestHead, image: &str) -> Option<String> {
+        self.image_status(head, image).await.map(|i| i.id)
     }
 
     /// The names the runtime has for the image `id` (its tags and repository digests);
     /// none when it cannot be asked or does not have the image.
     pub(crate) async fn image_names(&self, id: &str) -> Vec<String> {
-        let request = ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: id.to_owned(),
-                ..Default::default()
-            }),
-            verbose: false,
-        };
         let head = RequestHead::unary(regcred_cri_api::methods::IMAGE_STATUS);
-        let Ok(answer) = self
-            .attempt(&head, grpc::frame(&request.encode_to_vec()))
+        self.image_status(&head, id)
             .await
-        else {
-            return Vec::new();
-        };
-        response_message(&answer.response)
-            .and_then(|m| ImageStatusResponse::decode(&m[..]).ok())
-            .and_then(|status| status.image)
             .map(|image| {
                 image
                     .repo_tags
@@ -195,7 +185,7 @@ impl Upstream {
     }
 
     /// The runtime's images (`None` when it cannot be asked).
-    pub(crate) async fn list_images(&self) -> Option<Vec<regcred_cri_api::runtime::v1::Image>> {
+    pub(crate) async fn list_images(&self) -> Option<Vec<Image>> {
         let head = RequestHead::unary(regcred_cri_api::methods::LIST_IMAGES);
         let request = grpc::frame(&ListImagesRequest::default().encode_to_vec());
         match self.attempt(&head, request).await {

@@ -9,8 +9,9 @@
 //! pulled with credentials only when
 //!
 //! - this pod's own credentials (regcredentials or Docker Secrets, resolved as for a pull)
-//!   pulled it, or were accepted for it, within the record lifetime ([`PullRecords`](super::records::PullRecords)): no
-//!   registry round trip, so a registry outage does not stop containers already allowed;
+//!   pulled it, or were accepted for it, within the record lifetime
+//!   ([`PullRecords`](super::records::PullRecords)): no registry round trip, so a
+//!   registry outage does not stop containers already allowed;
 //! - or the registry accepts them now: the proxy pulls the image again with them (the
 //!   runtime asks the registry for the manifest; blobs already on the node are not
 //!   fetched again) and records the result.
