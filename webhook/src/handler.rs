@@ -136,7 +136,7 @@ async fn receive(
             ));
         }
     };
-    let read = tokio::time::timeout_at(deadline, read_body(request, limit, drain_limit));
+    let read = tokio::time::timeout_at(deadline, read_body(request, declared, limit, drain_limit));
     match read.await {
         Ok(BodyRead::Complete(body)) => Ok((permit, body)),
         Ok(BodyRead::TooLarge) => Err(too_large(state)),
@@ -263,14 +263,15 @@ enum BodyRead {
     Broken,
 }
 
-/// Reads up to `limit` bytes; past it, reads on and discards (up to `drain_limit`) so
-/// that the client, still sending, gets to read the 413 instead of a reset connection.
-async fn read_body(request: Request, limit: usize, drain_limit: usize) -> BodyRead {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+/// Reads up to `limit` bytes (`declared`: the Content-Length, when the client sent one);
+/// past it, reads on and discards (up to `drain_limit`) so that the client, still
+/// sending, gets to read the 413 instead of a reset connection.
+async fn read_body(
+    request: Request,
+    declared: Option<u64>,
+    limit: usize,
+    drain_limit: usize,
+) -> BodyRead {
     let mut over = declared.is_some_and(|len| len > limit as u64);
     let mut received = 0usize;
     let mut buffer = Vec::with_capacity(if over {
