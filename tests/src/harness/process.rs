@@ -174,10 +174,9 @@ impl ChildProcess {
     pub fn log_text(&self) -> String {
         read_lossy(&self.log)
     }
-}
 
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
+    /// Kills the program's process group (SIGKILL) and reaps it, unless it has exited.
+    pub fn kill(&mut self) {
         if self.exited().is_none() {
             if let Some(group) = rustix::process::Pid::from_raw(self.pid() as i32) {
                 // ESRCH (already gone) is fine: the group is what we wanted dead.
@@ -185,6 +184,12 @@ impl Drop for ChildProcess {
             }
             let _ = self.child.wait();
         }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -153,6 +153,36 @@ impl Registry {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Kills the registry (SIGKILL to its process group, as a crash would) and starts it
+    /// again on the same address with the same configuration and storage, so it serves
+    /// what it held before. Errs with the new start's log when it does not listen again;
+    /// the registry is then down.
+    pub async fn restart(&mut self) -> Result<(), String> {
+        let program = require_program("docker-registry", "docker-registry");
+        self.process.kill();
+        let config = self.dir.path().join("config.yml");
+        let mut restart = 1;
+        while self
+            .dir
+            .path()
+            .join(format!("registry-restart-{restart}.log"))
+            .exists()
+        {
+            restart += 1;
+        }
+        let log = self
+            .dir
+            .path()
+            .join(format!("registry-restart-{restart}.log"));
+        self.process = ChildProcess::spawn(
+            "docker-registry",
+            &program,
+            [std::ffi::OsStr::new("serve"), config.as_os_str()],
+            &log,
+        );
+        wait_until_listening(&mut self.process, self.addr).await
+    }
 }
 
 impl CapturedLogs for Registry {

@@ -8,7 +8,9 @@
 //! as an OCI archive (`--preloaded-archive`) to import into containerd by hand.
 //!
 //! Runs until SIGTERM or SIGINT, then stops the registries (their process groups) and the
-//! token server. The credentials come from the environment, never the command line:
+//! token server. SIGHUP kills every registry and starts it again on the same address with
+//! the same storage (a restarted registry logs to `registry-restart-N.log` beside its first
+//! log). The credentials come from the environment, never the command line:
 //! `REGCRED_KIT_USERNAME`, `REGCRED_KIT_PASSWORD`, `REGCRED_KIT_REFRESH_TOKEN`.
 //!
 //! Usage: `regcred-kit-registries --state FILE --pause-archive FILE --pause-name NAME
@@ -190,9 +192,25 @@ fn run() -> Result<(), String> {
 
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("installing the SIGHUP handler: {e}"))?;
+        let (mut basic, mut token, mut public) = (basic, token, public);
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                // SIGHUP: every registry killed and started again on its address, with its
+                // storage (scripts/scale-bench soak restarts them this way).
+                _ = hangup.recv() => {
+                    for (registry, what) in [(&mut basic, "htpasswd"), (&mut token, "token"), (&mut public, "anonymous")] {
+                        match registry.restart().await {
+                            Ok(()) => println!("restarted the {what} registry on {}", registry.host()),
+                            Err(log) => eprintln!("the {what} registry did not start again on {}:\n{log}", registry.host()),
+                        }
+                        let _ = std::io::stdout().flush();
+                    }
+                }
+            }
         }
         // Registries first (their process groups are killed on drop), then the token server.
         drop((basic, token, public));

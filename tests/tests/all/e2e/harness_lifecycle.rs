@@ -1,5 +1,6 @@
-//! The harness itself: programs are stopped by PID with their directories removed,
-//! pushes answer the registry's challenges, missing programs fail loudly.
+//! The harness itself: programs are stopped by PID with their directories removed, a
+//! registry restarts in place, pushes answer the registry's challenges, missing programs
+//! fail loudly.
 
 use std::path::Path;
 
@@ -67,6 +68,50 @@ async fn the_kube_api_stops_and_restarts_its_api_server_and_drop_kills_both() {
         assert!(!process_is_alive(pid), "{pid} still running after drop");
     }
     assert!(!dir.exists(), "the kube API directory is left behind");
+}
+
+#[tokio::test]
+async fn a_restarted_registry_serves_what_it_held_on_the_same_address() {
+    let image = TestImage::new("restart check");
+    let mut registry = Registry::start_htpasswd(&[("u", "p")]).await;
+    image
+        .push(&registry.url(), "a/b", "v1", Some(("u", "p")))
+        .await
+        .expect("push");
+    let (first, host) = (registry.pid(), registry.host());
+
+    registry.restart().await.expect("the registry starts again");
+    assert!(
+        !process_is_alive(first),
+        "the first registry {first} still runs"
+    );
+    assert_ne!(registry.pid(), first);
+    assert_eq!(registry.host(), host, "the same address");
+    let manifest = reqwest::Client::new()
+        .get(format!("{}/v2/a/b/manifests/v1", registry.url()))
+        .basic_auth("u", Some("p"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .expect("GET the manifest");
+    assert_eq!(
+        manifest.status(),
+        200,
+        "the pushed manifest after the restart"
+    );
+    assert_eq!(
+        manifest
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok()),
+        Some(image.manifest_digest())
+    );
+    let second = registry.pid();
+    drop(registry);
+    assert!(
+        !process_is_alive(second),
+        "{second} still running after drop"
+    );
 }
 
 #[tokio::test]
