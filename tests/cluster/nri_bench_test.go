@@ -126,7 +126,7 @@ func nriCreateTimes(b *testing.B, ctx context.Context, node NodeDescription, run
 	// starts the kit's again at the end.
 	killAndWait(b, pidFile(b, node.PidFiles.NRI))
 	defer func() {
-		if out, err := kit.Cluster(context.Background(), "up"); err != nil {
+		if out, err := kit.ClusterEnv(context.Background(), []string{"REGCRED_KIT_NO_BUILD=1"}, "up"); err != nil {
 			b.Errorf("bringing the kit's regcred-nri back: %v\n%s", err, out)
 		}
 	}()
