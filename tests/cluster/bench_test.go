@@ -3,9 +3,7 @@ package kit
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -78,28 +76,9 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// removeImage deletes every reference of the kit's image from the kit's containerd (tag,
-// digest and ID references), so the next pod pulls it again.
+// removeImage deletes every reference of the kit's image from the first node's
+// containerd (tag, digest and ID references), so the next pod pulls it again.
 func removeImage(b *testing.B, ctx context.Context) {
 	b.Helper()
-	sock := kit.FirstNode().ContainerdSocket
-	out, err := exec.CommandContext(ctx, kit.Ctr(), "--address", sock, "-n", "k8s.io", "images", "ls", "-q").Output()
-	if err != nil {
-		b.Fatalf("ctr images ls: %v", err)
-	}
-	id := kit.Desc.Images.Hello.ID
-	digest := kit.Desc.Images.Hello.Digest
-	var refs []string
-	for _, ref := range strings.Fields(string(out)) {
-		if ref == id || strings.HasSuffix(ref, "@"+digest) || strings.Contains(ref, "/"+strings.Split(kit.Env["REGCRED_CLUSTER_IMAGE"], ":")[0]+":") {
-			refs = append(refs, ref)
-		}
-	}
-	if len(refs) == 0 {
-		return
-	}
-	args := append([]string{"--address", sock, "-n", "k8s.io", "images", "rm", "--sync"}, refs...)
-	if out, err := exec.CommandContext(ctx, kit.Ctr(), args...).CombinedOutput(); err != nil {
-		b.Fatalf("ctr images rm: %v\n%s", err, out)
-	}
+	removeImageFrom(b, ctx, kit.FirstNode().ContainerdSocket)
 }
