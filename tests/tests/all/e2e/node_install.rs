@@ -156,10 +156,14 @@ impl Node {
     }
 
     /// kubelet's effective imageServiceEndpoint, from its /configz (127.0.0.1:10250,
-    /// anonymous, AlwaysAllow in the node's kubelet configuration).
+    /// anonymous, AlwaysAllow in the node's kubelet configuration). kubelet only serves
+    /// once it has reached containerd, and on a loaded machine (this test runs beside the
+    /// rest of the suite) that took longer than 20 s in CI: a deadline of its own, and a
+    /// failure that says what kubelet was doing.
     fn kubelet_image_endpoint(&self) -> Option<String> {
         let curl = require_program("curl", "curl");
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + KUBELET_DEADLINE;
+        while std::time::Instant::now() < deadline {
             let output = Command::new(&curl)
                 .args(["-sk", "--max-time", "2", "https://127.0.0.1:10250/configz"])
                 .output()
@@ -169,11 +173,24 @@ impl Node {
                     .as_str()
                     .map(str::to_owned);
             }
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(std::time::Duration::from_millis(250));
         }
-        panic!("the node's kubelet does not answer /configz");
+        let journal = self.journal("kubelet.service");
+        let tail: Vec<&str> = journal.lines().rev().take(40).collect();
+        panic!(
+            "the node's kubelet does not answer /configz after {KUBELET_DEADLINE:?} \
+             (kubelet.service {}, {} restarts; containerd.service {}); kubelet's last \
+             journal lines:\n{}",
+            self.show("kubelet.service", "ActiveState"),
+            self.show("kubelet.service", "NRestarts"),
+            self.show("containerd.service", "ActiveState"),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
 }
+
+/// How long kubelet may take to serve /configz after a boot or a restart.
+const KUBELET_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Drop for Node {
     fn drop(&mut self) {
