@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -411,29 +411,115 @@ func agentPid(b *testing.B, node NodeDescription) int {
 	return pid
 }
 
-// agentCalls are the agent's runtime calls so far by CRI method, from its metrics.
-func agentCalls(b *testing.B, node NodeDescription) map[string]float64 {
+// agentSeries are the agent's samples whose line starts with prefix, from its metrics,
+// keyed by what follows the prefix up to the value.
+func agentSeries(b *testing.B, node NodeDescription, prefix string) map[string]float64 {
 	b.Helper()
 	resp, err := http.Get("http://" + node.ProxyMetrics + "/metrics")
 	if err != nil {
 		b.Fatalf("the agent's metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	calls := map[string]float64{}
+	series := map[string]float64{}
 	scanner := bufio.NewScanner(resp.Body)
 	for scanner.Scan() {
-		line := scanner.Text()
-		rest, ok := strings.CutPrefix(line, `regcred_cri_proxy_runtime_call_duration_seconds_count{method="`)
+		rest, ok := strings.CutPrefix(scanner.Text(), prefix)
 		if !ok {
 			continue
 		}
-		method, value, _ := strings.Cut(rest, `"} `)
-		calls[method], _ = strconv.ParseFloat(value, 64)
+		at := strings.LastIndexByte(rest, ' ')
+		if at < 0 {
+			continue
+		}
+		value, err := strconv.ParseFloat(rest[at+1:], 64)
+		if err != nil {
+			b.Fatalf("the agent's metric %s%s: %v", prefix, rest, err)
+		}
+		series[rest[:at]] = value
 	}
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		b.Fatal(err)
+	if err := scanner.Err(); err != nil {
+		b.Fatalf("the agent's metrics: %v", err)
+	}
+	return series
+}
+
+// agentCalls are the agent's runtime calls so far by CRI method, from its metrics.
+func agentCalls(b *testing.B, node NodeDescription) map[string]float64 {
+	b.Helper()
+	calls := map[string]float64{}
+	for key, value := range agentSeries(b, node, `regcred_cri_proxy_runtime_call_duration_seconds_count{method="`) {
+		calls[strings.TrimSuffix(key, `"}`)] = value
 	}
 	return calls
+}
+
+// bucket is one cumulative histogram bucket: the decisions that took at most le seconds.
+type bucket struct {
+	le    float64
+	count float64
+}
+
+// agentDecisions are the agent's NRI decisions so far, as the cumulative buckets of its
+// regcred_cri_proxy_nri_decision_duration_seconds histogram, smallest bound first (the
+// last is +Inf: every decision).
+func agentDecisions(b *testing.B, node NodeDescription) []bucket {
+	b.Helper()
+	var buckets []bucket
+	for key, value := range agentSeries(b, node, `regcred_cri_proxy_nri_decision_duration_seconds_bucket{le="`) {
+		le, err := strconv.ParseFloat(strings.TrimSuffix(key, `"}`), 64)
+		if err != nil {
+			b.Fatalf("the agent's decision bucket %q: %v", key, err)
+		}
+		buckets = append(buckets, bucket{le, value})
+	}
+	sort.Slice(buckets, func(i, j int) bool { return buckets[i].le < buckets[j].le })
+	if len(buckets) == 0 || !math.IsInf(buckets[len(buckets)-1].le, 1) {
+		b.Fatalf("the agent's metrics have no regcred_cri_proxy_nri_decision_duration_seconds histogram")
+	}
+	return buckets
+}
+
+// decisionsBetween says how the decisions made between two readings of agentDecisions
+// spread over the buckets: "N decisions (≤ 1ms: n, ≤ 5ms: n, ...)", each bucket's own
+// share, empty buckets left out.
+func decisionsBetween(before, after []bucket) string {
+	var parts []string
+	below := 0.0
+	for i, a := range after {
+		upTo := a.count
+		if i < len(before) {
+			upTo -= before[i].count
+		}
+		if n := upTo - below; n > 0 {
+			bound := "more"
+			if !math.IsInf(a.le, 1) {
+				bound = "≤ " + (time.Duration(a.le * float64(time.Second))).String()
+			}
+			parts = append(parts, fmt.Sprintf("%s: %.0f", bound, n))
+		}
+		below = upTo
+	}
+	return fmt.Sprintf("%.0f decisions (%s)", below, strings.Join(parts, ", "))
+}
+
+// agentArg is the value the agent process pid was started with for flag ("--flag VALUE"
+// or "--flag=VALUE"), or "(default)".
+func agentArg(b *testing.B, pid int, flag string) string {
+	b.Helper()
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		b.Fatalf("the agent's command line: %v", err)
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	for i, arg := range args {
+		if value, ok := strings.CutPrefix(arg, flag+"="); ok {
+			return value
+		}
+		if arg == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return "(default)"
 }
 
 // BenchmarkFullNode: the node agent under a full node. REGCRED_BENCH_PODS pods (default
@@ -574,7 +660,12 @@ func BenchmarkFullNode(b *testing.B) {
 	if onRecord == nil {
 		b.Fatal("no regcredentials pod on the node")
 	}
+	decisionsBefore := agentDecisions(b, node)
 	times := nriCreateTimes(b, ctx, node, onRecord, kit.Image("BASIC"), false)
+	// The agent's own view of the same creations: its decision times, to tell the
+	// decision (its cache, the API on a miss) from NRI's hop.
+	fmt.Printf("scale: full node: the agent's NRI decisions during the creations, --kube-cache-ttl %s: %s\n",
+		agentArg(b, agentPid(b, node), "--kube-cache-ttl"), decisionsBetween(decisionsBefore, agentDecisions(b, node)))
 	for _, arm := range []string{"with-regcred", "noop-plugin", "without"} {
 		d := times[arm]
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
