@@ -156,10 +156,10 @@ impl Node {
     }
 
     /// kubelet's effective imageServiceEndpoint, from its /configz (127.0.0.1:10250,
-    /// anonymous, AlwaysAllow in the node's kubelet configuration). kubelet only serves
-    /// once it has reached containerd, and on a loaded machine (this test runs beside the
-    /// rest of the suite) that took longer than 20 s in CI: a deadline of its own, and a
-    /// failure that says what kubelet was doing.
+    /// anonymous, AlwaysAllow in the node's kubelet configuration), within a deadline;
+    /// a kubelet that does not answer fails the test with its unit's state and journal
+    /// (CI once failed here with no word of why: kubelet could not write the kernel flags
+    /// it sets, which scripts/nspawn-node now sets from outside).
     fn kubelet_image_endpoint(&self) -> Option<String> {
         let curl = require_program("curl", "curl");
         let deadline = std::time::Instant::now() + KUBELET_DEADLINE;
