@@ -619,6 +619,11 @@ func BenchmarkFullNode(b *testing.B) {
 		}
 	}
 	fmt.Printf("scale: full node: %d pods on %s, %d min of kubelet's own traffic\n", pods, node.Name, minutes)
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		b.Fatalf("the agent's binary: %v", err)
+	}
+	fmt.Printf("scale: full node: the agent: %s\n", exe)
 	fmt.Printf("scale: full node: agent CPU %.3f%% of a core on average (%.2f s in %.0f s)\n",
 		100*cpu, float64(final.cpuTicks-first.cpuTicks)/ticks, final.at.Sub(first.at).Seconds())
 	fmt.Printf("scale: full node: agent RSS %.1f MiB at the start, %.1f MiB %.0f min before the end, %.1f MiB at the end, peak %.1f MiB\n",
