@@ -670,7 +670,7 @@ func BenchmarkFullNode(b *testing.B) {
 	// The agent's own view of the same creations: its decision times, to tell the
 	// decision (its cache, the API on a miss) from NRI's hop.
 	fmt.Printf("scale: full node: the agent's NRI decisions during the creations, --kube-cache-ttl %s: %s\n",
-		agentArg(b, agentPid(b, node), "--kube-cache-ttl"), decisionsBetween(decisionsBefore, agentDecisions(b, node)))
+		agentArg(b, pid, "--kube-cache-ttl"), decisionsBetween(decisionsBefore, agentDecisions(b, node)))
 	for _, arm := range []string{"with-regcred", "noop-plugin", "without"} {
 		d := times[arm]
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
