@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -47,15 +49,41 @@ func NewAgentClient(endpoint string, timeout time.Duration) (*AgentClient, error
 	if !strings.HasPrefix(path, "/") {
 		return nil, fmt.Errorf("%q is not a unix socket endpoint: write unix:///ABSOLUTE/PATH", endpoint)
 	}
-	dialer := net.Dialer{}
 	transport := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", path)
+			return dialAgent(ctx, path)
 		},
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,
 	}
 	return &AgentClient{http: &http.Client{Transport: transport}, timeout: timeout}, nil
+}
+
+// redialPause is how long dialAgent waits between two tries.
+const redialPause = 25 * time.Millisecond
+
+// dialAgent connects to the agent's socket. A socket that is not there (ENOENT) or that
+// nobody listens on (ECONNREFUSED) is what a restarting agent looks like: the old one
+// removed its socket at exit and the new one has not bound it yet (a second or less
+// under systemd's Restart=). It is tried again every redialPause until ctx, the
+// question's deadline, ends; any other error is returned at once. So an agent's
+// restart (an upgrade rolling over the node, a crash) delays a container's creation
+// instead of refusing it, and an agent that stays down still refuses it at the deadline.
+func dialAgent(ctx context.Context, path string) (net.Conn, error) {
+	var dialer net.Dialer
+	tries := 0
+	for {
+		conn, err := dialer.DialContext(ctx, "unix", path)
+		tries++
+		if err == nil || !(errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) {
+			return conn, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (tried %d times until the deadline)", err, tries)
+		case <-time.After(redialPause):
+		}
+	}
 }
 
 // Decide asks; an error means no answer (the agent is down, slow, or answered nonsense).
@@ -71,6 +99,11 @@ func (c *AgentClient) Decide(ctx context.Context, q DecisionRequest) (Decision, 
 		return Decision{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// The question changes nothing on the agent, so it may be sent again. This key (with
+	// no value, so it is not sent) tells the transport so: a POST that meets a kept-alive
+	// connection the agent closed as it stopped is then retried on a new connection
+	// (dialAgent) rather than failed (net/http, Transport: "isReplayable").
+	req.Header["Idempotency-Key"] = nil
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return Decision{}, err

@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,5 +130,84 @@ func TestTheAgentEndpointMustBeAnAbsoluteUnixSocket(t *testing.T) {
 		if _, err := NewAgentClient(bad, time.Second); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// serveAgentAt serves an agent that allows everything on a unix socket at path, and
+// counts its questions; stop closes the listener and every connection, as an exiting
+// agent does.
+func serveAgentAt(t *testing.T, path string, asked *atomic.Int32) (stop func()) {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		_ = json.NewEncoder(w).Encode(Decision{Allowed: true, Decision: "allowed"})
+	})}
+	go func() { _ = srv.Serve(l) }()
+	stop = func() { _ = srv.Close() }
+	t.Cleanup(stop)
+	return stop
+}
+
+// An agent restarting (its socket gone, or left behind with nobody listening) delays the
+// question; the container is created once the new agent answers within the deadline.
+func TestARestartingAgentDelaysTheQuestionInsteadOfRefusingIt(t *testing.T) {
+	for _, stale := range []bool{false, true} {
+		path := filepath.Join(t.TempDir(), "decisions.sock")
+		if stale {
+			// A socket file whose listener is gone: ECONNREFUSED.
+			l, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.(*net.UnixListener).SetUnlinkOnClose(false)
+			_ = l.Close()
+		}
+		var asked atomic.Int32
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			_ = os.Remove(path)
+			serveAgentAt(t, path, &asked)
+		}()
+		started := time.Now()
+		if err := validate(t, "unix://"+path, 2*time.Second); err != nil {
+			t.Fatalf("stale socket file %v: refused while the agent was coming back: %v", stale, err)
+		}
+		if waited := time.Since(started); waited < 300*time.Millisecond || asked.Load() != 1 {
+			t.Fatalf("stale socket file %v: answered after %s by %d questions to the new agent", stale, waited, asked.Load())
+		}
+	}
+}
+
+// The agent stops and another starts between two questions: the kept-alive connection the
+// first one closed is not the question's failure.
+func TestAQuestionAfterTheAgentWasReplacedGoesToTheNewOne(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.sock")
+	client, err := NewAgentClient("unix://"+path, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Plugin{agent: client, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ask := func() error {
+		return p.ValidateContainerAdjustment(context.Background(), &api.ValidateContainerAdjustmentRequest{
+			Pod:       &api.PodSandbox{Namespace: "team", Name: "web", Uid: "u-1"},
+			Container: &api.Container{Name: "app", Annotations: map[string]string{ImageNameAnnotation: "r.io/app:v1"}},
+		})
+	}
+	var first, second atomic.Int32
+	stop := serveAgentAt(t, path, &first)
+	if err := ask(); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	serveAgentAt(t, path, &second)
+	if err := ask(); err != nil {
+		t.Fatalf("the question after the agent's replacement was refused: %v", err)
+	}
+	if first.Load() != 1 || second.Load() != 1 {
+		t.Fatalf("questions: %d to the first agent, %d to the second; want 1 and 1", first.Load(), second.Load())
 	}
 }
