@@ -2,7 +2,7 @@
 //! the things a long-running regcred process needs.
 //!
 //! - [`Listener`]: TCP and unix listeners behind one accept call; [`bind_unix`] for the
-//!   proxy's socket.
+//!   proxy's socket, or [`InheritedSockets`] for one a service manager holds for it.
 //! - [`HttpServer`]: the accept loop, TLS where the server has it, HTTP/1.1 and HTTP/2 (or
 //!   HTTP/2 only) with hyper, and the graceful drain: when the shutdown future completes,
 //!   no new connection is accepted, every open one is told to finish (HTTP/2 GOAWAY,
@@ -31,6 +31,8 @@ pub use blocking::{BlockingError, BlockingExecutor};
 pub use http::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HttpServer, Protocols,
 };
-pub use listener::{Listener, bind_unix};
+pub use listener::{
+    FileIdentity, InheritedSockets, Listener, bind_unix, file_identity, remove_if_same,
+};
 pub use logging::{LogFormat, init_logging, shutdown_signal};
 pub use metrics::{METRICS_CONTENT_TYPE, serve_metrics};

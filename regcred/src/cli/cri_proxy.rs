@@ -13,7 +13,10 @@ use regcred_agent::{
     VerificationPolicy, unix_socket_path,
 };
 use regcred_host::PolicyRunner;
-use regcred_serve::{BlockingExecutor, bind_unix, init_logging, serve_metrics, shutdown_signal};
+use regcred_serve::{
+    BlockingExecutor, InheritedSockets, bind_unix, file_identity, init_logging, remove_if_same,
+    serve_metrics, shutdown_signal,
+};
 
 use super::{LogFormatArg, PolicyConfigArg, ProfileArg, load_config};
 
@@ -122,7 +125,8 @@ pub(crate) struct CriProxyArgs {
     log_format: LogFormatArg,
 }
 
-/// Runs the proxy until SIGTERM or SIGINT, then removes its socket.
+/// Runs the proxy until SIGTERM or SIGINT, then removes the sockets it bound (not those a
+/// service manager passed it).
 pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
     init_logging(args.log_level, args.log_format.into());
     let config = load_config(&args.config, &policy)?;
@@ -235,10 +239,23 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         if let Some(counter) = stale_answers {
             proxy.metrics().register(Box::new(counter));
         }
+        // Sockets a service manager holds for the agent (deploy/cri-proxy's socket unit)
+        // are taken as they are: they outlive this process, so kubelet and regcred-nri
+        // wait in their backlog across a restart instead of finding no socket.
+        let mut inherited = InheritedSockets::from_env();
+        for refused in inherited.refused() {
+            tracing::warn!(socket = %refused, "an inherited socket is not a listening unix socket; ignored");
+        }
+        // A socket this process binds is removed at exit, if it is still the same file.
+        let mut bound: Vec<(std::path::PathBuf, regcred_serve::FileIdentity)> = Vec::new();
+        let mut from_manager: Vec<std::path::PathBuf> = Vec::new();
         // A socket another process still serves on (the agent this replaces, draining)
         // is freed by itself: wait for it rather than exit.
         let mut waited = Duration::ZERO;
-        let listener = loop {
+        let listener = if let Some(taken) = inherited.take(&listen) {
+            from_manager.push(listen.clone());
+            taken.with_context(|| format!("cannot serve on the inherited socket {}", listen.display()))?
+        } else { loop {
             match bind_unix(&listen).await {
                 Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
                     let pause = backoff(waited);
@@ -247,18 +264,29 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
                     tokio::time::sleep(pause).await;
                     waited += pause;
                 }
-                bound => {
-                    break bound
+                result => {
+                    let listener = result
                         .with_context(|| format!("cannot listen on {}", listen.display()))?;
+                    bound.extend(file_identity(&listen).map(|id| (listen.clone(), id)));
+                    break listener;
                 }
             }
-        };
+        } };
         let (stop, stopped) = tokio::sync::watch::channel(());
         let decisions_task = match &decisions {
             Some(path) => {
-                let listener = bind_unix(path).await.with_context(|| {
-                    format!("cannot listen on {} (--nri-decisions)", path.display())
-                })?;
+                let listener = if let Some(taken) = inherited.take(path) {
+                    from_manager.push(path.clone());
+                    taken.with_context(|| {
+                        format!("cannot serve on the inherited socket {} (--nri-decisions)", path.display())
+                    })?
+                } else {
+                    let listener = bind_unix(path).await.with_context(|| {
+                        format!("cannot listen on {} (--nri-decisions)", path.display())
+                    })?;
+                    bound.extend(file_identity(path).map(|id| (path.clone(), id)));
+                    listener
+                };
                 let proxy = proxy.clone();
                 let mut stopped = stopped.clone();
                 Some(tokio::spawn(async move {
@@ -298,16 +326,23 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
                 .verification()
                 .and_then(|v| v.records().file())
                 .map(|path| tracing::field::display(path.display())),
+            sockets_from_service_manager = from_manager.len(),
             "regcred cri-proxy serving"
         );
+        for path in inherited.untaken() {
+            tracing::warn!(socket = %path.display(),
+                "the service manager passed a socket that no flag names; it is not served");
+        }
         proxy.serve(listener, shutdown_signal("proxy")).await;
         let _ = stop.send(());
         drop(stopped);
         if let Some(task) = decisions_task {
             let _ = task.await;
         }
-        for socket in std::iter::once(&listen).chain(decisions.as_ref()) {
-            if let Err(err) = std::fs::remove_file(socket) {
+        // Only what this process bound, and only while it is still that file: a socket
+        // the service manager holds (or bound since) stays for the next agent.
+        for (socket, identity) in &bound {
+            if let Err(err) = remove_if_same(socket, *identity) {
                 tracing::warn!(error = %err, "cannot remove {}", socket.display());
             }
         }

@@ -22,6 +22,7 @@ mod proxy_kube;
 mod proxy_support;
 mod proxy_token;
 mod proxy_wire;
+mod socket_activation;
 
 use std::time::{Duration, Instant};
 
