@@ -51,6 +51,10 @@ func NewAgentClient(endpoint string, timeout time.Duration) (*AgentClient, error
 	}
 	transport := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			// The transport dials under a context the question's deadline does not end
+			// (net/http keeps a dial going for later requests), so the dial has its own.
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
 			return dialAgent(ctx, path)
 		},
 		MaxIdleConns:    4,
@@ -65,8 +69,8 @@ const redialPause = 25 * time.Millisecond
 // dialAgent connects to the agent's socket. A socket that is not there (ENOENT) or that
 // nobody listens on (ECONNREFUSED) is what a restarting agent looks like: the old one
 // removed its socket at exit and the new one has not bound it yet (a second or less
-// under systemd's Restart=). It is tried again every redialPause until ctx, the
-// question's deadline, ends; any other error is returned at once. So an agent's
+// under systemd's Restart=). It is tried again every redialPause until ctx ends (the
+// client's timeout from the dial's start); any other error is returned at once. So an agent's
 // restart (an upgrade rolling over the node, a crash) delays a container's creation
 // instead of refusing it, and an agent that stays down still refuses it at the deadline.
 func dialAgent(ctx context.Context, path string) (net.Conn, error) {

@@ -140,7 +140,9 @@ func serveAgentAt(t *testing.T, path string, asked *atomic.Int32) (stop func()) 
 	t.Helper()
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		t.Fatal(err)
+		// (t.Error: this may run on another goroutine than the test's)
+		t.Error(err)
+		return func() {}
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		asked.Add(1)
@@ -183,7 +185,9 @@ func TestARestartingAgentDelaysTheQuestionInsteadOfRefusingIt(t *testing.T) {
 }
 
 // The agent stops and another starts between two questions: the kept-alive connection the
-// first one closed is not the question's failure.
+// first one closed is not the question's failure, and the question goes to the new one.
+// (The transport mostly sees such a connection closed before it reuses it; the question's
+// Idempotency-Key covers the race where the agent closes it as the question is written.)
 func TestAQuestionAfterTheAgentWasReplacedGoesToTheNewOne(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.sock")
 	client, err := NewAgentClient("unix://"+path, 2*time.Second)
@@ -209,5 +213,24 @@ func TestAQuestionAfterTheAgentWasReplacedGoesToTheNewOne(t *testing.T) {
 	}
 	if first.Load() != 1 || second.Load() != 1 {
 		t.Fatalf("questions: %d to the first agent, %d to the second; want 1 and 1", first.Load(), second.Load())
+	}
+}
+
+// An agent that stays away: the dial gives up at its deadline, saying how often it tried.
+func TestDialingAGoneAgentEndsAtTheDeadline(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nobody.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	started := time.Now()
+	conn, err := dialAgent(ctx, path)
+	if err == nil {
+		conn.Close()
+		t.Fatal("a dial to no agent succeeded")
+	}
+	if waited := time.Since(started); waited < 200*time.Millisecond || waited > 2*time.Second {
+		t.Fatalf("the dial gave up after %s, want at its 200 ms deadline", waited)
+	}
+	if !strings.Contains(err.Error(), "no such file or directory") || !strings.Contains(err.Error(), "times until the deadline") {
+		t.Fatalf("the error does not say what the dial met and how often it tried: %v", err)
 	}
 }
