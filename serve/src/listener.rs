@@ -75,7 +75,9 @@ pub struct InheritedSockets {
 
 impl InheritedSockets {
     /// The sockets passed to this process, if any; an inherited descriptor that is not
-    /// a listening unix stream socket bound to a path is kept out (see [`Self::refused`]).
+    /// a unix stream socket bound to a path is kept out (see [`Self::refused`]). Call it
+    /// before any other thread starts: it clears `LISTEN_FDS` and `LISTEN_PID` from the
+    /// environment, so that no child inherits them.
     #[must_use]
     pub fn from_env() -> Self {
         let mut fds = listenfd::ListenFd::from_env();
@@ -134,7 +136,7 @@ impl InheritedSockets {
         self.sockets.iter().map(|(p, _)| p.as_path())
     }
 
-    /// What was passed but is not a listening unix socket with a path, described.
+    /// What was passed but is not a unix stream socket with a path, described.
     #[must_use]
     pub fn refused(&self) -> &[String] {
         &self.refused

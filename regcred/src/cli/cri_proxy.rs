@@ -128,6 +128,11 @@ pub(crate) struct CriProxyArgs {
 /// Runs the proxy until SIGTERM or SIGINT, then removes the sockets it bound (not those a
 /// service manager passed it).
 pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
+    // Sockets a service manager holds for the agent (deploy/cri-proxy's socket unit) are
+    // taken as they are: they outlive this process, so kubelet and regcred-nri wait in
+    // their backlog across a restart instead of finding no socket. Read first, while this
+    // is the only thread: reading them clears LISTEN_FDS from the environment.
+    let mut inherited = InheritedSockets::from_env();
     init_logging(args.log_level, args.log_format.into());
     let config = load_config(&args.config, &policy)?;
     let listen = unix_socket_path(&args.listen)?;
@@ -239,12 +244,8 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         if let Some(counter) = stale_answers {
             proxy.metrics().register(Box::new(counter));
         }
-        // Sockets a service manager holds for the agent (deploy/cri-proxy's socket unit)
-        // are taken as they are: they outlive this process, so kubelet and regcred-nri
-        // wait in their backlog across a restart instead of finding no socket.
-        let mut inherited = InheritedSockets::from_env();
         for refused in inherited.refused() {
-            tracing::warn!(socket = %refused, "an inherited socket is not a listening unix socket; ignored");
+            tracing::warn!(socket = %refused, "an inherited file descriptor is not a unix stream socket with a path; ignored");
         }
         // A socket this process binds is removed at exit, if it is still the same file.
         let mut bound: Vec<(std::path::PathBuf, regcred_serve::FileIdentity)> = Vec::new();

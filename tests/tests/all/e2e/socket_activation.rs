@@ -82,6 +82,18 @@ fn the_agent_serves_on_sockets_the_service_manager_passes_and_leaves_them() {
         "the agent's answer on the passed socket: {answer}"
     );
 
+    // The decisions socket answers before the agent has logged that it serves and set up
+    // its SIGTERM handling: wait for that line (and a moment), so that the SIGTERM finds
+    // the graceful path, whose cleanup is what this test is about.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(path("agent.log"))
+        .unwrap()
+        .contains("regcred cri-proxy serving")
+    {
+        assert!(Instant::now() < deadline, "the agent never said it serves");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     // SIGTERM, as systemd stops it: a clean exit that leaves the passed sockets.
     let pid = rustix::process::Pid::from_raw(i32::try_from(agent.0.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
