@@ -8,7 +8,7 @@ use super::state::{
     FileRecord, InstallState, Phase, Previous, keep, missing_dirs, read_with_mode, remove_empty,
     sha256, stage, write_atomic,
 };
-use super::{Layout, Mode, Part, Planned, services};
+use super::{AGENT_SERVICE, AGENT_SOCKET, Layout, Mode, Part, Planned, services};
 
 /// containerd's unit.
 const CONTAINERD: &str = "containerd.service";
@@ -174,7 +174,7 @@ pub(crate) fn install(
     if steps.iter().all(|s| !s.changed) && old.as_ref().is_some_and(|o| o.phase == Phase::Installed)
     {
         // Nothing to switch; a stopped service is started (never restarted).
-        let mut args = vec!["enable", "--now"];
+        let mut args = vec!["enable", "--now", AGENT_SOCKET];
         args.extend_from_slice(units);
         systemctl.run(&args)?;
         outcome.unchanged = true;
@@ -260,9 +260,21 @@ fn restart_for(
     let touched = |part: Part| switched.iter().any(|s| s.file.part == part);
     if touched(Part::Binary) || touched(Part::Unit) {
         systemctl.run(&["daemon-reload"])?;
-        let mut enable = vec!["enable"];
+        let mut enable = vec!["enable", AGENT_SOCKET];
         enable.extend_from_slice(units);
         systemctl.run(&enable)?;
+        // A new or changed socket unit is switched with the agent stopped: systemd does
+        // not start a socket whose service runs. Otherwise the socket stays up through
+        // the agent's restart and holds what connects meanwhile for the next agent.
+        // Both are stopped in one job, so that a connection waiting on the old socket
+        // cannot start the agent again in between.
+        if switched.iter().any(|s| is_agent_socket(&s.file.path)) {
+            // (the rollback starts the services again whenever a unit was switched)
+            systemctl.run(&["stop", AGENT_SOCKET, AGENT_SERVICE])?;
+            attempted.push(AGENT_SOCKET.to_owned());
+            systemctl.run(&["start", AGENT_SOCKET])?;
+            systemctl.check_active(&[AGENT_SOCKET])?;
+        }
         attempted.extend(units.iter().map(|u| (*u).to_owned()));
         systemctl.restart(units)?;
     }
@@ -290,6 +302,25 @@ fn roll_back(
     systemctl: &Systemctl,
 ) -> String {
     let mut problems = Vec::new();
+    // The socket unit this run switched goes down first, while its file is still there
+    // to disable: an agent put back without it binds its sockets itself, and would wait
+    // for ever on a path systemd still holds.
+    let socket = switched.iter().find(|s| is_agent_socket(&s.file.path));
+    if let Some(socket) = socket {
+        // Every regcred unit in one job: a regcred-nri left running would start the agent
+        // (its Wants=), and the agent the socket, again.
+        let mut stop = vec!["stop", AGENT_SOCKET];
+        stop.extend_from_slice(units);
+        let mut first = vec![stop];
+        if socket.before.is_none() {
+            first.push(vec!["disable", AGENT_SOCKET]);
+        }
+        for args in first {
+            if let Err(e) = systemctl.run(&args) {
+                problems.push(e);
+            }
+        }
+    }
     for step in switched.iter().rev() {
         let target = layout.on_host(&step.file.path);
         let put_back = match &step.before {
@@ -317,10 +348,16 @@ fn roll_back(
     };
     if touched(Part::Binary) || touched(Part::Unit) {
         again(&["daemon-reload"]);
-        let mut args = if old.is_some() {
-            vec!["restart"]
-        } else {
-            vec!["disable", "--now"]
+        if old.is_some() && socket.is_some_and(|s| s.before.is_some()) {
+            // The socket unit put back: up again before its agent.
+            again(&["start", AGENT_SOCKET]);
+        }
+        // (stopped above already when the socket unit was switched: a stop now, of units
+        // whose files are gone, would fail as "not loaded")
+        let mut args = match (old.is_some(), socket.is_some()) {
+            (true, _) => vec!["restart"],
+            (false, true) => vec!["disable"],
+            (false, false) => vec!["disable", "--now"],
         };
         args.extend_from_slice(units);
         again(&args);
@@ -339,6 +376,11 @@ fn roll_back(
     } else {
         format!("the rollback was incomplete: {}", problems.join("; "))
     }
+}
+
+/// Whether `path` is the agent's socket unit.
+fn is_agent_socket(path: &std::path::Path) -> bool {
+    path.file_name().is_some_and(|name| name == AGENT_SOCKET)
 }
 
 fn remove_all(paths: &[PathBuf]) {
@@ -387,6 +429,10 @@ pub(crate) fn uninstall(layout: &Layout, systemctl: &Systemctl) -> Result<Outcom
     }
     let units = services(state.mode);
     let mut args = vec!["disable", "--now"];
+    // (an install by a regcred before the socket unit has none)
+    if state.files.iter().any(|f| is_agent_socket(&f.path)) {
+        args.push(AGENT_SOCKET);
+    }
     args.extend_from_slice(units);
     if let Err(e) = systemctl.run(&args) {
         problems.push(e);

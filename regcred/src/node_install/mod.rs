@@ -8,7 +8,7 @@
 //! | file | host path (defaults) |
 //! |---|---|
 //! | the `regcred` binary (this one) and `regcred-nri` | `/opt/regcred/bin/` |
-//! | `regcred-cri-proxy.service`, `regcred-nri.service` | `/etc/systemd/system/` |
+//! | `regcred-cri-proxy.socket`, `regcred-cri-proxy.service`, `regcred-nri.service` | `/etc/systemd/system/` |
 //! | containerd's NRI validator (NRI mode) | `/etc/containerd/conf.d/50-regcred.toml` |
 //! | kubelet's endpoint | `/etc/kubernetes/kubelet.conf.d/50-regcred.conf` |
 //!
@@ -39,6 +39,8 @@ pub(crate) use state::{FileStatus, InstallState, Phase, status};
 
 /// The agent's unit as `deploy/cri-proxy` ships it; the installer rewrites its binary path.
 const AGENT_UNIT: &str = include_str!("../../../deploy/cri-proxy/regcred-cri-proxy.service");
+/// The agent's sockets, held by systemd across the agent's restarts.
+const AGENT_SOCKET_UNIT: &str = include_str!("../../../deploy/cri-proxy/regcred-cri-proxy.socket");
 /// regcred-nri's unit as `deploy/nri` ships it.
 const NRI_UNIT: &str = include_str!("../../../deploy/nri/regcred-nri.service");
 /// containerd's drop-in (NRI on, regcred a required validator plugin).
@@ -54,6 +56,8 @@ containerRuntimeEndpoint: unix:///run/regcred/cri-proxy.sock\n";
 
 /// The agent's unit name.
 pub(crate) const AGENT_SERVICE: &str = "regcred-cri-proxy.service";
+/// The agent's socket unit name.
+pub(crate) const AGENT_SOCKET: &str = "regcred-cri-proxy.socket";
 /// regcred-nri's unit name.
 pub(crate) const NRI_SERVICE: &str = "regcred-nri.service";
 
@@ -173,12 +177,19 @@ pub(crate) fn plan(layout: &Layout, mode: Mode, sources: &Sources) -> Result<Vec
         &format!("ExecStart={bin_text}/regcred "),
         AGENT_SERVICE,
     )?;
+    let mut socket = AGENT_SOCKET_UNIT.to_owned();
     if mode == Mode::RuntimeProxy {
         agent = replace_once(
             &agent,
             " \\\n    --nri-decisions unix:///run/regcred/nri-decisions.sock",
             "",
             AGENT_SERVICE,
+        )?;
+        socket = replace_once(
+            &socket,
+            "ListenStream=/run/regcred/nri-decisions.sock\n",
+            "",
+            AGENT_SOCKET,
         )?;
     }
     let mut files = vec![
@@ -187,6 +198,12 @@ pub(crate) fn plan(layout: &Layout, mode: Mode, sources: &Sources) -> Result<Vec
             content: read(&sources.regcred)?,
             mode: 0o755,
             part: Part::Binary,
+        },
+        Planned {
+            path: unit(AGENT_SOCKET),
+            content: socket.into_bytes(),
+            mode: 0o644,
+            part: Part::Unit,
         },
         Planned {
             path: unit(AGENT_SERVICE),

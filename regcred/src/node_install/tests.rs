@@ -122,7 +122,7 @@ fn install_writes_every_file_and_restarts_in_dependency_order() {
     let host = Host::new();
     let outcome = host.install(Mode::Nri).unwrap();
     assert!(!outcome.unchanged);
-    assert_eq!(outcome.files.len(), 6, "{outcome:?}");
+    assert_eq!(outcome.files.len(), 7, "{outcome:?}");
     assert_eq!(
         std::fs::read(host.root().join("opt/regcred/bin/regcred")).unwrap(),
         b"\x7fELF regcred one"
@@ -133,6 +133,12 @@ fn install_writes_every_file_and_restarts_in_dependency_order() {
         "{agent}"
     );
     assert!(agent.contains("--nri-decisions"));
+    let socket = read(&host, "etc/systemd/system/regcred-cri-proxy.socket");
+    assert!(
+        socket.contains("ListenStream=/run/regcred/cri-proxy.sock\n")
+            && socket.contains("ListenStream=/run/regcred/nri-decisions.sock\n"),
+        "{socket}"
+    );
     let nri = read(&host, "etc/systemd/system/regcred-nri.service");
     assert!(
         nri.contains("ExecStart=/opt/regcred/bin/regcred-nri "),
@@ -147,7 +153,11 @@ fn install_writes_every_file_and_restarts_in_dependency_order() {
         host.calls(),
         [
             "daemon-reload",
-            "enable regcred-cri-proxy.service regcred-nri.service",
+            "enable regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service",
+            // A new socket unit starts with its agent stopped (one job for both).
+            "stop regcred-cri-proxy.socket regcred-cri-proxy.service",
+            "start regcred-cri-proxy.socket",
+            "is-active --quiet regcred-cri-proxy.socket",
             "restart regcred-cri-proxy.service",
             "restart regcred-nri.service",
             "is-active --quiet regcred-cri-proxy.service",
@@ -181,7 +191,7 @@ fn installing_again_changes_and_restarts_nothing() {
     assert!(outcome.unchanged);
     assert_eq!(
         host.calls(),
-        ["enable --now regcred-cri-proxy.service regcred-nri.service"]
+        ["enable --now regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service"]
     );
     assert_eq!(host.tree(), before);
 }
@@ -211,7 +221,7 @@ fn uninstall_puts_every_file_back_byte_for_byte_in_reverse_order() {
             "is-active --quiet kubelet.service",
             "restart containerd.service",
             "is-active --quiet containerd.service",
-            "disable --now regcred-cri-proxy.service regcred-nri.service",
+            "disable --now regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service",
             "daemon-reload",
         ]
     );
@@ -237,13 +247,16 @@ fn a_failed_restart_rolls_every_file_back() {
         .iter()
         .position(|c| c == "restart containerd.service")
         .unwrap();
-    // After the failure: units reloaded, the new services stopped, containerd restarted
-    // on its old configuration; kubelet was never touched.
+    // After the failure: the new socket unit stopped and disabled while its file is
+    // there, units reloaded, the new services stopped, containerd restarted on its old
+    // configuration; kubelet was never touched.
     assert_eq!(
         calls[failed + 1..],
         [
+            "stop regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service",
+            "disable regcred-cri-proxy.socket",
             "daemon-reload",
-            "disable --now regcred-cri-proxy.service regcred-nri.service",
+            "disable regcred-cri-proxy.service regcred-nri.service",
             "restart containerd.service",
         ]
     );
@@ -279,6 +292,13 @@ fn a_failed_upgrade_goes_back_to_the_installed_version() {
         "daemon-reload".to_owned(),
         "restart regcred-cri-proxy.service regcred-nri.service".to_owned()
     ]));
+    // The socket unit did not change: it stays up through the agent's restarts.
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.contains(".socket") && !c.starts_with("enable")),
+        "{calls:?}"
+    );
 
     // The upgrade, when it works, keeps the record of what was there before regcred.
     assert!(
@@ -348,11 +368,18 @@ fn the_legacy_mode_points_kubelets_runtime_at_the_agent_and_leaves_containerd() 
         paths,
         [
             "/opt/regcred/bin/regcred",
+            "/etc/systemd/system/regcred-cri-proxy.socket",
             "/etc/systemd/system/regcred-cri-proxy.service",
             "/etc/kubernetes/kubelet.conf.d/50-regcred.conf",
         ]
     );
-    let agent = String::from_utf8(files[1].content.clone()).unwrap();
+    let socket = String::from_utf8(files[1].content.clone()).unwrap();
+    assert!(
+        socket.contains("ListenStream=/run/regcred/cri-proxy.sock\n")
+            && !socket.contains("nri-decisions.sock"),
+        "{socket}"
+    );
+    let agent = String::from_utf8(files[2].content.clone()).unwrap();
     assert!(!agent.contains("--nri-decisions unix"), "{agent}");
     assert!(agent.contains("--pull-records-dir /var/lib/regcred/cri-proxy\n"));
     host.install(Mode::RuntimeProxy).unwrap();
@@ -455,6 +482,7 @@ fn an_install_interrupted_after_its_switch_restarts_everything_when_run_again() 
     assert_eq!(
         outcome.restarted,
         [
+            "regcred-cri-proxy.socket",
             "regcred-cri-proxy.service",
             "regcred-nri.service",
             "containerd.service",
@@ -486,4 +514,110 @@ fn a_copy_that_cannot_be_kept_changes_nothing_and_keeps_the_installed_state() {
     assert_eq!(host.tree(), before, "the failed install changed the host");
     assert_eq!(InstallState::load(&host.layout).unwrap(), Some(state));
     assert!(host.calls().is_empty());
+}
+
+/// An upgrade from a regcred whose install had no socket unit: the socket unit is new, so
+/// it starts with the agent stopped; if the upgrade then fails, it is stopped and disabled
+/// before its file goes, and the agent put back binds its own sockets again.
+#[test]
+fn an_upgrade_that_adds_the_socket_unit_and_fails_takes_it_away_first() {
+    let host = Host::new();
+    host.install(Mode::Nri).unwrap();
+    // As installed by a regcred without the socket unit.
+    let unit = host
+        .root()
+        .join("etc/systemd/system/regcred-cri-proxy.socket");
+    std::fs::remove_file(&unit).unwrap();
+    let mut state = InstallState::load(&host.layout).unwrap().unwrap();
+    state
+        .files
+        .retain(|f| !f.path.ends_with("regcred-cri-proxy.socket"));
+    state.store(&host.layout).unwrap();
+    let older = host.tree();
+    host.calls();
+
+    std::fs::write(&host.sources.regcred, b"\x7fELF regcred two").unwrap();
+    host.fail_on("is-active --quiet regcred-nri.service");
+    let error = host.install(Mode::Nri).unwrap_err();
+    assert!(error.contains("rolled back"), "{error}");
+    assert_eq!(host.tree(), older, "the rollback left changes");
+    let calls = host.calls();
+    let switched = calls
+        .iter()
+        .position(|c| c == "start regcred-cri-proxy.socket")
+        .expect("the new socket unit was not started");
+    assert_eq!(
+        calls[switched - 1],
+        "stop regcred-cri-proxy.socket regcred-cri-proxy.service",
+        "{calls:?}"
+    );
+    let failed = calls
+        .iter()
+        .position(|c| c == "is-active --quiet regcred-nri.service")
+        .unwrap();
+    assert_eq!(
+        calls[failed + 1..],
+        [
+            "stop regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service",
+            "disable regcred-cri-proxy.socket",
+            "daemon-reload",
+            "restart regcred-cri-proxy.service regcred-nri.service",
+        ]
+    );
+
+    // Uninstalling the older install does not name the socket unit it never had.
+    uninstall(&host.layout, &host.systemctl).unwrap();
+    assert!(
+        host.calls()
+            .contains(&"disable --now regcred-cri-proxy.service regcred-nri.service".to_owned())
+    );
+}
+
+/// A socket unit that differs from the shipped one (edited by hand, or an older regcred's)
+/// is replaced with the agent and the socket stopped in one job; if the install then
+/// fails, the one that was there comes back and is started before its agent.
+#[test]
+fn a_changed_socket_unit_is_switched_with_the_agent_down_and_put_back_on_failure() {
+    let host = Host::new();
+    host.install(Mode::Nri).unwrap();
+    let unit = host
+        .root()
+        .join("etc/systemd/system/regcred-cri-proxy.socket");
+    let edited = std::fs::read_to_string(&unit)
+        .unwrap()
+        .replace("SocketMode=0660", "SocketMode=0600");
+    std::fs::write(&unit, &edited).unwrap();
+    let mut state = InstallState::load(&host.layout).unwrap().unwrap();
+    for file in &mut state.files {
+        if file.path.ends_with("regcred-cri-proxy.socket") {
+            file.sha256 = super::state::sha256(edited.as_bytes());
+        }
+    }
+    state.store(&host.layout).unwrap();
+    let before = host.tree();
+    host.calls();
+
+    host.fail_on("restart regcred-nri.service");
+    let error = host.install(Mode::Nri).unwrap_err();
+    assert!(error.contains("rolled back"), "{error}");
+    assert_eq!(host.tree(), before, "the rollback left changes");
+    let calls = host.calls();
+    assert_eq!(
+        calls,
+        [
+            "daemon-reload",
+            "enable regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service",
+            "stop regcred-cri-proxy.socket regcred-cri-proxy.service",
+            "start regcred-cri-proxy.socket",
+            "is-active --quiet regcred-cri-proxy.socket",
+            "restart regcred-cri-proxy.service",
+            "restart regcred-nri.service",
+            // The rollback: everything stopped, the edited socket unit put back and
+            // started before its agent.
+            "stop regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service",
+            "daemon-reload",
+            "start regcred-cri-proxy.socket",
+            "restart regcred-cri-proxy.service regcred-nri.service",
+        ]
+    );
 }

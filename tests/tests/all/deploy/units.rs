@@ -19,6 +19,60 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     );
 }
 
+/// deploy/cri-proxy's socket unit (the agent's sockets, held across its restarts), beside
+/// the service it starts: `verify` of the pair has nothing to say, and the socket unit
+/// lists both of the agent's sockets at the paths the service serves.
+#[test]
+fn the_socket_unit_verifies_beside_its_service() {
+    let socket =
+        std::fs::read_to_string(root().join("deploy/cri-proxy/regcred-cri-proxy.socket")).unwrap();
+    let service =
+        std::fs::read_to_string(root().join("deploy/cri-proxy/regcred-cri-proxy.service")).unwrap();
+    for path in [
+        "/run/regcred/cri-proxy.sock",
+        "/run/regcred/nri-decisions.sock",
+    ] {
+        assert!(
+            socket.contains(&format!("ListenStream={path}\n")),
+            "the socket unit has no {path}"
+        );
+        assert!(
+            service.contains(&format!("unix://{path}")),
+            "the service does not serve {path}"
+        );
+    }
+    socket_pair_verifies(&socket, &service, "/usr/local/bin/regcred");
+}
+
+fn socket_pair_verifies(socket: &str, service: &str, program: &str) {
+    let analyze =
+        regcred_tests::harness::require_program("systemd-analyze", "systemd (systemd-analyze)");
+    let binary = regcred_tests::harness::regcred_binary();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("regcred-cri-proxy.socket"), socket).unwrap();
+    std::fs::write(
+        dir.path().join("regcred-cri-proxy.service"),
+        service.replace(program, &binary.display().to_string()),
+    )
+    .unwrap();
+    let verify = Command::new(&analyze)
+        .arg("verify")
+        .arg(dir.path().join("regcred-cri-proxy.socket"))
+        .arg(dir.path().join("regcred-cri-proxy.service"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "regcred-cri-proxy.socket: systemd-analyze verify: {}\n{said}",
+        verify.status
+    );
+}
+
 /// The same for regcred-nri's unit (deploy/nri). `verify` checks the unit and that its
 /// program is an executable file; cargo does not build the Go plugin, so the regcred
 /// binary stands in for that check (the kit runs the real plugin).
@@ -142,4 +196,11 @@ fn the_units_the_node_installer_writes_verify_and_are_hardened() {
         let text = std::fs::read_to_string(host.join("etc/systemd/system").join(unit)).unwrap();
         unit_text_verifies_and_is_hardened(unit, &text, exec_start, program, &binary);
     }
+    let unit =
+        |name: &str| std::fs::read_to_string(host.join("etc/systemd/system").join(name)).unwrap();
+    socket_pair_verifies(
+        &unit("regcred-cri-proxy.socket"),
+        &unit("regcred-cri-proxy.service"),
+        "/opt/regcred/bin/regcred",
+    );
 }

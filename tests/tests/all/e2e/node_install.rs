@@ -88,6 +88,41 @@ impl Node {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// The agent's sockets present in the node's /run/regcred.
+    fn sockets(&self) -> Vec<String> {
+        let dir = PathBuf::from(format!("/proc/{}/root/run/regcred", self.init));
+        let mut found: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".sock"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+
+    /// The journal of the unit's current run only (its invocation ID).
+    fn journal_now(&self, unit: &str) -> String {
+        let id = self.show(unit, "InvocationID");
+        let output = Command::new("nsenter")
+            .args([
+                "-t",
+                &self.init.to_string(),
+                "-a",
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "cat",
+            ])
+            .arg(format!("_SYSTEMD_INVOCATION_ID={id}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     fn journal(&self, unit: &str) -> String {
         let output = Command::new("nsenter")
             .args([
@@ -106,11 +141,18 @@ impl Node {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// `regcred node VERB` against the node, as the chart's pod runs it.
+    /// `regcred node VERB` against the node, as the chart's pod runs it (`install` reads
+    /// the node's own processes, as the pod in the host's PID namespace does, not this
+    /// host's, where a kit's kubelet may run).
     fn regcred(&self, verb: &str, extra: &[&str]) -> Output {
         let binary = regcred_binary();
-        Command::new(&binary)
-            .args(["node", verb, "--host-root"])
+        let mut command = Command::new(&binary);
+        command.args(["node", verb]);
+        if verb == "install" {
+            command.arg(format!("--proc-dir=/proc/{}/root/proc", self.init));
+        }
+        command
+            .arg("--host-root")
             .arg(self.root())
             .arg("--systemctl")
             .arg(format!(
@@ -247,6 +289,15 @@ fn node_install_under_systemd_rolls_back_installs_and_uninstalls_byte_for_byte()
         "not-found"
     );
     assert_eq!(
+        node.show("regcred-cri-proxy.socket", "LoadState"),
+        "not-found"
+    );
+    assert_eq!(
+        node.sockets(),
+        Vec::<String>::new(),
+        "the rollback left sockets"
+    );
+    assert_eq!(
         node.show("containerd.service", "ActiveEnterTimestampMonotonic"),
         containerd_since,
         "containerd was restarted by a failed install"
@@ -320,6 +371,21 @@ fn node_install_under_systemd_rolls_back_installs_and_uninstalls_byte_for_byte()
         containerd_since
     );
 
+    // The agent's sockets are systemd's (regcred-cri-proxy.socket): the agent took them
+    // rather than binding, and a restart of the agent refuses no connection.
+    assert!(
+        node.active("regcred-cri-proxy.socket"),
+        "{}",
+        node.journal("regcred-cri-proxy.socket")
+    );
+    assert_eq!(node.sockets(), ["cri-proxy.sock", "nri-decisions.sock"]);
+    let agent_now = node.journal_now("regcred-cri-proxy.service");
+    assert!(
+        agent_now.contains("sockets_from_service_manager=2"),
+        "{agent_now}"
+    );
+    agent_restart_refuses_no_connection(&node);
+
     // Uninstall: the node's files as they were, the services gone, kubelet's image
     // calls back on containerd.
     let removed = node.regcred("uninstall", &[]);
@@ -334,6 +400,98 @@ fn node_install_under_systemd_rolls_back_installs_and_uninstalls_byte_for_byte()
         "not-found"
     );
     assert!(!node.active("regcred-nri.service"));
+    assert_eq!(
+        node.show("regcred-cri-proxy.socket", "LoadState"),
+        "not-found"
+    );
+    assert_eq!(
+        node.sockets(),
+        Vec::<String>::new(),
+        "uninstall left sockets"
+    );
     assert!(node.active("containerd.service") && node.active("kubelet.service"));
     assert_eq!(node.kubelet_image_endpoint(), None);
+}
+
+/// Questions sent to the agent's decisions socket without pause, from this host through
+/// the node's root (`/proc/PID/root`), while `systemctl restart regcred-cri-proxy.service`
+/// replaces the agent: every connection is accepted and every question answered, some by
+/// the old agent and some by the new one; none finds the socket gone or refusing.
+fn agent_restart_refuses_no_connection(node: &Node) {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let socket = PathBuf::from(format!(
+        "/proc/{}/root/run/regcred/nri-decisions.sock",
+        node.init
+    ));
+    let old_pid = node.show("regcred-cri-proxy.service", "MainPID");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let asker = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let body =
+                r#"{"namespace":"team","pod":"web","uid":"u-1","image":"registry.example/app:v1"}"#;
+            let request = format!(
+                "POST /v1/decide HTTP/1.1\r\nHost: regcred-agent\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let (mut answered, mut failures, mut slowest) =
+                (Vec::new(), Vec::new(), std::time::Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let result = (|| -> std::io::Result<String> {
+                    let mut stream = std::os::unix::net::UnixStream::connect(&socket)?;
+                    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+                    stream.write_all(request.as_bytes())?;
+                    let mut answer = String::new();
+                    stream.read_to_string(&mut answer)?;
+                    Ok(answer)
+                })();
+                match result {
+                    Ok(answer) if answer.starts_with("HTTP/1.1 200 ") => {
+                        answered.push(std::time::Instant::now());
+                    }
+                    Ok(answer) => failures.push(format!("not a decision: {answer:?}")),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                slowest = slowest.max(started.elapsed());
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            (answered, failures, slowest)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let restarted = node.systemctl(&["restart", "regcred-cri-proxy.service"]);
+    assert!(restarted.status.success(), "{}", said(&restarted));
+    // `systemctl restart` returns once the new agent is started: what is answered after
+    // this, the new agent answered.
+    let replaced = std::time::Instant::now();
+    // Past the new agent's start, so that it answers some of the questions too.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (answered, failures, slowest) = asker.join().unwrap();
+    let new_pid = node.show("regcred-cri-proxy.service", "MainPID");
+    let by_new = answered.iter().filter(|at| **at > replaced).count();
+    println!(
+        "agent restart (PID {old_pid} -> {new_pid}): {} questions answered ({by_new} by the \
+         new agent), {} failed, the slowest in {slowest:?}",
+        answered.len(),
+        failures.len()
+    );
+    assert_ne!(old_pid, new_pid, "the agent was not replaced");
+    assert!(
+        failures.is_empty(),
+        "{} of {} questions failed across the agent's restart, first: {}",
+        failures.len(),
+        failures.len() + answered.len(),
+        failures[0]
+    );
+    assert!(
+        answered.len() >= 20 && by_new >= 5,
+        "{} questions answered, {by_new} by the new agent: the asker did not run through the \
+         restart",
+        answered.len()
+    );
 }
