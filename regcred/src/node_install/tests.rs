@@ -113,6 +113,15 @@ impl Host {
     }
 }
 
+/// The calls after the first `call` (which must be there).
+fn after<'a>(calls: &'a [String], call: &str) -> &'a [String] {
+    let at = calls
+        .iter()
+        .position(|c| c == call)
+        .unwrap_or_else(|| panic!("no `{call}` in {calls:?}"));
+    &calls[at + 1..]
+}
+
 fn read(host: &Host, path: &str) -> String {
     std::fs::read_to_string(host.root().join(path)).unwrap()
 }
@@ -243,15 +252,11 @@ fn a_failed_restart_rolls_every_file_back() {
     );
     assert_eq!(host.tree(), before, "the rollback left changes");
     let calls = host.calls();
-    let failed = calls
-        .iter()
-        .position(|c| c == "restart containerd.service")
-        .unwrap();
     // After the failure: the new socket unit stopped and disabled while its file is
     // there, units reloaded, the new services stopped, containerd restarted on its old
     // configuration; kubelet was never touched.
     assert_eq!(
-        calls[failed + 1..],
+        after(&calls, "restart containerd.service"),
         [
             "stop regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service",
             "disable regcred-cri-proxy.socket",
@@ -551,12 +556,8 @@ fn an_upgrade_that_adds_the_socket_unit_and_fails_takes_it_away_first() {
         "stop regcred-cri-proxy.socket regcred-cri-proxy.service",
         "{calls:?}"
     );
-    let failed = calls
-        .iter()
-        .position(|c| c == "is-active --quiet regcred-nri.service")
-        .unwrap();
     assert_eq!(
-        calls[failed + 1..],
+        after(&calls, "is-active --quiet regcred-nri.service"),
         [
             "stop regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service",
             "disable regcred-cri-proxy.socket",

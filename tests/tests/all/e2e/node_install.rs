@@ -104,26 +104,28 @@ impl Node {
         found
     }
 
+    /// No socket unit of the agent's is loaded, and no socket is left in /run/regcred.
+    fn assert_no_agent_sockets(&self, after: &str) {
+        assert_eq!(
+            self.show("regcred-cri-proxy.socket", "LoadState"),
+            "not-found",
+            "{after} left the socket unit"
+        );
+        assert_eq!(self.sockets(), Vec::<String>::new(), "{after} left sockets");
+    }
+
     /// The journal of the unit's current run only (its invocation ID).
     fn journal_now(&self, unit: &str) -> String {
         let id = self.show(unit, "InvocationID");
-        let output = Command::new("nsenter")
-            .args([
-                "-t",
-                &self.init.to_string(),
-                "-a",
-                "journalctl",
-                "--no-pager",
-                "-o",
-                "cat",
-            ])
-            .arg(format!("_SYSTEMD_INVOCATION_ID={id}"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        self.journalctl(&[&format!("_SYSTEMD_INVOCATION_ID={id}")])
     }
 
     fn journal(&self, unit: &str) -> String {
+        self.journalctl(&["-u", unit])
+    }
+
+    /// The node's journal, messages only, with `args` (`-u UNIT`, `FIELD=VALUE`).
+    fn journalctl(&self, args: &[&str]) -> String {
         let output = Command::new("nsenter")
             .args([
                 "-t",
@@ -131,11 +133,9 @@ impl Node {
                 "-a",
                 "journalctl",
                 "--no-pager",
-                "-o",
-                "cat",
-                "-u",
-                unit,
             ])
+            .args(["-o", "cat"])
+            .args(args)
             .output()
             .unwrap();
         String::from_utf8_lossy(&output.stdout).into_owned()
@@ -288,15 +288,7 @@ fn node_install_under_systemd_rolls_back_installs_and_uninstalls_byte_for_byte()
         node.show("regcred-cri-proxy.service", "LoadState"),
         "not-found"
     );
-    assert_eq!(
-        node.show("regcred-cri-proxy.socket", "LoadState"),
-        "not-found"
-    );
-    assert_eq!(
-        node.sockets(),
-        Vec::<String>::new(),
-        "the rollback left sockets"
-    );
+    node.assert_no_agent_sockets("the rollback");
     assert_eq!(
         node.show("containerd.service", "ActiveEnterTimestampMonotonic"),
         containerd_since,
@@ -400,15 +392,7 @@ fn node_install_under_systemd_rolls_back_installs_and_uninstalls_byte_for_byte()
         "not-found"
     );
     assert!(!node.active("regcred-nri.service"));
-    assert_eq!(
-        node.show("regcred-cri-proxy.socket", "LoadState"),
-        "not-found"
-    );
-    assert_eq!(
-        node.sockets(),
-        Vec::<String>::new(),
-        "uninstall left sockets"
-    );
+    node.assert_no_agent_sockets("uninstall");
     assert!(node.active("containerd.service") && node.active("kubelet.service"));
     assert_eq!(node.kubelet_image_endpoint(), None);
 }
