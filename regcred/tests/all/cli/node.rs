@@ -93,7 +93,9 @@ fn node_install_and_uninstall_leave_the_host_as_it_was() {
     assert!(status.status.success(), "{}", text(&status.stdout));
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(report["installed"], true);
-    assert_eq!(report["files"].as_array().unwrap().len(), 6);
+    // The two binaries, three units (the agent's socket and service, regcred-nri's), two
+    // drop-ins.
+    assert_eq!(report["files"].as_array().unwrap().len(), 7);
 
     let undone = node("uninstall", "");
     assert!(undone.status.success(), "{}", text(&undone.stderr));
