@@ -64,8 +64,11 @@ func BenchmarkNRICreateContainer(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
+	decisionsBefore := agentDecisions(b, node)
 	times := nriCreateTimes(b, ctx, node, running, image, true)
 	b.StopTimer()
+	// The agent's own view of the same creations (as BenchmarkFullNode prints it).
+	b.Logf("the agent's NRI decisions during the creations: %s", decisionsBetween(decisionsBefore, agentDecisions(b, node)))
 	for _, name := range []string{"with-regcred", "noop-plugin", "without", "relist-direct", "relist-via-agent"} {
 		d := times[name]
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
