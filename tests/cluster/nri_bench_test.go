@@ -63,8 +63,8 @@ func BenchmarkNRICreateContainer(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ResetTimer()
 	decisionsBefore := agentDecisions(b, node)
+	b.ResetTimer()
 	times := nriCreateTimes(b, ctx, node, running, image, true)
 	b.StopTimer()
 	// The agent's own view of the same creations (as BenchmarkFullNode prints it).

@@ -378,9 +378,9 @@ fn the_static_binary_is_static_and_loads_its_module_precompiled() {
         .join("regcred");
     assert!(
         binary.is_file(),
-        "{} is missing: build it with `cargo build --target x86_64-unknown-linux-musl -p \
-         regcred --bin regcred` (scripts/test does; scripts/setup adds the target and \
-         musl-tools)",
+        "{} is missing: build it with `. scripts/static-env && cargo build --target \
+         x86_64-unknown-linux-musl -p regcred --bin regcred` (scripts/test does; \
+         scripts/setup adds the target and musl-tools)",
         binary.display()
     );
     assert!(
@@ -497,8 +497,9 @@ fn the_aarch64_static_binary_runs_under_emulation_with_its_module_precompiled() 
         .join("regcred");
     assert!(
         binary.is_file(),
-        "{} is missing: build it with `cargo build --target aarch64-unknown-linux-musl -p \
-         regcred --bin regcred --features regcred-host/cross-arch` (scripts/test does; \
+        "{} is missing: build it with `. scripts/static-env && cargo build --target \
+         aarch64-unknown-linux-musl -p regcred --bin regcred --features \
+         regcred-host/cross-arch` (scripts/test does; \
          scripts/setup adds the target, gcc-aarch64-linux-gnu and qemu-user-static)",
         binary.display()
     );
