@@ -1,11 +1,13 @@
 //! `regcred cri-proxy`: the CRI image-service proxy as a command.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use tokio::net::UnixListener;
 
 use regcred_agent::{
     CriProxy, DEFAULT_DECISION_BUDGET, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STALE_FOR, DEFAULT_TTL,
@@ -14,8 +16,8 @@ use regcred_agent::{
 };
 use regcred_host::PolicyRunner;
 use regcred_serve::{
-    BlockingExecutor, InheritedSockets, bind_unix, file_identity, init_logging, remove_if_same,
-    serve_metrics, shutdown_signal,
+    BlockingExecutor, FileIdentity, InheritedSockets, bind_unix, file_identity, init_logging,
+    remove_if_same, serve_metrics, shutdown_signal,
 };
 
 use super::{LogFormatArg, PolicyConfigArg, ProfileArg, load_config};
@@ -132,7 +134,7 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
     // taken as they are: they outlive this process, so kubelet and regcred-nri wait in
     // their backlog across a restart instead of finding no socket. Read first, while this
     // is the only thread: reading them clears LISTEN_FDS from the environment.
-    let mut inherited = InheritedSockets::from_env();
+    let inherited = InheritedSockets::from_env();
     init_logging(args.log_level, args.log_format.into());
     let config = load_config(&args.config, &policy)?;
     let listen = unix_socket_path(&args.listen)?;
@@ -247,47 +249,12 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         for refused in inherited.refused() {
             tracing::warn!(socket = %refused, "an inherited file descriptor is not a unix stream socket with a path; ignored");
         }
-        // A socket this process binds is removed at exit, if it is still the same file.
-        let mut bound: Vec<(std::path::PathBuf, regcred_serve::FileIdentity)> = Vec::new();
-        let mut from_manager: Vec<std::path::PathBuf> = Vec::new();
-        // A socket another process still serves on (the agent this replaces, draining)
-        // is freed by itself: wait for it rather than exit.
-        let mut waited = Duration::ZERO;
-        let listener = if let Some(taken) = inherited.take(&listen) {
-            from_manager.push(listen.clone());
-            taken.with_context(|| format!("cannot serve on the inherited socket {}", listen.display()))?
-        } else { loop {
-            match bind_unix(&listen).await {
-                Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
-                    let pause = backoff(waited);
-                    tracing::warn!(socket = %listen.display(), error = %err, retry_in = ?pause,
-                        "the socket is held by another process; waiting for it");
-                    tokio::time::sleep(pause).await;
-                    waited += pause;
-                }
-                result => {
-                    let listener = result
-                        .with_context(|| format!("cannot listen on {}", listen.display()))?;
-                    bound.extend(file_identity(&listen).map(|id| (listen.clone(), id)));
-                    break listener;
-                }
-            }
-        } };
+        let mut sockets = AgentSockets::new(inherited);
+        let listener = sockets.listen(&listen, "--listen").await?;
         let (stop, stopped) = tokio::sync::watch::channel(());
         let decisions_task = match &decisions {
             Some(path) => {
-                let listener = if let Some(taken) = inherited.take(path) {
-                    from_manager.push(path.clone());
-                    taken.with_context(|| {
-                        format!("cannot serve on the inherited socket {} (--nri-decisions)", path.display())
-                    })?
-                } else {
-                    let listener = bind_unix(path).await.with_context(|| {
-                        format!("cannot listen on {} (--nri-decisions)", path.display())
-                    })?;
-                    bound.extend(file_identity(path).map(|id| (path.clone(), id)));
-                    listener
-                };
+                let listener = sockets.listen(path, "--nri-decisions").await?;
                 let proxy = proxy.clone();
                 let mut stopped = stopped.clone();
                 Some(tokio::spawn(async move {
@@ -327,10 +294,10 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
                 .verification()
                 .and_then(|v| v.records().file())
                 .map(|path| tracing::field::display(path.display())),
-            sockets_from_service_manager = from_manager.len(),
+            sockets_from_service_manager = sockets.from_manager,
             "regcred cri-proxy serving"
         );
-        for path in inherited.untaken() {
+        for path in sockets.inherited.untaken() {
             tracing::warn!(socket = %path.display(),
                 "the service manager passed a socket that no flag names; it is not served");
         }
@@ -340,17 +307,75 @@ pub(crate) fn run(policy: PolicyRunner, args: CriProxyArgs) -> Result<u8> {
         if let Some(task) = decisions_task {
             let _ = task.await;
         }
-        // Only what this process bound, and only while it is still that file: a socket
-        // the service manager holds (or bound since) stays for the next agent.
-        for (socket, identity) in &bound {
-            if let Err(err) = remove_if_same(socket, *identity) {
-                tracing::warn!(error = %err, "cannot remove {}", socket.display());
-            }
-        }
+        sockets.remove_bound();
         tracing::info!("regcred cri-proxy stopped");
         anyhow::Ok(())
     })?;
     Ok(0)
+}
+
+/// Where the agent's unix sockets come from: a service manager's, taken as they are and
+/// left at exit (they outlive this process), or bound here and removed at exit.
+struct AgentSockets {
+    inherited: InheritedSockets,
+    /// Sockets bound here, with the file each was, to remove at exit.
+    bound: Vec<(PathBuf, FileIdentity)>,
+    /// How many sockets came from the service manager.
+    from_manager: usize,
+}
+
+impl AgentSockets {
+    fn new(inherited: InheritedSockets) -> Self {
+        Self {
+            inherited,
+            bound: Vec::new(),
+            from_manager: 0,
+        }
+    }
+
+    /// The listener for `path` (`flag`'s socket): the inherited one bound to it, else one
+    /// bound here. A socket another process still serves on (the agent this replaces,
+    /// draining) is freed by itself: it is waited for rather than an exit.
+    async fn listen(&mut self, path: &Path, flag: &str) -> Result<UnixListener> {
+        if let Some(taken) = self.inherited.take(path) {
+            self.from_manager += 1;
+            return taken.with_context(|| {
+                format!(
+                    "cannot serve on the inherited socket {} ({flag})",
+                    path.display()
+                )
+            });
+        }
+        let mut waited = Duration::ZERO;
+        loop {
+            match bind_unix(path).await {
+                Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+                    let pause = backoff(waited);
+                    tracing::warn!(socket = %path.display(), error = %err, retry_in = ?pause,
+                        "the socket is held by another process; waiting for it");
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                }
+                result => {
+                    let listener = result
+                        .with_context(|| format!("cannot listen on {} ({flag})", path.display()))?;
+                    self.bound
+                        .extend(file_identity(path).map(|id| (path.to_path_buf(), id)));
+                    return Ok(listener);
+                }
+            }
+        }
+    }
+
+    /// Removes what this process bound, each only while it is still that file: a socket
+    /// the service manager holds (or one bound there since) stays for the next agent.
+    fn remove_bound(&self) {
+        for (socket, identity) in &self.bound {
+            if let Err(err) = remove_if_same(socket, *identity) {
+                tracing::warn!(error = %err, "cannot remove {}", socket.display());
+            }
+        }
+    }
 }
 
 /// The pause before the next try after waiting `waited` so far: 1 s, doubling, at most
