@@ -126,6 +126,10 @@ metadata:
     tolerate-missing-plugins.nri.regcred.dev/pod: "true"
 spec:
   hostPID: true
+  # The host's network: the installer needs none of its own, and a node whose pod
+  # network is not ready yet (a fresh node, a broken CNI) can still be installed and
+  # cleaned up.
+  hostNetwork: true
   automountServiceAccountToken: false
   {{- with $ctx.Values.imagePullSecrets }}
   imagePullSecrets:
