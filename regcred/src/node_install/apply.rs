@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::state::{
     FileRecord, InstallState, Phase, Previous, keep, missing_dirs, read_with_mode, remove_empty,
-    sha256, stage, write_atomic,
+    sha256_of_file, stage, write_atomic,
 };
-use super::{AGENT_SERVICE, AGENT_SOCKET, Layout, Mode, Part, Planned, services};
+use super::{AGENT_SERVICE, AGENT_SOCKET, Content, Layout, Mode, Part, Planned, services};
 
 /// containerd's unit.
 const CONTAINERD: &str = "containerd.service";
@@ -96,7 +96,13 @@ pub(crate) struct Outcome {
 /// A file of the plan with what the host has now.
 struct Step {
     file: Planned,
-    before: Option<(Vec<u8>, u32)>,
+    /// The sha256 of what the plan writes.
+    sha256: String,
+    /// The host file's sha256 and permission bits before this run, if there was one.
+    before: Option<(String, u32)>,
+    /// The host file before this run, kept beside it (`NAME.regcred-old`) from staging
+    /// until the switch is done or undone.
+    old: Option<PathBuf>,
     changed: bool,
 }
 
@@ -142,6 +148,7 @@ pub(crate) fn install(
     let mut steps = Vec::with_capacity(files.len());
     let mut records = Vec::with_capacity(files.len());
     for (index, file) in files.into_iter().enumerate() {
+        let digest = file.content.sha256().map_err(|e| abort(&[], e))?;
         let before = read_with_mode(&layout.on_host(&file.path)).map_err(|e| abort(&[], e))?;
         let previous = match (
             old.as_ref()
@@ -149,23 +156,25 @@ pub(crate) fn install(
             &before,
         ) {
             (Some(record), _) => record.previous.clone(),
-            (None, Some((bytes, mode))) => {
-                keep(layout, index, &file.path, bytes, *mode).map_err(|e| abort(&[], e))?
+            (None, Some((was, mode))) => {
+                keep(layout, index, &file.path, was, *mode).map_err(|e| abort(&[], e))?
             }
             (None, None) => Previous::Absent,
         };
         records.push(FileRecord {
             path: file.path.clone(),
             part: file.part,
-            sha256: sha256(&file.content),
+            sha256: digest.clone(),
             previous,
         });
         let changed = before
             .as_ref()
-            .is_none_or(|(bytes, m)| *bytes != file.content || *m != file.mode);
+            .is_none_or(|(was, m)| *was != digest || *m != file.mode);
         steps.push(Step {
             file,
+            sha256: digest,
             before,
+            old: None,
             changed,
         });
     }
@@ -181,17 +190,23 @@ pub(crate) fn install(
         return Ok(outcome);
     }
 
-    // Stage every changed file beside its target: nothing on the host changes yet.
+    // Stage every changed file beside its target, and keep the file it replaces beside
+    // it too: nothing on the host changes yet.
     let mut staged = Vec::new();
-    for step in steps.iter().filter(|s| s.changed) {
-        let path = stage(
-            &layout.on_host(&step.file.path),
-            &step.file.content,
-            step.file.mode,
-        )
-        .map_err(|e| abort(&staged, e))?;
+    let mut kept_old = Vec::new();
+    for step in steps.iter_mut().filter(|s| s.changed) {
+        let target = layout.on_host(&step.file.path);
+        let path = stage(&target, &step.file.content, &step.sha256, step.file.mode)
+            .map_err(|e| abort(&[staged.as_slice(), &kept_old].concat(), e))?;
         staged.push(path);
+        if step.before.is_some() {
+            let old = keep_beside(&target)
+                .map_err(|e| abort(&[staged.as_slice(), &kept_old].concat(), e))?;
+            kept_old.push(old.clone());
+            step.old = Some(old);
+        }
     }
+    let staged_and_old = [staged.as_slice(), &kept_old].concat();
     let mut state = InstallState {
         version: 1,
         mode,
@@ -204,7 +219,7 @@ pub(crate) fn install(
             .chain(created.iter().cloned())
             .collect(),
     };
-    state.store(layout).map_err(|e| abort(&staged, e))?;
+    state.store(layout).map_err(|e| abort(&staged_and_old, e))?;
 
     let mut switched: Vec<&Step> = Vec::new();
     let mut staged_left = staged.into_iter();
@@ -229,6 +244,7 @@ pub(crate) fn install(
     })();
     match result {
         Ok(()) => {
+            remove_all(&kept_old);
             state.phase = Phase::Installed;
             state.store(layout)?;
             Ok(outcome)
@@ -243,6 +259,8 @@ pub(crate) fn install(
                 &outcome.restarted,
                 systemctl,
             );
+            // The kept files of steps that were not switched (those switched went back).
+            remove_all(&kept_old);
             remove_empty(layout, &created);
             Err(format!("install failed: {failure}; {undone}"))
         }
@@ -323,8 +341,14 @@ fn roll_back(
     }
     for step in switched.iter().rev() {
         let target = layout.on_host(&step.file.path);
-        let put_back = match &step.before {
-            Some((bytes, mode)) => write_atomic(&target, bytes, *mode),
+        let put_back = match &step.old {
+            Some(old) => std::fs::rename(old, &target).map_err(|e| {
+                format!(
+                    "putting {} back from {}: {e}",
+                    target.display(),
+                    old.display()
+                )
+            }),
             None => std::fs::remove_file(&target)
                 .map_err(|e| format!("removing {}: {e}", target.display())),
         };
@@ -381,6 +405,21 @@ fn roll_back(
 /// Whether `path` is the agent's socket unit.
 fn is_agent_socket(path: &std::path::Path) -> bool {
     path.file_name().is_some_and(|name| name == AGENT_SOCKET)
+}
+
+/// Keeps the host file `target` beside it as `NAME.regcred-old` (a hard link, so no
+/// bytes are copied; a copy where the file system has no links), so that a rollback puts
+/// it back with a rename.
+fn keep_beside(target: &std::path::Path) -> Result<PathBuf, String> {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".regcred-old");
+    let old = target.with_file_name(name);
+    let _ = std::fs::remove_file(&old);
+    if std::fs::hard_link(target, &old).is_err() {
+        std::fs::copy(target, &old)
+            .map_err(|e| format!("keeping {} as {}: {e}", target.display(), old.display()))?;
+    }
+    Ok(old)
 }
 
 fn remove_all(paths: &[PathBuf]) {
@@ -469,8 +508,8 @@ enum Restored {
 /// Puts one file back as it was before regcred, if it still is what regcred wrote.
 fn restore(layout: &Layout, record: &FileRecord) -> Result<Restored, String> {
     let target = layout.on_host(&record.path);
-    let now = match std::fs::read(&target) {
-        Ok(bytes) => Some(sha256(&bytes)),
+    let now = match sha256_of_file(&target) {
+        Ok(digest) => Some(digest),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("reading {}: {e}", target.display())),
     };
@@ -487,9 +526,9 @@ fn restore(layout: &Layout, record: &FileRecord) -> Result<Restored, String> {
                     sha256: was,
                 } => {
                     let kept = layout.on_host(backup);
-                    let bytes = std::fs::read(&kept)
+                    let digest = sha256_of_file(&kept)
                         .map_err(|e| format!("reading the kept copy {}: {e}", kept.display()))?;
-                    if sha256(&bytes) != *was {
+                    if digest != *was {
                         return Err(format!(
                             "the kept copy {} of {} is damaged; {} is left as regcred wrote it",
                             kept.display(),
@@ -497,7 +536,7 @@ fn restore(layout: &Layout, record: &FileRecord) -> Result<Restored, String> {
                             record.path.display()
                         ));
                     }
-                    write_atomic(&target, &bytes, *mode)?;
+                    write_atomic(&target, &Content::File(kept), *mode)?;
                 }
             }
             Ok(Restored::Yes)

@@ -131,7 +131,7 @@ pub(crate) struct Planned {
     /// The host path (absolute, as the node sees it).
     pub path: PathBuf,
     /// Its bytes.
-    pub content: Vec<u8>,
+    pub content: Content,
     /// Its permission bits.
     pub mode: u32,
     /// What it is for.
@@ -142,10 +142,37 @@ impl std::fmt::Debug for Planned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Planned")
             .field("path", &self.path)
-            .field("bytes", &self.content.len())
+            .field("content", &self.content)
             .field("mode", &format_args!("{:o}", self.mode))
             .field("part", &self.part)
             .finish()
+    }
+}
+
+/// What a planned file holds: bytes made here (units, drop-ins), or a file copied as it is
+/// (the binaries, tens of MiB each: streamed, hashed and compared in pieces, never held
+/// in memory, so the installer fits its pod's memory limit on an upgrade too).
+#[derive(Clone)]
+pub(crate) enum Content {
+    /// These bytes.
+    Bytes(Vec<u8>),
+    /// The bytes of this file (as this process reaches it).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(bytes) => write!(f, "{} bytes", bytes.len()),
+            Self::File(path) => write!(f, "the file {}", path.display()),
+        }
+    }
+}
+
+impl Content {
+    /// The text of a unit or drop-in.
+    fn text(text: impl Into<String>) -> Self {
+        Self::Bytes(text.into().into_bytes())
     }
 }
 
@@ -164,8 +191,10 @@ pub(crate) struct Sources {
 /// A binary cannot be read, NRI mode without `regcred-nri`, or a shipped unit no longer
 /// has the line the installer rewrites (a packaging mistake, named).
 pub(crate) fn plan(layout: &Layout, mode: Mode, sources: &Sources) -> Result<Vec<Planned>, String> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| format!("reading the binary {}: {e}", path.display()))
+    let read = |path: &Path| match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(Content::File(path.to_owned())),
+        Ok(_) => Err(format!("the binary {} is not a file", path.display())),
+        Err(e) => Err(format!("reading the binary {}: {e}", path.display())),
     };
     let bin = |name: &str| layout.bin_dir.join(name);
     let unit = |name: &str| layout.unit_dir.join(name);
@@ -201,13 +230,13 @@ pub(crate) fn plan(layout: &Layout, mode: Mode, sources: &Sources) -> Result<Vec
         },
         Planned {
             path: unit(AGENT_SOCKET),
-            content: socket.into_bytes(),
+            content: Content::text(socket),
             mode: 0o644,
             part: Part::Unit,
         },
         Planned {
             path: unit(AGENT_SERVICE),
-            content: agent.into_bytes(),
+            content: Content::text(agent),
             mode: 0o644,
             part: Part::Unit,
         },
@@ -232,26 +261,26 @@ pub(crate) fn plan(layout: &Layout, mode: Mode, sources: &Sources) -> Result<Vec
             });
             files.push(Planned {
                 path: unit(NRI_SERVICE),
-                content: nri_unit.into_bytes(),
+                content: Content::text(nri_unit),
                 mode: 0o644,
                 part: Part::Unit,
             });
             files.push(Planned {
-                path: layout.containerd_dir.join("50-regcred.toml"),
-                content: CONTAINERD_DROP_IN.as_bytes().to_vec(),
+                path: layout.containerd_dir.join(CONTAINERD_DROP_IN_NAME),
+                content: Content::text(CONTAINERD_DROP_IN),
                 mode: 0o644,
                 part: Part::Containerd,
             });
             files.push(Planned {
                 path: layout.kubelet_dir.join("50-regcred.conf"),
-                content: KUBELET_DROP_IN_NRI.as_bytes().to_vec(),
+                content: Content::text(KUBELET_DROP_IN_NRI),
                 mode: 0o644,
                 part: Part::Kubelet,
             });
         }
         Mode::RuntimeProxy => files.push(Planned {
             path: layout.kubelet_dir.join("50-regcred.conf"),
-            content: KUBELET_DROP_IN_RUNTIME_PROXY.as_bytes().to_vec(),
+            content: Content::text(KUBELET_DROP_IN_RUNTIME_PROXY),
             mode: 0o644,
             part: Part::Kubelet,
         }),
@@ -292,42 +321,21 @@ pub(crate) enum KubeletFlags {
 
 /// Finds kubelet among `proc_dir`'s processes and reads its `--config-dir`.
 pub(crate) fn kubelet_flags(proc_dir: &Path) -> KubeletFlags {
-    let Ok(entries) = std::fs::read_dir(proc_dir) else {
+    let Some(args) = process_args(proc_dir, "kubelet") else {
         return KubeletFlags::NotRunning;
     };
-    for entry in entries.flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .collect();
-        let is_kubelet = args
-            .first()
-            .and_then(|a| {
-                Path::new(std::str::from_utf8(a).ok()?)
-                    .file_name()
-                    .map(|n| n == "kubelet")
-            })
-            .unwrap_or(false);
-        if !is_kubelet {
-            continue;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if let Some(dir) = arg.strip_prefix("--config-dir=") {
+            return KubeletFlags::ConfigDir(PathBuf::from(dir));
         }
-        let mut rest = args.iter().skip(1).map(|a| String::from_utf8_lossy(a));
-        while let Some(arg) = rest.next() {
-            if let Some(dir) = arg.strip_prefix("--config-dir=") {
-                return KubeletFlags::ConfigDir(PathBuf::from(dir));
-            }
-            if arg == "--config-dir"
-                && let Some(dir) = rest.next()
-            {
-                return KubeletFlags::ConfigDir(PathBuf::from(dir.as_ref()));
-            }
+        if arg == "--config-dir"
+            && let Some(dir) = rest.next()
+        {
+            return KubeletFlags::ConfigDir(PathBuf::from(dir));
         }
-        return KubeletFlags::NoConfigDir;
     }
-    KubeletFlags::NotRunning
+    KubeletFlags::NoConfigDir
 }
 
 /// Checks, before anything is written, that the host will read what is installed.
@@ -374,25 +382,162 @@ pub(crate) fn preflight(
         ));
     }
     if mode == Mode::Nri {
-        let config = layout.on_host(Path::new("/etc/containerd/config.toml"));
-        if let Ok(text) = std::fs::read_to_string(&config) {
-            let imports = text
-                .lines()
-                .map(str::trim_start)
-                .find(|line| line.starts_with("imports"));
-            let dir = layout.containerd_dir.display().to_string();
-            if let Some(line) = imports
-                && !line.contains(&dir)
-            {
-                return Err(format!(
-                    "/etc/containerd/config.toml sets `{line}`, which leaves out {dir}: add \
-                     \"{dir}/*.toml\" to it (containerd 2.x imports that directory only by \
-                     default); nothing was changed"
-                ));
-            }
-        }
+        let config = proc_dir
+            .and_then(containerd_config_flag)
+            .unwrap_or_else(|| PathBuf::from(CONTAINERD_CONFIG));
+        containerd_imports_drop_in(layout, &config)?;
     }
     Ok(())
+}
+
+/// The file name of regcred's containerd drop-in (NRI mode).
+pub(crate) const CONTAINERD_DROP_IN_NAME: &str = "50-regcred.toml";
+
+/// containerd's configuration file when it is started without `--config`.
+pub(crate) const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+
+/// The arguments (after the program) of the first process in `proc_dir` whose program's
+/// file name is `name`.
+fn process_args(proc_dir: &Path, name: &str) -> Option<Vec<String>> {
+    for entry in std::fs::read_dir(proc_dir).ok()?.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned());
+        let is_it = args
+            .next()
+            .is_some_and(|program| Path::new(&program).file_name().is_some_and(|n| n == name));
+        if is_it {
+            return Some(args.collect());
+        }
+    }
+    None
+}
+
+/// The running containerd's `--config` (`-c`), if it runs and has one.
+pub(crate) fn containerd_config_flag(proc_dir: &Path) -> Option<PathBuf> {
+    let args = process_args(proc_dir, "containerd")?;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if let Some(path) = arg
+            .strip_prefix("--config=")
+            .or_else(|| arg.strip_prefix("-c="))
+        {
+            return Some(PathBuf::from(path));
+        }
+        if arg == "--config" || arg == "-c" {
+            return rest.next().map(PathBuf::from);
+        }
+    }
+    None
+}
+
+/// Checks that containerd's configuration `config` (a path on the host) imports the
+/// drop-in the installer writes into `layout.containerd_dir`.
+///
+/// containerd 2.x reads `/etc/containerd/conf.d/*.toml` only where its configuration file
+/// lists it under `imports`, as `containerd config default` writes it: without that line,
+/// or without a configuration file (built-in defaults), it reads no drop-in at all (seen
+/// with containerd 2.3.7; its `LoadConfig` follows the `imports` of the files it loads).
+///
+/// # Errors
+/// The file is missing, is not TOML, or imports nothing that matches the drop-in. The
+/// message names the file and what to add; it never quotes the file (a containerd
+/// configuration may hold registry credentials).
+pub(crate) fn containerd_imports_drop_in(layout: &Layout, config: &Path) -> Result<(), String> {
+    let dir = layout.containerd_dir.display();
+    let drop_in = layout.containerd_dir.join(CONTAINERD_DROP_IN_NAME);
+    let add = format!(
+        "add \"{dir}/*.toml\" to its top-level `imports` (containerd 2.x reads drop-ins \
+         only from what that list names, as `containerd config default` writes it); nothing \
+         was changed"
+    );
+    let text = match std::fs::read_to_string(layout.on_host(config)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{} does not exist, so containerd runs on its built-in defaults and reads no \
+                 drop-in, regcred's NRI requirement included: create it with `version = 3` \
+                 and `imports = [\"{dir}/*.toml\"]`; nothing was changed",
+                config.display()
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "reading containerd's configuration {}: {e}; nothing was changed",
+                config.display()
+            ));
+        }
+    };
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        format!(
+            "containerd's configuration {} is not valid TOML{}: containerd would refuse it \
+             too; nothing was changed",
+            config.display(),
+            line.map(|l| format!(" (line {l})")).unwrap_or_default()
+        )
+    })?;
+    let imports = match table.get("imports") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str().map(str::to_owned).ok_or_else(|| {
+                    format!(
+                        "containerd's configuration {}: `imports` holds a value that is not a \
+                         path; nothing was changed",
+                        config.display()
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(format!(
+                "containerd's configuration {}: `imports` is not a list of paths; nothing was \
+                 changed",
+                config.display()
+            ));
+        }
+    };
+    let base = config.parent().unwrap_or(Path::new("/"));
+    let separator = glob::MatchOptions {
+        require_literal_separator: true,
+        ..glob::MatchOptions::new()
+    };
+    let imported = imports.iter().any(|import| {
+        let path = base.join(import);
+        if import.contains('*') {
+            glob::Pattern::new(&path.to_string_lossy())
+                .is_ok_and(|p| p.matches_path_with(&drop_in, separator))
+        } else {
+            path == drop_in
+        }
+    });
+    if imported {
+        return Ok(());
+    }
+    if imports.is_empty() {
+        Err(format!(
+            "containerd's configuration {} has no `imports`, so containerd would not read \
+             regcred's drop-in {}: {add}",
+            config.display(),
+            drop_in.display()
+        ))
+    } else {
+        Err(format!(
+            "containerd's configuration {} imports {:?}, which leaves out regcred's drop-in \
+             {}: {add}",
+            config.display(),
+            imports,
+            drop_in.display()
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{Layout, Mode, Part};
+use super::{Content, Layout, Mode, Part};
 
 /// The state file's name in the state directory.
 const STATE_FILE: &str = "state.json";
@@ -78,8 +78,51 @@ pub(crate) enum Previous {
 
 /// The hex sha256 of `bytes`.
 pub(super) fn sha256(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hex sha256 of a file's bytes, read in pieces.
+///
+/// # Errors
+/// The file cannot be opened or read (`NotFound` as such).
+pub(super) fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buffer[..n]);
+    }
+}
+
+impl Content {
+    /// The hex sha256 of the content.
+    ///
+    /// # Errors
+    /// A file content cannot be read (named).
+    pub(crate) fn sha256(&self) -> Result<String, String> {
+        match self {
+            Self::Bytes(bytes) => Ok(sha256(bytes)),
+            Self::File(path) => sha256_of_file(path)
+                .map_err(|e| format!("reading the binary {}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the content into `out` (a file content in pieces).
+    fn write_into(&self, out: &mut std::fs::File) -> std::io::Result<()> {
+        match self {
+            Self::Bytes(bytes) => out.write_all(bytes),
+            Self::File(path) => std::io::copy(&mut std::fs::File::open(path)?, out).map(drop),
+        }
+    }
 }
 
 impl InstallState {
@@ -124,7 +167,11 @@ impl InstallState {
     pub(crate) fn store(&self, layout: &Layout) -> Result<(), String> {
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| format!("serializing the installer state: {e}"))?;
-        write_atomic(&layout.on_host(&Self::path(layout)), &bytes, 0o600)
+        write_atomic(
+            &layout.on_host(&Self::path(layout)),
+            &Content::Bytes(bytes),
+            0o600,
+        )
     }
 
     /// Removes the state file and, with `copies`, the kept copies.
@@ -174,11 +221,11 @@ pub(super) fn remove_empty(layout: &Layout, dirs: &[PathBuf]) {
     }
 }
 
-/// A host file's bytes and permission bits as this process reaches it (`on_host`);
+/// A host file's sha256 and permission bits as this process reaches it (`on_host`);
 /// `None` when there is no file.
-pub(super) fn read_with_mode(on_host: &Path) -> Result<Option<(Vec<u8>, u32)>, String> {
-    let bytes = match std::fs::read(on_host) {
-        Ok(bytes) => bytes,
+pub(super) fn read_with_mode(on_host: &Path) -> Result<Option<(String, u32)>, String> {
+    let digest = match sha256_of_file(on_host) {
+        Ok(digest) => digest,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("reading {}: {e}", on_host.display())),
     };
@@ -187,16 +234,16 @@ pub(super) fn read_with_mode(on_host: &Path) -> Result<Option<(Vec<u8>, u32)>, S
         .permissions()
         .mode()
         & 0o7777;
-    Ok(Some((bytes, mode)))
+    Ok(Some((digest, mode)))
 }
 
-/// Keeps a copy of the host file `path` (its `bytes` and `mode`, as read) before regcred
-/// first replaces it.
+/// Keeps a copy of the host file `path` (whose `sha256` and `mode` were read) before
+/// regcred first replaces it.
 pub(super) fn keep(
     layout: &Layout,
     index: usize,
     path: &Path,
-    bytes: &[u8],
+    sha256: &str,
     mode: u32,
 ) -> Result<Previous, String> {
     let name = path
@@ -206,27 +253,38 @@ pub(super) fn keep(
         .state_dir
         .join(BACKUP_DIR)
         .join(format!("{index}-{name}"));
-    write_atomic(&layout.on_host(&backup), bytes, 0o600)?;
+    let original = Content::File(layout.on_host(path));
+    let staged = stage(&layout.on_host(&backup), &original, sha256, 0o600)?;
+    let kept = layout.on_host(&backup);
+    std::fs::rename(&staged, &kept).map_err(|e| {
+        let _ = std::fs::remove_file(&staged);
+        format!("renaming {} to {}: {e}", staged.display(), kept.display())
+    })?;
     Ok(Previous::Kept {
         backup,
         mode,
-        sha256: sha256(bytes),
+        sha256: sha256.to_owned(),
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file beside it: written, synced, given
+/// Writes `content` to `path` through a temporary file beside it: written, synced, given
 /// `mode`, renamed over `path`. Parent directories are created.
-pub(super) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    let staged = stage(path, bytes, mode)?;
+pub(super) fn write_atomic(path: &Path, content: &Content, mode: u32) -> Result<(), String> {
+    let staged = stage(path, content, &content.sha256()?, mode)?;
     std::fs::rename(&staged, path).map_err(|e| {
         let _ = std::fs::remove_file(&staged);
         format!("renaming {} to {}: {e}", staged.display(), path.display())
     })
 }
 
-/// Writes `bytes` beside `path` (as `NAME.regcred-new`), synced, with `mode`, and reads it
-/// back; returns the staged path.
-pub(super) fn stage(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, String> {
+/// Writes `content` (whose sha256 is `expected`) beside `path` (as `NAME.regcred-new`),
+/// synced, with `mode`, and reads it back; returns the staged path.
+pub(super) fn stage(
+    path: &Path,
+    content: &Content,
+    expected: &str,
+    mode: u32,
+) -> Result<PathBuf, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
@@ -235,13 +293,16 @@ pub(super) fn stage(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, Str
     let staged = path.with_file_name(name);
     let written = (|| {
         let mut file = std::fs::File::create(&staged)?;
-        file.write_all(bytes)?;
+        content.write_into(&mut file)?;
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.sync_all()
     })();
-    written.map_err(|e| format!("writing {}: {e}", staged.display()))?;
-    let back = std::fs::read(&staged).map_err(|e| format!("reading {}: {e}", staged.display()))?;
-    if back != bytes {
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staged);
+        return Err(format!("writing {}: {e}", staged.display()));
+    }
+    let back = sha256_of_file(&staged).map_err(|e| format!("reading {}: {e}", staged.display()))?;
+    if back != expected {
         let _ = std::fs::remove_file(&staged);
         return Err(format!("{} reads back different bytes", staged.display()));
     }
@@ -273,8 +334,8 @@ pub(crate) fn status(layout: &Layout) -> Result<Option<(InstallState, Vec<FileSt
         .iter()
         .map(|file| FileStatus {
             path: file.path.clone(),
-            state: match std::fs::read(layout.on_host(&file.path)) {
-                Ok(bytes) if sha256(&bytes) == file.sha256 => "installed",
+            state: match sha256_of_file(&layout.on_host(&file.path)) {
+                Ok(digest) if digest == file.sha256 => "installed",
                 Ok(_) => "changed",
                 Err(_) => "missing",
             },

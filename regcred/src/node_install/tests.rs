@@ -31,7 +31,10 @@ impl Host {
         std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
         std::fs::write(
             root.join("etc/containerd/config.toml"),
-            "version = 3\nroot = \"/var/lib/containerd\"\n",
+            // As `containerd config default` writes it: containerd 2.x reads conf.d only
+            // because this line names it.
+            "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n\
+             root = \"/var/lib/containerd\"\n",
         )
         .unwrap();
         let script = dir.path().join("systemctl");
@@ -378,13 +381,17 @@ fn the_legacy_mode_points_kubelets_runtime_at_the_agent_and_leaves_containerd() 
             "/etc/kubernetes/kubelet.conf.d/50-regcred.conf",
         ]
     );
-    let socket = String::from_utf8(files[1].content.clone()).unwrap();
+    let text = |content: &Content| match content {
+        Content::Bytes(bytes) => String::from_utf8(bytes.clone()).unwrap(),
+        Content::File(path) => panic!("a unit planned as the file {}", path.display()),
+    };
+    let socket = text(&files[1].content);
     assert!(
         socket.contains("ListenStream=/run/regcred/cri-proxy.sock\n")
             && !socket.contains("nri-decisions.sock"),
         "{socket}"
     );
-    let agent = String::from_utf8(files[2].content.clone()).unwrap();
+    let agent = text(&files[2].content);
     assert!(!agent.contains("--nri-decisions unix"), "{agent}");
     assert!(agent.contains("--pull-records-dir /var/lib/regcred/cri-proxy\n"));
     host.install(Mode::RuntimeProxy).unwrap();
@@ -400,7 +407,7 @@ fn nri_mode_needs_the_plugin_binary() {
     assert!(error.contains("--nri-plugin"), "{error}");
 }
 
-fn fake_kubelet(proc_dir: &Path, pid: u32, args: &[&str]) {
+fn fake_process(proc_dir: &Path, pid: u32, args: &[&str]) {
     let dir = proc_dir.join(pid.to_string());
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmdline = Vec::new();
@@ -415,11 +422,11 @@ fn fake_kubelet(proc_dir: &Path, pid: u32, args: &[&str]) {
 fn preflight_refuses_a_kubelet_that_would_not_read_the_drop_in() {
     let host = Host::new();
     let proc_dir = host.dir.path().join("proc");
-    fake_kubelet(&proc_dir, 1, &["/sbin/init"]);
+    fake_process(&proc_dir, 1, &["/sbin/init"]);
     assert_eq!(kubelet_flags(&proc_dir), KubeletFlags::NotRunning);
     preflight(&host.layout, Mode::Nri, Some(&proc_dir)).unwrap();
 
-    fake_kubelet(
+    fake_process(
         &proc_dir,
         812,
         &["/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml"],
@@ -430,7 +437,7 @@ fn preflight_refuses_a_kubelet_that_would_not_read_the_drop_in() {
         "{error}"
     );
 
-    fake_kubelet(
+    fake_process(
         &proc_dir,
         812,
         &["/usr/bin/kubelet", "--config-dir", "/etc/kubelet.d"],
@@ -441,7 +448,7 @@ fn preflight_refuses_a_kubelet_that_would_not_read_the_drop_in() {
         "{error}"
     );
 
-    fake_kubelet(
+    fake_process(
         &proc_dir,
         812,
         &[
@@ -457,20 +464,90 @@ fn preflight_refuses_a_kubelet_that_would_not_read_the_drop_in() {
 }
 
 #[test]
-fn preflight_refuses_a_containerd_that_imports_elsewhere() {
+fn preflight_refuses_a_containerd_that_would_not_read_the_drop_in() {
     let host = Host::new();
-    std::fs::write(
-        host.root().join("etc/containerd/config.toml"),
-        "version = 3\nimports = [\"/etc/containerd/site.d/*.toml\"]\n",
-    )
-    .unwrap();
+    let config = host.root().join("etc/containerd/config.toml");
+    let refused = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        preflight(&host.layout, Mode::Nri, None).unwrap_err()
+    };
+    let accepted = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        preflight(&host.layout, Mode::Nri, None).unwrap();
+    };
+
+    let error = refused("version = 3\nimports = [\"/etc/containerd/site.d/*.toml\"]\n");
+    assert!(
+        error.contains("leaves out regcred's drop-in /etc/containerd/conf.d/50-regcred.toml")
+            && error.contains("\"/etc/containerd/conf.d/*.toml\""),
+        "{error}"
+    );
+    // No `imports`: containerd 2.x then reads no drop-in (its default `imports` is only
+    // what `containerd config default` prints).
+    let error = refused("version = 3\nroot = \"/var/lib/containerd\"\n");
+    assert!(error.contains("has no `imports`"), "{error}");
+    // `*` does not cross a directory, as in containerd's (Go's) glob.
+    refused("version = 3\nimports = [\"/etc/*.toml\"]\n");
+    // A `[table]`'s `imports` is not containerd's.
+    refused("version = 3\n[plugins.x]\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n");
+    // Relative to the configuration's directory, a glob or the very file.
+    accepted("version = 3\nimports = [\"conf.d/*.toml\"]\n");
+    accepted(
+        "version = 3\nimports = [\"/etc/site.toml\", \"/etc/containerd/conf.d/50-regcred.toml\"]\n",
+    );
+
+    // Bad TOML: the line, never the file's text (it may hold registry credentials).
+    let canary = "canary-password-5c1e";
+    let error = refused(&format!(
+        "version = 3\n[plugins.registry.auth]\npassword = \"{canary}\" oops\n"
+    ));
+    assert!(
+        error.contains("is not valid TOML (line 3)") && !error.contains(canary),
+        "{error}"
+    );
+    let error = refused("version = 3\nimports = \"/etc/containerd/conf.d/*.toml\"\n");
+    assert!(
+        error.contains("`imports` is not a list of paths"),
+        "{error}"
+    );
+
+    std::fs::remove_file(&config).unwrap();
     let error = preflight(&host.layout, Mode::Nri, None).unwrap_err();
     assert!(
-        error.contains("leaves out /etc/containerd/conf.d"),
+        error.contains("does not exist, so containerd runs on its built-in defaults"),
         "{error}"
     );
     // The legacy mode writes nothing for containerd.
     preflight(&host.layout, Mode::RuntimeProxy, None).unwrap();
+
+    // The running containerd's --config is the file that counts.
+    let proc_dir = host.dir.path().join("proc");
+    fake_process(
+        &proc_dir,
+        77,
+        &[
+            "/usr/local/bin/containerd",
+            "--config",
+            "/etc/containerd/node.toml",
+        ],
+    );
+    assert_eq!(
+        containerd_config_flag(&proc_dir),
+        Some(PathBuf::from("/etc/containerd/node.toml"))
+    );
+    std::fs::write(
+        host.root().join("etc/containerd/node.toml"),
+        "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n",
+    )
+    .unwrap();
+    preflight(&host.layout, Mode::Nri, Some(&proc_dir)).unwrap();
+    fake_process(
+        &proc_dir,
+        77,
+        &["/usr/local/bin/containerd", "-c=/etc/none.toml"],
+    );
+    let error = preflight(&host.layout, Mode::Nri, Some(&proc_dir)).unwrap_err();
+    assert!(error.contains("/etc/none.toml does not exist"), "{error}");
 }
 
 #[test]

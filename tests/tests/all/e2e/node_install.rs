@@ -339,6 +339,18 @@ fn node_install_under_systemd_rolls_back_installs_and_uninstalls_byte_for_byte()
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert!(connected, "{}", node.journal("containerd.service"));
+    // ... and requires it: containerd's own merge of its configuration (config.toml and
+    // the `imports` it names) has the drop-in's validator settings.
+    let dump = Command::new("nsenter")
+        .args(["-t", &node.init.to_string(), "-a"])
+        .args(["/usr/local/bin/containerd", "config", "dump"])
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("required_plugins = ['regcred']"),
+        "containerd's merged configuration does not require regcred:\n{dump}"
+    );
     let agent = node.journal("regcred-cri-proxy.service");
     assert!(agent.contains("regcred cri-proxy serving"), "{agent}");
     assert!(!agent.contains("Operation not permitted"), "{agent}");
