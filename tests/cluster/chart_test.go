@@ -118,11 +118,18 @@ func helm(ctx context.Context, args ...string) (string, error) {
 // the repository, the manifest digest and the config digest.
 func pushRegcredImage(t *testing.T, ctx context.Context) (repository, manifestDigest, configDigest string) {
 	t.Helper()
+	return pushRegcredImageAs(t, ctx, deployImageTag)
+}
+
+// pushRegcredImageAs is pushRegcredImage as IMAGE:tag, built with scripts/image's
+// further arguments (e.g. --libc gnu: another build of the same regcred).
+func pushRegcredImageAs(t *testing.T, ctx context.Context, tag string, imageArgs ...string) (repository, manifestDigest, configDigest string) {
+	t.Helper()
 	top := mustAbs(t, filepath.Join("..", ".."))
 	archive := filepath.Join(t.TempDir(), "regcred-oci.tar")
 	started := time.Now()
-	out, err := exec.CommandContext(ctx, filepath.Join(top, "scripts", "image"), "--profile", kitProfile(),
-		"--out", archive, "--name", deployImageName+":"+deployImageTag).CombinedOutput()
+	args := append([]string{"--profile", kitProfile(), "--out", archive, "--name", deployImageName + ":" + tag}, imageArgs...)
+	out, err := exec.CommandContext(ctx, filepath.Join(top, "scripts", "image"), args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("scripts/image: %v\n%s", err, out)
 	}
@@ -134,13 +141,13 @@ func pushRegcredImage(t *testing.T, ctx context.Context) (repository, manifestDi
 		return m[1]
 	}
 	manifestDigest, configDigest = digest("manifest"), digest("config")
-	t.Logf("scripts/image (%s) in %s: manifest %s", kitProfile(), time.Since(started).Round(time.Millisecond), manifestDigest)
+	t.Logf("scripts/image (%s %s) in %s: manifest %s", kitProfile(), strings.Join(imageArgs, " "), time.Since(started).Round(time.Millisecond), manifestDigest)
 	repository = kit.Env["REGCRED_CLUSTER_PUBLIC_REGISTRY"] + "/regcred"
-	image := repository + ":" + deployImageTag
+	image := repository + ":" + tag
 	pushArgs := []string{"--address", kit.Desc.Nodes[0].ContainerdSocket, "-n", "regcred-deploy-test"}
 	for _, step := range [][]string{
 		{"images", "import", archive},
-		{"images", "tag", "--force", deployImageName + ":" + deployImageTag, image},
+		{"images", "tag", "--force", deployImageName + ":" + tag, image},
 		{"images", "push", "--plain-http", image},
 	} {
 		if out, err := exec.CommandContext(ctx, kit.Ctr(), append(pushArgs, step...)...).CombinedOutput(); err != nil {
@@ -148,7 +155,7 @@ func pushRegcredImage(t *testing.T, ctx context.Context) (repository, manifestDi
 		}
 	}
 	t.Cleanup(func() {
-		_ = exec.Command(kit.Ctr(), append(pushArgs, "images", "rm", deployImageName+":"+deployImageTag, image)...).Run()
+		_ = exec.Command(kit.Ctr(), append(pushArgs, "images", "rm", deployImageName+":"+tag, image)...).Run()
 		for i := range kit.Nodes() {
 			node := kit.Desc.Nodes[i].ContainerdSocket
 			_ = exec.Command(kit.Ctr(), "--address", node, "-n", "k8s.io", "images", "rm", image, repository+"@"+manifestDigest).Run()
