@@ -58,7 +58,9 @@ pub(super) struct HostExecArgs {
     /// /proc of the host's PID namespace.
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     proc_dir: PathBuf,
-    /// The program and its arguments.
+    /// The program and its arguments; the program is looked up on the usual system PATH
+    /// (`/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`), not this
+    /// process's.
     #[arg(trailing_var_arg = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
@@ -364,14 +366,21 @@ fn status(args: &StatusArgs) -> Result<u8> {
     Ok(if as_expected { EXIT_OK } else { EXIT_FAILED })
 }
 
+/// The PATH a host program is found and run with (systemd's default for services).
+const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 fn host_exec(args: &HostExecArgs) -> Result<u8> {
     node_install::enter_host_namespaces(&args.proc_dir).map_err(anyhow::Error::msg)?;
     let (program, rest) = args
         .command
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("host-exec needs a command"))?;
+    // The host's programs are where the host keeps them, not on the image's PATH (which
+    // names /usr/local/bin alone): the program is looked up, and runs, with the usual
+    // system PATH.
     let status = std::process::Command::new(program)
         .args(rest)
+        .env("PATH", HOST_PATH)
         .status()
         .map_err(|e| anyhow::anyhow!("running {program} on the host: {e}"))?;
     Ok(status

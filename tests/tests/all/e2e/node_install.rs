@@ -161,6 +161,9 @@ impl Node {
                 self.proc_dir.path().display()
             ))
             .args(extra)
+            // The image's environment: its PATH names only /usr/local/bin, where the
+            // host has no systemctl (host-exec must look where the host keeps it).
+            .env("PATH", "/usr/local/bin")
             .output()
             .unwrap()
     }
