@@ -172,6 +172,9 @@ spec:
             - --state-dir=/var/lib/regcred/node-install
             - --expect={{ .expect }}
         periodSeconds: 5
+        # A process start and a stat of each installed file (their identities were
+        # recorded at the install; only a file changed since is read and hashed).
+        timeoutSeconds: 5
       {{- with $in.resources }}
       resources:
         {{- toYaml . | nindent 8 }}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::state::{
     FileRecord, InstallState, Phase, Previous, keep, missing_dirs, read_with_mode, remove_empty,
-    sha256_of_file, stage, write_atomic,
+    sha256_of_file, stage, store_identities, write_atomic,
 };
 use super::{AGENT_SERVICE, AGENT_SOCKET, Content, Layout, Mode, Part, Planned, services};
 
@@ -186,6 +186,10 @@ pub(crate) fn install(
         let mut args = vec!["enable", "--now", AGENT_SOCKET];
         args.extend_from_slice(units);
         systemctl.run(&args)?;
+        if let Some(old) = &old {
+            // (An install by a regcred that kept no identities gets them now.)
+            store_identities(layout, old)?;
+        }
         outcome.unchanged = true;
         return Ok(outcome);
     }
@@ -247,6 +251,7 @@ pub(crate) fn install(
             remove_all(&kept_old);
             state.phase = Phase::Installed;
             state.store(layout)?;
+            store_identities(layout, &state)?;
             Ok(outcome)
         }
         Err(failure) => {

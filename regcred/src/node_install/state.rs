@@ -1,6 +1,7 @@
 //! The installer's record of a node: which files it wrote, what was there before each
 //! (kept byte for byte under the state directory), and whether the last install finished.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,76 @@ use super::{Content, Layout, Mode, Part};
 const STATE_FILE: &str = "state.json";
 /// The directory of the replaced files' copies, in the state directory.
 const BACKUP_DIR: &str = "backup";
+/// The installed files' identities (`stat`), in the state directory: what lets `status`
+/// (the installer pod's readiness probe, every few seconds) know a file is unchanged
+/// without reading tens of MiB of binaries each time.
+const IDENTITIES_FILE: &str = "identities.json";
+
+/// A file's identity as `stat` gives it. A write, a rename over it or a change of its
+/// permissions gives another one (the ctime cannot be set back from user space).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+fn identity(path: &Path) -> Option<Identity> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some(Identity {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        ctime: meta.ctime(),
+        ctime_nsec: meta.ctime_nsec(),
+    })
+}
+
+fn identities_path(layout: &Layout) -> PathBuf {
+    layout.on_host(&layout.state_dir.join(IDENTITIES_FILE))
+}
+
+/// Records the identity of every file of `state`, just installed as it says.
+///
+/// # Errors
+/// The state directory cannot be written.
+pub(super) fn store_identities(layout: &Layout, state: &InstallState) -> Result<(), String> {
+    let identities: BTreeMap<&Path, Identity> = state
+        .files
+        .iter()
+        .filter_map(|file| Some((file.path.as_path(), identity(&layout.on_host(&file.path))?)))
+        .collect();
+    let bytes = serde_json::to_vec_pretty(&identities)
+        .map_err(|e| format!("serializing the installed files' identities: {e}"))?;
+    write_atomic(&identities_path(layout), &Content::Bytes(bytes), 0o600)
+}
+
+/// Forgets the recorded identities (on uninstall). Identities left from an earlier
+/// install are harmless: a file switched or put back since has another ctime, so it is
+/// hashed; and they count only while the state says `installed`.
+///
+/// # Errors
+/// The file exists and cannot be removed.
+fn forget_identities(layout: &Layout) -> Result<(), String> {
+    let path = identities_path(layout);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", path.display())),
+    }
+}
+
+/// The recorded identities; none when there is no file or it cannot be read (then every
+/// file is hashed).
+fn load_identities(layout: &Layout) -> BTreeMap<PathBuf, Identity> {
+    std::fs::read(identities_path(layout))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
 
 /// What the installer did to a node.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -179,6 +250,7 @@ impl InstallState {
     /// # Errors
     /// They cannot be removed.
     pub(crate) fn remove(layout: &Layout, copies: bool) -> Result<(), String> {
+        forget_identities(layout)?;
         let state = layout.on_host(&Self::path(layout));
         let backups = layout.on_host(&layout.state_dir.join(BACKUP_DIR));
         if copies && backups.exists() {
@@ -329,15 +401,27 @@ pub(crate) fn status(layout: &Layout) -> Result<Option<(InstallState, Vec<FileSt
     let Some(state) = InstallState::load(layout)? else {
         return Ok(None);
     };
+    let identities = load_identities(layout);
     let files = state
         .files
         .iter()
         .map(|file| FileStatus {
             path: file.path.clone(),
-            state: match sha256_of_file(&layout.on_host(&file.path)) {
-                Ok(digest) if digest == file.sha256 => "installed",
-                Ok(_) => "changed",
-                Err(_) => "missing",
+            state: {
+                let on_host = layout.on_host(&file.path);
+                let unchanged = state.phase == Phase::Installed
+                    && identities
+                        .get(&file.path)
+                        .is_some_and(|was| identity(&on_host).as_ref() == Some(was));
+                if unchanged {
+                    "installed"
+                } else {
+                    match sha256_of_file(&on_host) {
+                        Ok(digest) if digest == file.sha256 => "installed",
+                        Ok(_) => "changed",
+                        Err(_) => "missing",
+                    }
+                }
             },
             replaced_a_file: matches!(file.previous, Previous::Kept { .. }),
         })

@@ -699,3 +699,47 @@ fn a_changed_socket_unit_is_switched_with_the_agent_down_and_put_back_on_failure
         ]
     );
 }
+
+#[test]
+fn status_trusts_an_unchanged_files_identity_and_hashes_a_changed_one() {
+    let host = Host::new();
+    host.install(Mode::Nri).unwrap();
+    let states = || -> BTreeMap<PathBuf, &'static str> {
+        let (_, files) = status(&host.layout).unwrap().unwrap();
+        files.into_iter().map(|f| (f.path, f.state)).collect()
+    };
+    assert!(
+        states().values().all(|s| *s == "installed"),
+        "{:?}",
+        states()
+    );
+
+    // The recorded digest of the binary made wrong: its file was not touched since the
+    // install, so its identity says installed without reading it (the readiness probe's
+    // case: every few seconds, tens of MiB of binaries not read again).
+    let binary = PathBuf::from("/opt/regcred/bin/regcred");
+    let mut state = InstallState::load(&host.layout).unwrap().unwrap();
+    for file in &mut state.files {
+        if file.path == binary {
+            file.sha256 = "0".repeat(64);
+        }
+    }
+    state.store(&host.layout).unwrap();
+    assert_eq!(states()[&binary], "installed");
+
+    // Rewritten in place with other bytes of the same size: another ctime, so it is
+    // hashed, and found changed.
+    let on_host = host.layout.on_host(&binary);
+    let mut bytes = std::fs::read(&on_host).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&on_host, &bytes).unwrap();
+    assert_eq!(states()[&binary], "changed");
+
+    // Uninstall forgets the identities with the state.
+    let identities = host
+        .root()
+        .join("var/lib/regcred/node-install/identities.json");
+    assert!(identities.exists());
+    let _ = uninstall(&host.layout, &host.systemctl);
+    assert!(!identities.exists());
+}
