@@ -92,7 +92,11 @@ func (n *systemdNode) run(ctx context.Context, args ...string) (string, error) {
 
 // journal is the last lines of a unit's journal in the node, for failure messages.
 func (n *systemdNode) journal(t *testing.T, unit string, lines int) string {
-	out, err := n.run(context.Background(), "journalctl", "--no-pager", "-o", "cat", "-n", strconv.Itoa(lines), "-u", unit)
+	args := []string{"journalctl", "--no-pager", "-o", "short-precise", "-n", strconv.Itoa(lines)}
+	if unit != "" {
+		args = append(args, "-u", unit)
+	}
+	out, err := n.run(context.Background(), args...)
 	if err != nil {
 		return fmt.Sprintf("(journalctl -u %s: %v) %s", unit, err, out)
 	}
@@ -114,7 +118,7 @@ func (n *systemdNode) mainPID(t *testing.T, ctx context.Context, unit string) st
 func (n *systemdNode) files(t *testing.T) map[string]string {
 	t.Helper()
 	files := map[string]string{}
-	for _, top := range []string{"etc/containerd", "etc/kubernetes", "var/lib/kubelet/config.yaml", "etc/systemd/system", "usr/local/bin", "var/lib/regcred"} {
+	for _, top := range []string{"etc/containerd", "etc/kubernetes", "var/lib/kubelet/config.yaml", "etc/systemd/system", "opt/regcred", "var/lib/regcred/node-install"} {
 		err := filepath.WalkDir(filepath.Join(n.root(), top), func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				if os.IsNotExist(err) {
@@ -228,7 +232,9 @@ func TestHelmChartInstallsASystemdNode(t *testing.T) {
 	ctx := context2(t, 15*time.Minute)
 	top := mustAbs(t, filepath.Join("..", ".."))
 	chart := filepath.Join(top, "deploy", "chart")
-	node := joinSystemdNode(t, ctx, "regcred-systemd-1")
+	// A name of its own: pods left bound to a node of an earlier run (a failed test
+	// keeps its namespace) would come back with the name.
+	node := joinSystemdNode(t, ctx, "regcred-systemd-"+RandomSuffix())
 	before := node.files(t)
 
 	repository, _, _ := pushRegcredImage(t, ctx)
@@ -310,9 +316,10 @@ func TestHelmChartInstallsASystemdNode(t *testing.T) {
 	var churned []string
 	var failed []string
 	churnDone := make(chan struct{})
+	// At most 60 pods: the node takes 110, and pods stay until the namespace goes.
 	go func() {
 		defer close(churnDone)
-		for i := 0; churnCtx.Err() == nil; i++ {
+		for i := 0; churnCtx.Err() == nil && i < 60; i++ {
 			name := fmt.Sprintf("churn-%d", i)
 			_, err := kit.CreateRegcredSecret(churnCtx, ns, name, map[string]string{"serverAddress": basic, "username": user(), "password": password()})
 			if err == nil {
@@ -325,7 +332,7 @@ func TestHelmChartInstallsASystemdNode(t *testing.T) {
 				failed = append(failed, fmt.Sprintf("%s: %v", name, err))
 			}
 			mu.Unlock()
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(500 * time.Millisecond)
 		}
 	}()
 	time.Sleep(3 * time.Second)
@@ -339,17 +346,19 @@ func TestHelmChartInstallsASystemdNode(t *testing.T) {
 	}
 	installerReady(t, ctx, node, "regcred-node-installer", imageB)
 	t.Logf("helm upgrade --wait and the node reinstalled in %s", time.Since(started).Round(time.Millisecond))
+	// Ready means this pod installed the node: the new agent runs already.
+	agentAfter := node.mainPID(t, ctx, "regcred-cri-proxy.service")
+	upgraded := node.files(t)
 	time.Sleep(5 * time.Second)
 	stopChurn()
 	<-churnDone
 
-	agentAfter := node.mainPID(t, ctx, "regcred-cri-proxy.service")
 	if agentAfter == agentBefore || agentAfter == "0" {
 		t.Errorf("the node agent was not restarted by the upgrade (main PID %s, before %s)", agentAfter, agentBefore)
 	}
-	upgraded := node.files(t)
-	if upgraded["usr/local/bin/regcred"] == installed["usr/local/bin/regcred"] {
-		t.Error("the upgrade left the node's /usr/local/bin/regcred as it was: the two builds did not differ")
+	const binary = "opt/regcred/bin/regcred"
+	if upgraded[binary] == "" || upgraded[binary] == installed[binary] {
+		t.Errorf("the upgrade left the node's /%s as it was (%q): the two builds did not differ", binary, upgraded[binary])
 	}
 	if len(failed) > 0 {
 		t.Errorf("%d creates failed during the upgrade, first: %s", len(failed), failed[0])
@@ -357,10 +366,38 @@ func TestHelmChartInstallsASystemdNode(t *testing.T) {
 	if len(churned) < 10 {
 		t.Fatalf("only %d pods created during the upgrade: the churn did not run", len(churned))
 	}
-	for _, name := range churned {
-		if _, err := kit.WaitRunning(ctx, ns, name, runTimeout); err != nil {
-			t.Errorf("a pod created during the upgrade did not run: %v", err)
+	// Every one runs (kubelet's back-off included, had any start failed).
+	var notRunning []string
+	_ = wait.PollUntilContextTimeout(ctx, 2*time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		notRunning = notRunning[:0]
+		for _, name := range churned {
+			pod, err := kit.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil || pod.Status.Phase != corev1.PodRunning {
+				notRunning = append(notRunning, name)
+			}
 		}
+		return len(notRunning) == 0, nil
+	})
+	// ... and none failed on the way (a failed pull or creation is a Warning event, then
+	// kubelet's back-off and a retry that may succeed).
+	for _, name := range churned {
+		events, err := kit.PodEvents(ctx, ns, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range events {
+			if e.Type == corev1.EventTypeWarning && e.Reason != "MissingClusterDNS" {
+				t.Errorf("pod %s, created during the upgrade: %s %s", name, e.Reason, e.Message)
+			}
+		}
+	}
+	for i, name := range notRunning {
+		if i == 3 {
+			t.Errorf("... and %d more", len(notRunning)-3)
+			break
+		}
+		pod, _ := kit.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		t.Errorf("pod %s, created during the upgrade, is not Running: %s", name, kit.Describe(ns, name, pod))
 	}
 	t.Logf("churn: %d pods (each with a new Secret) created during the upgrade, %d create failures; agent main PID %s -> %s",
 		len(churned), len(failed), agentBefore, agentAfter)
@@ -376,7 +413,7 @@ func TestHelmChartInstallsASystemdNode(t *testing.T) {
 	}
 	t.Logf("helm uninstall --wait (with the node's clean-up) in %s", time.Since(started).Round(time.Millisecond))
 	if diff := diffFiles(before, node.files(t)); len(diff) > 0 {
-		t.Errorf("after helm uninstall the node's files differ from before the install: %v", diff)
+		t.Errorf("after helm uninstall the node's files differ from before the install: %v\nthe node's journal:\n%s", diff, node.journal(t, "", 150))
 	}
 	for _, unit := range []string{"regcred-cri-proxy.service", "regcred-nri.service"} {
 		if out, err := node.run(ctx, "systemctl", "is-active", unit); err == nil {

@@ -160,6 +160,14 @@ spec:
         - --kubelet-config-dir={{ $in.kubeletConfigDir }}
         - --containerd-config-dir={{ $in.containerdConfigDir }}
         - --stay
+      env:
+        # `install` records it on the node; the probe's `status` wants it there, so a
+        # new pod (a new image) is Ready once it has installed the node itself, not
+        # while the previous version's install stands (the roll-out's next node waits).
+        - name: REGCRED_INSTALLER_ID
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.uid
       # Ready once the host is as this pod makes it (exit 1 of `install` or `uninstall`
       # restarts the pod; `install` has then put the node back as it was).
       readinessProbe:

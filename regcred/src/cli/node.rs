@@ -184,6 +184,10 @@ pub(super) struct InstallArgs {
     /// pod is Ready once the node is installed). Leaving does not uninstall.
     #[arg(long)]
     stay: bool,
+    /// Who installs (the chart: the installer pod's UID), recorded on the node after a
+    /// successful install, for `status --expect installed --installer-id`.
+    #[arg(long, env = "REGCRED_INSTALLER_ID", value_name = "ID")]
+    installer_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +213,11 @@ pub(super) struct StatusArgs {
     /// the clean-up DaemonSet's).
     #[arg(long, value_enum, value_name = "STATE")]
     expect: Option<Expect>,
+    /// With `--expect installed`: also that this installer (`install --installer-id`)
+    /// made the install there now (the installer pod's readiness: a new pod is Ready
+    /// once it has installed its own version, not while an older install stands).
+    #[arg(long, env = "REGCRED_INSTALLER_ID", value_name = "ID")]
+    installer_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -256,11 +265,13 @@ fn install(args: &InstallArgs) -> Result<u8> {
         }
     };
     let systemctl = args.systemd.systemctl(&layout)?;
-    finish(
-        "install",
-        node_install::install(&layout, mode, files, &systemctl),
-        args.stay,
-    )
+    let result = node_install::install(&layout, mode, files, &systemctl).and_then(|outcome| {
+        if let Some(id) = &args.installer_id {
+            node_install::record_installer(&layout, id)?;
+        }
+        Ok(outcome)
+    });
+    finish("install", result, args.stay)
 }
 
 fn uninstall(args: &UninstallArgs) -> Result<u8> {
@@ -358,9 +369,21 @@ fn status(args: &StatusArgs) -> Result<u8> {
         .as_ref()
         .is_some_and(|s| s.phase == Phase::Installed)
         && report.files.iter().all(|f| f.state == "installed");
+    let by = node_install::installed_by(&layout);
+    let ours = args
+        .installer_id
+        .as_ref()
+        .is_none_or(|id| by.as_ref() == Some(id));
+    if args.expect == Some(Expect::Installed) && whole && !ours {
+        println!(
+            "installed by another installer ({}), not {}",
+            by.as_deref().unwrap_or("none recorded"),
+            args.installer_id.as_deref().unwrap_or_default()
+        );
+    }
     let as_expected = match args.expect {
         None => true,
-        Some(Expect::Installed) => whole,
+        Some(Expect::Installed) => whole && ours,
         Some(Expect::Absent) => report.state.is_none(),
     };
     Ok(if as_expected { EXIT_OK } else { EXIT_FAILED })

@@ -8,7 +8,9 @@ use super::state::{
     FileRecord, InstallState, Phase, Previous, keep, missing_dirs, read_with_mode, remove_empty,
     sha256_of_file, stage, store_identities, write_atomic,
 };
-use super::{AGENT_SERVICE, AGENT_SOCKET, Content, Layout, Mode, Part, Planned, services};
+use super::{
+    AGENT_SERVICE, AGENT_SOCKET, Content, Layout, Mode, NRI_SERVICE, Part, Planned, services,
+};
 
 /// containerd's unit.
 const CONTAINERD: &str = "containerd.service";
@@ -298,8 +300,22 @@ fn restart_for(
             systemctl.run(&["start", AGENT_SOCKET])?;
             systemctl.check_active(&[AGENT_SOCKET])?;
         }
-        attempted.extend(units.iter().map(|u| (*u).to_owned()));
-        systemctl.restart(units)?;
+        // Only the services whose own files changed restart; the others are started
+        // (a no-op when they run). A regcred-nri restarted for nothing costs a creation:
+        // containerd drops a closed validator only at the end of the next request, which
+        // fails ("ttrpc: closed"); an agent restart alone costs none (its socket unit).
+        let (changed, same): (Vec<&str>, Vec<&str>) = units
+            .iter()
+            .partition(|unit| switched.iter().any(|s| restarts(&s.file.path, unit)));
+        attempted.extend(changed.iter().map(|u| (*u).to_owned()));
+        systemctl.restart(&changed)?;
+        if !same.is_empty() {
+            attempted.extend(same.iter().map(|u| (*u).to_owned()));
+            let mut start = vec!["start"];
+            start.extend_from_slice(&same);
+            systemctl.run(&start)?;
+            systemctl.check_active(&same)?;
+        }
     }
     if touched(Part::Containerd) {
         attempted.push(CONTAINERD.to_owned());
@@ -425,6 +441,18 @@ fn keep_beside(target: &std::path::Path) -> Result<PathBuf, String> {
             .map_err(|e| format!("keeping {} as {}: {e}", target.display(), old.display()))?;
     }
     Ok(old)
+}
+
+/// Whether switching the file `path` calls for restarting `unit`: its binary, its unit
+/// file, or (the agent) its socket unit.
+fn restarts(path: &std::path::Path, unit: &str) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name == unit
+        || (unit == AGENT_SERVICE && (name == "regcred" || name == AGENT_SOCKET))
+        || (unit == NRI_SERVICE && name == "regcred-nri")
 }
 
 fn remove_all(paths: &[PathBuf]) {

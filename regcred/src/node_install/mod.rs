@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 pub(crate) use apply::{Outcome, Systemctl, install, uninstall};
 pub(crate) use host_exec::enter_host_namespaces;
-pub(crate) use state::{FileStatus, InstallState, Phase, status};
+pub(crate) use state::{FileStatus, InstallState, Phase, installed_by, record_installer, status};
 
 /// The agent's unit as `deploy/cri-proxy` ships it; the installer rewrites its binary path.
 const AGENT_UNIT: &str = include_str!("../../../deploy/cri-proxy/regcred-cri-proxy.service");

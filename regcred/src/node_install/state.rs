@@ -19,6 +19,29 @@ const BACKUP_DIR: &str = "backup";
 /// (the installer pod's readiness probe, every few seconds) know a file is unchanged
 /// without reading tens of MiB of binaries each time.
 const IDENTITIES_FILE: &str = "identities.json";
+/// Who installed what is there now (the installer pod's UID), in the state directory:
+/// the pod is Ready only once it has installed the node itself, not as soon as an
+/// earlier version's install is in place.
+const INSTALLED_BY_FILE: &str = "installed-by";
+
+/// Records `id` as the installer of what the state describes.
+///
+/// # Errors
+/// The state directory cannot be written.
+pub(crate) fn record_installer(layout: &Layout, id: &str) -> Result<(), String> {
+    write_atomic(
+        &layout.on_host(&layout.state_dir.join(INSTALLED_BY_FILE)),
+        &Content::Bytes(format!("{id}\n").into_bytes()),
+        0o600,
+    )
+}
+
+/// The installer recorded by [`record_installer`], if any.
+pub(crate) fn installed_by(layout: &Layout) -> Option<String> {
+    std::fs::read_to_string(layout.on_host(&layout.state_dir.join(INSTALLED_BY_FILE)))
+        .ok()
+        .map(|id| id.trim().to_owned())
+}
 
 /// A file's identity as `stat` gives it. A write, a rename over it or a change of its
 /// permissions gives another one (the ctime cannot be set back from user space).
@@ -251,6 +274,12 @@ impl InstallState {
     /// They cannot be removed.
     pub(crate) fn remove(layout: &Layout, copies: bool) -> Result<(), String> {
         forget_identities(layout)?;
+        let by = layout.on_host(&layout.state_dir.join(INSTALLED_BY_FILE));
+        match std::fs::remove_file(&by) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", by.display())),
+        }
         let state = layout.on_host(&Self::path(layout));
         let backups = layout.on_host(&layout.state_dir.join(BACKUP_DIR));
         if copies && backups.exists() {

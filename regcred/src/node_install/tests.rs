@@ -300,6 +300,13 @@ fn a_failed_upgrade_goes_back_to_the_installed_version() {
         "daemon-reload".to_owned(),
         "restart regcred-cri-proxy.service regcred-nri.service".to_owned()
     ]));
+    // regcred-nri's files did not change: it is not restarted (only the rollback's
+    // restart of every service names it).
+    assert!(
+        calls.contains(&"restart regcred-cri-proxy.service".to_owned())
+            && !calls.contains(&"restart regcred-nri.service".to_owned()),
+        "{calls:?}"
+    );
     // The socket unit did not change: it stays up through the agent's restarts.
     assert!(
         !calls
@@ -675,7 +682,9 @@ fn a_changed_socket_unit_is_switched_with_the_agent_down_and_put_back_on_failure
     let before = host.tree();
     host.calls();
 
-    host.fail_on("restart regcred-nri.service");
+    // regcred-nri's files did not change: it is started (a no-op when it runs), not
+    // restarted. Its start fails here.
+    host.fail_on("start regcred-nri.service");
     let error = host.install(Mode::Nri).unwrap_err();
     assert!(error.contains("rolled back"), "{error}");
     assert_eq!(host.tree(), before, "the rollback left changes");
@@ -689,7 +698,8 @@ fn a_changed_socket_unit_is_switched_with_the_agent_down_and_put_back_on_failure
             "start regcred-cri-proxy.socket",
             "is-active --quiet regcred-cri-proxy.socket",
             "restart regcred-cri-proxy.service",
-            "restart regcred-nri.service",
+            "is-active --quiet regcred-cri-proxy.service",
+            "start regcred-nri.service",
             // The rollback: everything stopped, the edited socket unit put back and
             // started before its agent.
             "stop regcred-cri-proxy.socket regcred-cri-proxy.service regcred-nri.service",
