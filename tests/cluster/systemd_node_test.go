@@ -45,6 +45,11 @@ func joinSystemdNode(t *testing.T, ctx context.Context, name string) *systemdNod
 	}
 	n := &systemdNode{name: name, dir: filepath.Join(scratch, fmt.Sprintf("join-%d", os.Getpid()))}
 	t.Cleanup(func() {
+		if os.Getenv("REGCRED_KEEP_SYSTEMD_NODE") == "1" && t.Failed() {
+			t.Logf("REGCRED_KEEP_SYSTEMD_NODE=1: the node is left running in %s (PID 1: %d); scripts/nspawn-node down %s, then delete Node %s",
+				n.dir, n.init, n.dir, name)
+			return
+		}
 		if out, err := exec.Command(script, "down", n.dir).CombinedOutput(); err != nil {
 			t.Errorf("scripts/nspawn-node down %s: %v\n%s", n.dir, err, out)
 		}

@@ -1,8 +1,9 @@
 //! `regcred node cleanup`: the Helm chart's pre-delete hook. Removes the webhook
-//! configuration first (nothing refuses Secrets once regcred is going), then runs
-//! `regcred node uninstall` on every node through a DaemonSet made from the chart's
-//! manifest, waits until each node's pod reports the node uninstalled, and deletes the
-//! DaemonSet.
+//! configuration first (nothing refuses Secrets once regcred is going) and the installer
+//! DaemonSet (whose pods would install a node again if one restarted, and the uninstall
+//! restarts kubelet), then runs `regcred node uninstall` on every node through a
+//! DaemonSet made from the chart's manifest, waits until each node's pod reports the node
+//! uninstalled, and deletes the DaemonSet.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,6 +29,10 @@ pub(super) struct CleanupArgs {
     /// The ValidatingWebhookConfiguration to delete first (none when empty).
     #[arg(long, value_name = "NAME", default_value = "")]
     webhook_configuration: String,
+    /// The installer DaemonSet (in the uninstalling DaemonSet's namespace) to delete, and
+    /// whose pods to wait out, before anything is uninstalled (none when empty).
+    #[arg(long, value_name = "NAME", default_value = "")]
+    installer_daemonset: String,
     /// How long to wait for every node.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     timeout_seconds: u64,
@@ -74,27 +79,37 @@ async fn cleanup(args: &CleanupArgs) -> Result<u8> {
     }
 
     let api: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
-    // A DaemonSet left by an interrupted clean-up is replaced.
-    if api.get_opt(&name).await?.is_some() {
-        api.delete(&name, &DeleteParams::foreground()).await?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while api.get_opt(&name).await?.is_some() {
-            if Instant::now() > deadline {
-                bail!("DaemonSet {namespace}/{name} from an earlier clean-up does not go away");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+    if !args.installer_daemonset.is_empty() {
+        delete_and_wait(&api, &namespace, &args.installer_daemonset, 120).await?;
+        println!(
+            "deleted DaemonSet {namespace}/{}: no installer pod is left",
+            args.installer_daemonset
+        );
     }
+    // A DaemonSet left by an interrupted clean-up is replaced.
+    delete_and_wait(&api, &namespace, &name, 60)
+        .await
+        .context("the uninstalling DaemonSet of an earlier clean-up")?;
     api.create(&PostParams::default(), &daemonset)
         .await
         .with_context(|| format!("creating DaemonSet {namespace}/{name}"))?;
     println!("created DaemonSet {namespace}/{name}: uninstalling on every node");
 
+    // Every node uninstalled on two looks, more than a readiness period (5 s) apart: a
+    // pod killed and started again by the kubelet that its own uninstall restarted may
+    // show Ready for a moment before its probe runs again.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_seconds);
+    let mut seen_done: Option<Instant> = None;
     let done = loop {
         let current = api.get(&name).await?;
         if rolled_out(&current) {
-            break true;
+            match seen_done {
+                Some(at) if at.elapsed() >= Duration::from_secs(6) => break true,
+                Some(_) => {}
+                None => seen_done = Some(Instant::now()),
+            }
+        } else {
+            seen_done = None;
         }
         if Instant::now() > deadline {
             break false;
@@ -121,6 +136,29 @@ async fn cleanup(args: &CleanupArgs) -> Result<u8> {
     }
     println!("every node is uninstalled; deleted DaemonSet {namespace}/{name}");
     Ok(EXIT_OK)
+}
+
+/// Deletes the DaemonSet `name` (foreground: its pods first) and waits up to `seconds`
+/// until it is gone; a DaemonSet that is not there is fine.
+async fn delete_and_wait(
+    api: &Api<DaemonSet>,
+    namespace: &str,
+    name: &str,
+    seconds: u64,
+) -> Result<()> {
+    match api.delete(name, &DeleteParams::foreground()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("deleting DaemonSet {namespace}/{name}")),
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while api.get_opt(name).await?.is_some() {
+        if Instant::now() > deadline {
+            bail!("DaemonSet {namespace}/{name} does not go away after {seconds} s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
 }
 
 /// Every node the DaemonSet is for has its pod Ready (the node uninstalled).
