@@ -422,6 +422,64 @@ fn the_static_binary_is_static_and_loads_its_module_precompiled() {
     );
 }
 
+/// The static binary does not depend on where it was built: outside its debug
+/// information (which the release build the image carries has none of), no byte names
+/// the checkout or cargo's home. Cranelift's generated code, included from the build's
+/// OUT_DIR, put that absolute path into panic locations, so two checkouts gave two
+/// digests (scripts/repro-static found it; scripts/static-env remaps the paths, and
+/// scripts/repro-static compares two whole builds before a release).
+#[test]
+fn the_static_binary_names_no_path_of_its_build() {
+    use object::{Object as _, ObjectSection as _};
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let binary = profile_dir
+        .parent()
+        .unwrap()
+        .join("x86_64-unknown-linux-musl")
+        .join(profile_dir.file_name().unwrap())
+        .join("regcred");
+    let bytes = std::fs::read(&binary).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: build it with `. scripts/static-env && cargo build --target \
+             x86_64-unknown-linux-musl -p regcred --bin regcred` (scripts/test does)",
+            binary.display()
+        )
+    });
+    let elf = object::File::parse(&*bytes).unwrap();
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .canonicalize()
+        .unwrap();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .and_then(|p| p.canonicalize().ok())
+        .expect("cargo's home");
+    let mut found = Vec::new();
+    for section in elf.sections() {
+        let name = section.name().unwrap_or("?");
+        if name.starts_with(".debug") {
+            continue;
+        }
+        let data = section.data().unwrap_or_default();
+        for path in [&checkout, &cargo_home] {
+            let needle = path.as_os_str().as_encoded_bytes();
+            let count = data.windows(needle.len()).filter(|w| *w == needle).count();
+            if count > 0 {
+                found.push(format!("{name}: {} x{count}", path.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "{} names paths of its build (was it built without scripts/static-env's \
+         flags?): {found:?}",
+        binary.display()
+    );
+}
+
 /// regcred-nri as scripts/image builds it (static, `-trimpath`, no VCS stamp): two
 /// builds into two files give the same bytes, and the image carries it at
 /// /usr/local/bin/regcred-nri, executable, for `regcred node install --nri-plugin`. A
