@@ -321,10 +321,11 @@ func TestHelmChartInstallsASystemdNode(t *testing.T) {
 	var churned []string
 	var failed []string
 	churnDone := make(chan struct{})
-	// At most 60 pods: the node takes 110, and pods stay until the namespace goes.
+	// Until 5 s after the upgrade is done, a pod a second (at most 90: the node takes
+	// 110, and pods stay until the namespace goes).
 	go func() {
 		defer close(churnDone)
-		for i := 0; churnCtx.Err() == nil && i < 60; i++ {
+		for i := 0; churnCtx.Err() == nil && i < 90; i++ {
 			name := fmt.Sprintf("churn-%d", i)
 			_, err := kit.CreateRegcredSecret(churnCtx, ns, name, map[string]string{"serverAddress": basic, "username": user(), "password": password()})
 			if err == nil {
@@ -337,7 +338,7 @@ func TestHelmChartInstallsASystemdNode(t *testing.T) {
 				failed = append(failed, fmt.Sprintf("%s: %v", name, err))
 			}
 			mu.Unlock()
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(time.Second)
 		}
 	}()
 	time.Sleep(3 * time.Second)

@@ -447,11 +447,13 @@ fn the_static_binary_names_no_path_of_its_build() {
         )
     });
     let elf = object::File::parse(&*bytes).unwrap();
-    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The checkout as cargo named it and as the file system has it (either may be the
+    // one rustc saw, when a symbolic link leads to it).
+    let named = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
-        .canonicalize()
-        .unwrap();
+        .to_owned();
+    let checkout = named.canonicalize().unwrap();
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
@@ -464,7 +466,7 @@ fn the_static_binary_names_no_path_of_its_build() {
             continue;
         }
         let data = section.data().unwrap_or_default();
-        for path in [&checkout, &cargo_home] {
+        for path in [&named, &checkout, &cargo_home] {
             let needle = path.as_os_str().as_encoded_bytes();
             let count = data.windows(needle.len()).filter(|w| *w == needle).count();
             if count > 0 {

@@ -375,7 +375,7 @@ fn status(args: &StatusArgs) -> Result<u8> {
         .as_ref()
         .is_none_or(|id| by.as_ref() == Some(id));
     if args.expect == Some(Expect::Installed) && whole && !ours {
-        println!(
+        eprintln!(
             "installed by another installer ({}), not {}",
             by.as_deref().unwrap_or("none recorded"),
             args.installer_id.as_deref().unwrap_or_default()

@@ -80,11 +80,7 @@ async fn cleanup(args: &CleanupArgs) -> Result<u8> {
 
     let api: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
     if !args.installer_daemonset.is_empty() {
-        delete_and_wait(&api, &namespace, &args.installer_daemonset, 120).await?;
-        println!(
-            "deleted DaemonSet {namespace}/{}: no installer pod is left",
-            args.installer_daemonset
-        );
+        stop_installer(&client, &api, &namespace, &args.installer_daemonset).await?;
     }
     // A DaemonSet left by an interrupted clean-up is replaced.
     delete_and_wait(&api, &namespace, &name, 60)
@@ -138,6 +134,71 @@ async fn cleanup(args: &CleanupArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// Deletes the installer DaemonSet and waits up to 60 s for its pods to go. Pods on a
+/// node that does not answer stay Terminating: the clean-up goes on without them (such
+/// a pod cannot install anything while its node is away, and its kubelet removes it when
+/// the node comes back) and names their nodes.
+async fn stop_installer(
+    client: &kube::Client,
+    api: &Api<DaemonSet>,
+    namespace: &str,
+    name: &str,
+) -> Result<()> {
+    let Some(daemonset) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e).with_context(|| format!("deleting DaemonSet {namespace}/{name}")),
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = match_labels(&daemonset);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = pods.list(&ListParams::default().labels(&selector)).await?;
+        if left.items.is_empty() {
+            println!("deleted DaemonSet {namespace}/{name}: no installer pod is left");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let nodes: Vec<String> = left
+                .items
+                .iter()
+                .map(|p| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_else(|| "(unscheduled)".to_owned())
+                })
+                .collect();
+            println!(
+                "deleted DaemonSet {namespace}/{name}; its pods on {} have not gone after 60 \
+                 s (node not answering?): going on without them",
+                nodes.join(", ")
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The DaemonSet's `matchLabels` as a label selector.
+fn match_labels(daemonset: &DaemonSet) -> String {
+    daemonset
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 /// Deletes the DaemonSet `name` (foreground: its pods first) and waits up to `seconds`
 /// until it is gone; a DaemonSet that is not there is fine.
 async fn delete_and_wait(
@@ -174,18 +235,7 @@ fn rolled_out(daemonset: &DaemonSet) -> bool {
 
 /// `node (pod: why)` for each pod of the DaemonSet not Ready.
 async fn not_ready(client: &kube::Client, namespace: &str, daemonset: &DaemonSet) -> Vec<String> {
-    let selector = daemonset
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+    let selector = match_labels(daemonset);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
         return Vec::new();

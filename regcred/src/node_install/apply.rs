@@ -129,6 +129,14 @@ pub(crate) fn install(
             old.mode
         ));
     }
+    // What an install killed halfway may have left beside its files.
+    remove_leftovers(
+        layout,
+        files.iter().map(|f| f.path.as_path()).chain(
+            old.iter()
+                .flat_map(|o| o.files.iter().map(|f| f.path.as_path())),
+        ),
+    );
     let state_file = InstallState::path(layout);
     let created = missing_dirs(
         layout,
@@ -190,7 +198,7 @@ pub(crate) fn install(
         systemctl.run(&args)?;
         if let Some(old) = &old {
             // (An install by a regcred that kept no identities gets them now.)
-            store_identities(layout, old)?;
+            remember_identities(layout, old);
         }
         outcome.unchanged = true;
         return Ok(outcome);
@@ -253,7 +261,7 @@ pub(crate) fn install(
             remove_all(&kept_old);
             state.phase = Phase::Installed;
             state.store(layout)?;
-            store_identities(layout, &state)?;
+            remember_identities(layout, &state);
             Ok(outcome)
         }
         Err(failure) => {
@@ -266,8 +274,15 @@ pub(crate) fn install(
                 &outcome.restarted,
                 systemctl,
             );
-            // The kept files of steps that were not switched (those switched went back).
-            remove_all(&kept_old);
+            // The kept files of steps that were not switched; a switched file's kept copy
+            // went back by its rename, or, where that failed, stays for the operator
+            // (named in the error).
+            let unswitched: Vec<PathBuf> = steps
+                .iter()
+                .filter(|s| !switched.iter().any(|w| std::ptr::eq(*w, *s)))
+                .filter_map(|s| s.old.clone())
+                .collect();
+            remove_all(&unswitched);
             remove_empty(layout, &created);
             Err(format!("install failed: {failure}; {undone}"))
         }
@@ -455,6 +470,30 @@ fn restarts(path: &std::path::Path, unit: &str) -> bool {
         || (unit == NRI_SERVICE && name == "regcred-nri")
 }
 
+/// Records the installed files' identities for `status`; a failure only means `status`
+/// hashes every file, so it is said, not fatal.
+fn remember_identities(layout: &Layout, state: &InstallState) {
+    if let Err(e) = store_identities(layout, state) {
+        eprintln!("regcred node: {e} (status will read every file)");
+    }
+}
+
+/// Removes `NAME.regcred-new` and `NAME.regcred-old` beside each of `paths` (host paths):
+/// what an install or uninstall killed halfway may have left.
+pub(super) fn remove_leftovers<'a>(
+    layout: &Layout,
+    paths: impl IntoIterator<Item = &'a std::path::Path>,
+) {
+    for path in paths {
+        let on_host = layout.on_host(path);
+        for suffix in [".regcred-new", ".regcred-old"] {
+            let mut name = on_host.file_name().unwrap_or_default().to_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(on_host.with_file_name(name));
+        }
+    }
+}
+
 fn remove_all(paths: &[PathBuf]) {
     for path in paths {
         let _ = std::fs::remove_file(path);
@@ -475,6 +514,7 @@ pub(crate) fn uninstall(layout: &Layout, systemctl: &Systemctl) -> Result<Outcom
             ..Outcome::default()
         });
     };
+    remove_leftovers(layout, state.files.iter().map(|f| f.path.as_path()));
     let mut outcome = Outcome::default();
     let mut problems = Vec::new();
     let of = |part: Part| state.files.iter().filter(move |f| f.part == part);

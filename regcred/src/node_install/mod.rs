@@ -455,74 +455,53 @@ pub(crate) fn containerd_imports_drop_in(layout: &Layout, config: &Path) -> Resu
          only from what that list names, as `containerd config default` writes it); nothing \
          was changed"
     );
-    let text = match std::fs::read_to_string(layout.on_host(config)) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "{} does not exist, so containerd runs on its built-in defaults and reads no \
-                 drop-in, regcred's NRI requirement included: create it with `version = 3` \
-                 and `imports = [\"{dir}/*.toml\"]`; nothing was changed",
-                config.display()
-            ));
-        }
-        Err(e) => {
-            return Err(format!(
-                "reading containerd's configuration {}: {e}; nothing was changed",
-                config.display()
-            ));
-        }
-    };
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
-        format!(
-            "containerd's configuration {} is not valid TOML{}: containerd would refuse it \
-             too; nothing was changed",
-            config.display(),
-            line.map(|l| format!(" (line {l})")).unwrap_or_default()
-        )
-    })?;
-    let imports = match table.get("imports") {
-        None => Vec::new(),
-        Some(toml::Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str().map(str::to_owned).ok_or_else(|| {
-                    format!(
-                        "containerd's configuration {}: `imports` holds a value that is not a \
-                         path; nothing was changed",
-                        config.display()
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(format!(
-                "containerd's configuration {}: `imports` is not a list of paths; nothing was \
-                 changed",
-                config.display()
-            ));
-        }
-    };
-    let base = config.parent().unwrap_or(Path::new("/"));
-    let separator = glob::MatchOptions {
-        require_literal_separator: true,
-        ..glob::MatchOptions::new()
-    };
-    let imported = imports.iter().any(|import| {
-        let path = base.join(import);
-        if import.contains('*') {
-            glob::Pattern::new(&path.to_string_lossy())
-                .is_ok_and(|p| p.matches_path_with(&drop_in, separator))
-        } else {
-            path == drop_in
-        }
-    });
-    if imported {
-        return Ok(());
+    if !layout.on_host(config).exists() {
+        return Err(format!(
+            "{} does not exist, so containerd runs on its built-in defaults and reads no \
+             drop-in, regcred's NRI requirement included: create it with `version = 3` and \
+             `imports = [\"{dir}/*.toml\"]`; nothing was changed",
+            config.display()
+        ));
     }
-    if imports.is_empty() {
+    // containerd follows the imports of every file it loads (each once); so does this.
+    let mut pending = vec![clean(config)];
+    let mut loaded: Vec<PathBuf> = Vec::new();
+    let mut named = Vec::new();
+    while let Some(file) = pending.pop() {
+        if loaded.contains(&file) {
+            continue;
+        }
+        let imports = read_imports(layout, &file)?;
+        let base = file.parent().unwrap_or(Path::new("/")).to_owned();
+        for import in imports {
+            let path = clean(&base.join(&import));
+            for staging in [".regcred-new", ".regcred-old"] {
+                let mut name = drop_in.clone().into_os_string();
+                name.push(staging);
+                if import_matches(&path, Path::new(&name)) {
+                    return Err(format!(
+                        "containerd's configuration {} imports {:?}, which would also read \
+                         the installer's temporary copies ({}{staging}) while it switches: \
+                         import \"{dir}/*.toml\" instead; nothing was changed",
+                        file.display(),
+                        import,
+                        drop_in.display()
+                    ));
+                }
+            }
+            if import_matches(&path, &drop_in) {
+                return Ok(());
+            }
+            // A file that exists, imported, is read in turn (a missing one: containerd
+            // fails to start, not regcred's business here).
+            if !import.contains(['*', '?', '[']) && layout.on_host(&path).is_file() {
+                pending.push(path);
+            }
+            named.push(import);
+        }
+        loaded.push(file);
+    }
+    if named.is_empty() {
         Err(format!(
             "containerd's configuration {} has no `imports`, so containerd would not read \
              regcred's drop-in {}: {add}",
@@ -534,10 +513,98 @@ pub(crate) fn containerd_imports_drop_in(layout: &Layout, config: &Path) -> Resu
             "containerd's configuration {} imports {:?}, which leaves out regcred's drop-in \
              {}: {add}",
             config.display(),
-            imports,
+            named,
             drop_in.display()
         ))
     }
+}
+
+/// The top-level `imports` of the containerd configuration `file` (a host path).
+fn read_imports(layout: &Layout, file: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(layout.on_host(file)).map_err(|e| {
+        format!(
+            "reading containerd's configuration {}: {e}; nothing was changed",
+            file.display()
+        )
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        // The line only, never the text (a configuration may hold registry credentials).
+        let line = e.span().map(|span| {
+            let end = span.start.min(text.len());
+            text.as_bytes()[..end]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        });
+        format!(
+            "containerd's configuration {} is not valid TOML{}: containerd would refuse it \
+             too; nothing was changed",
+            file.display(),
+            line.map(|l| format!(" (line {l})")).unwrap_or_default()
+        )
+    })?;
+    match table.get("imports") {
+        None => Ok(Vec::new()),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str().map(str::to_owned).ok_or_else(|| {
+                    format!(
+                        "containerd's configuration {}: `imports` holds a value that is not a \
+                         path; nothing was changed",
+                        file.display()
+                    )
+                })
+            })
+            .collect(),
+        Some(_) => Err(format!(
+            "containerd's configuration {}: `imports` is not a list of paths; nothing was \
+             changed",
+            file.display()
+        )),
+    }
+}
+
+/// `path` with `.`, `..` and repeated separators resolved lexically, as Go's
+/// `filepath.Clean` does (containerd cleans each import before it globs).
+fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// Whether containerd's import `pattern` (cleaned, absolute) names `file`: a path, or a
+/// glob whose `*`, `?` and `[...]` never cross a `/` (Go's `filepath.Match`, which
+/// containerd's `filepath.Glob` uses, with `[^...]` for a negated class).
+fn import_matches(pattern: &Path, file: &Path) -> bool {
+    let pattern = pattern.to_string_lossy();
+    if !pattern.contains(['*', '?', '[']) {
+        return Path::new(pattern.as_ref()) == file;
+    }
+    // Go has no `**` (it is `*` twice) and negates a class with `^`.
+    let mut go_style = pattern.replace("[^", "[!");
+    while go_style.contains("**") {
+        go_style = go_style.replace("**", "*");
+    }
+    glob::Pattern::new(&go_style).is_ok_and(|p| {
+        p.matches_path_with(
+            file,
+            glob::MatchOptions {
+                require_literal_separator: true,
+                ..glob::MatchOptions::new()
+            },
+        )
+    })
 }
 
 #[cfg(test)]

@@ -56,7 +56,11 @@ struct Identity {
 
 fn identity(path: &Path) -> Option<Identity> {
     use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::symlink_metadata(path).ok()?;
+    // The file hashing reads (links followed), and a regular file only.
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
     Some(Identity {
         dev: meta.dev(),
         ino: meta.ino(),
@@ -70,7 +74,9 @@ fn identities_path(layout: &Layout) -> PathBuf {
     layout.on_host(&layout.state_dir.join(IDENTITIES_FILE))
 }
 
-/// Records the identity of every file of `state`, just installed as it says.
+/// Records the identity of every file of `state` whose bytes are, read now, what the
+/// state records (stat, hash, stat again: a file that changed meanwhile, or differs, is
+/// left out, and `status` hashes it each time).
 ///
 /// # Errors
 /// The state directory cannot be written.
@@ -78,7 +84,13 @@ pub(super) fn store_identities(layout: &Layout, state: &InstallState) -> Result<
     let identities: BTreeMap<&Path, Identity> = state
         .files
         .iter()
-        .filter_map(|file| Some((file.path.as_path(), identity(&layout.on_host(&file.path))?)))
+        .filter_map(|file| {
+            let on_host = layout.on_host(&file.path);
+            let first = identity(&on_host)?;
+            let digest = sha256_of_file(&on_host).ok()?;
+            (digest == file.sha256 && identity(&on_host) == Some(first))
+                .then_some((file.path.as_path(), first))
+        })
         .collect();
     let bytes = serde_json::to_vec_pretty(&identities)
         .map_err(|e| format!("serializing the installed files' identities: {e}"))?;

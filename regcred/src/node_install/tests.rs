@@ -327,6 +327,21 @@ fn a_failed_upgrade_goes_back_to_the_installed_version() {
     for (old, new) in before.files.iter().zip(&after.files) {
         assert_eq!(old.previous, new.previous, "{}", old.path.display());
     }
+    // The replaced binary was kept beside it only until the switch was done.
+    let leftovers: Vec<_> = host
+        .tree()
+        .into_keys()
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".regcred-old") || name.ends_with(".regcred-new")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // What a run killed halfway leaves is cleared by the next run.
+    let stale = host.root().join("opt/regcred/bin/regcred-nri.regcred-old");
+    std::fs::write(&stale, b"old").unwrap();
+    host.install(Mode::Nri).unwrap();
+    assert!(!stale.exists());
 }
 
 #[test]
@@ -497,8 +512,31 @@ fn preflight_refuses_a_containerd_that_would_not_read_the_drop_in() {
     refused("version = 3\nimports = [\"/etc/*.toml\"]\n");
     // A `[table]`'s `imports` is not containerd's.
     refused("version = 3\n[plugins.x]\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n");
-    // Relative to the configuration's directory, a glob or the very file.
+    // Relative to the configuration's directory, a glob or the very file, cleaned as
+    // containerd cleans it.
     accepted("version = 3\nimports = [\"conf.d/*.toml\"]\n");
+    accepted("version = 3\nimports = [\"./conf.d/*.toml\"]\n");
+    accepted("version = 3\nimports = [\"../containerd//conf.d/50-*.toml\"]\n");
+    // Go's glob: `**` is `*`, so it does not reach two levels down.
+    refused("version = 3\nimports = [\"/etc/**/50-regcred.toml\"]\n");
+    accepted("version = 3\nimports = [\"/etc/containerd/conf.d/**.toml\"]\n");
+    // An import that would also read the installer's temporary copies is refused.
+    let error = refused("version = 3\nimports = [\"/etc/containerd/conf.d/*\"]\n");
+    assert!(error.contains("temporary copies"), "{error}");
+    // containerd follows the imports of the files it imports.
+    std::fs::write(
+        host.root().join("etc/containerd/site.toml"),
+        "version = 3\nimports = [\"conf.d/*.toml\"]\n",
+    )
+    .unwrap();
+    accepted("version = 3\nimports = [\"/etc/containerd/site.toml\"]\n");
+    // ... each once (a loop of imports ends).
+    std::fs::write(
+        host.root().join("etc/containerd/site.toml"),
+        "version = 3\nimports = [\"config.toml\"]\n",
+    )
+    .unwrap();
+    refused("version = 3\nimports = [\"/etc/containerd/site.toml\"]\n");
     accepted(
         "version = 3\nimports = [\"/etc/site.toml\", \"/etc/containerd/conf.d/50-regcred.toml\"]\n",
     );
@@ -512,6 +550,8 @@ fn preflight_refuses_a_containerd_that_would_not_read_the_drop_in() {
         error.contains("is not valid TOML (line 3)") && !error.contains(canary),
         "{error}"
     );
+    let error = refused("version = 3\n\n= 1\n");
+    assert!(error.contains("(line 3)"), "{error}");
     let error = refused("version = 3\nimports = \"/etc/containerd/conf.d/*.toml\"\n");
     assert!(
         error.contains("`imports` is not a list of paths"),
@@ -740,6 +780,8 @@ fn status_trusts_an_unchanged_files_identity_and_hashes_a_changed_one() {
     // Rewritten in place with other bytes of the same size: another ctime, so it is
     // hashed, and found changed.
     let on_host = host.layout.on_host(&binary);
+    // (A later clock tick than the install's, on file systems with coarse timestamps.)
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let mut bytes = std::fs::read(&on_host).unwrap();
     bytes[0] ^= 0xff;
     std::fs::write(&on_host, &bytes).unwrap();

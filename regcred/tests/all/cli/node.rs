@@ -14,6 +14,7 @@ fn node_install_and_uninstall_leave_the_host_as_it_was() {
     let host = dir.path().join("host");
     std::fs::create_dir_all(host.join("etc/kubernetes/kubelet.conf.d")).unwrap();
     std::fs::create_dir_all(host.join("etc/containerd")).unwrap();
+    // No `imports` first: containerd 2.x would not read the drop-in.
     std::fs::write(host.join("etc/containerd/config.toml"), "version = 3\n").unwrap();
     let script = dir.path().join("systemctl");
     std::fs::write(
@@ -53,7 +54,8 @@ fn node_install_and_uninstall_leave_the_host_as_it_was() {
             .arg("--systemctl")
             .arg(&script)
             .args(["--settle-seconds", "0"])
-            .env("FAIL_ON", fail_on);
+            .env("FAIL_ON", fail_on)
+            .env("REGCRED_INSTALLER_ID", "pod-a");
         if verb == "install" {
             command
                 .args(["--proc-dir", "none", "--nri-plugin"])
@@ -61,6 +63,21 @@ fn node_install_and_uninstall_leave_the_host_as_it_was() {
         }
         run(&mut command)
     };
+    let unread = tree();
+    let refused = node("install", "");
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("/etc/containerd/config.toml has no `imports`"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(tree(), unread, "the refused install changed the host");
+    // As `containerd config default` writes it.
+    std::fs::write(
+        host.join("etc/containerd/config.toml"),
+        "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n",
+    )
+    .unwrap();
     let before = tree();
 
     let failed = node("install", "restart kubelet.service");
@@ -96,6 +113,28 @@ fn node_install_and_uninstall_leave_the_host_as_it_was() {
     // The two binaries, three units (the agent's socket and service, regcred-nri's), two
     // drop-ins.
     assert_eq!(report["files"].as_array().unwrap().len(), 7);
+    // The installer pod's readiness: installed, and by this pod.
+    let by = |id: &str| {
+        run(regcred()
+            .args([
+                "node",
+                "status",
+                "--expect",
+                "installed",
+                "--installer-id",
+                id,
+                "--host-root",
+            ])
+            .arg(&host))
+    };
+    assert!(by("pod-a").status.success());
+    let other = by("pod-b");
+    assert_eq!(other.status.code(), Some(1));
+    assert!(
+        text(&other.stderr).contains("installed by another installer (pod-a), not pod-b"),
+        "{}",
+        text(&other.stderr)
+    );
 
     let undone = node("uninstall", "");
     assert!(undone.status.success(), "{}", text(&undone.stderr));

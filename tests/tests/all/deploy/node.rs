@@ -411,6 +411,7 @@ fn the_node_installer_installs_on_every_node_and_cleans_up_before_uninstall() {
             "cleanup",
             "--daemonset=/etc/regcred/daemonset.yaml",
             "--webhook-configuration=regcred-webhook",
+            "--installer-daemonset=regcred-node-installer",
             "--timeout-seconds=300"
         ]
     );

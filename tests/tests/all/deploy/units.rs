@@ -158,6 +158,15 @@ fn the_units_the_node_installer_writes_verify_and_are_hardened() {
     let dir = tempfile::tempdir().unwrap();
     let host = dir.path().join("host");
     std::fs::create_dir_all(host.join("etc/kubernetes/kubelet.conf.d")).unwrap();
+    // containerd's configuration as `containerd config default` starts it (its
+    // `imports` names the drop-in directory; the installer refuses a containerd that
+    // would not read its drop-in).
+    std::fs::create_dir_all(host.join("etc/containerd")).unwrap();
+    std::fs::write(
+        host.join("etc/containerd/config.toml"),
+        "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n",
+    )
+    .unwrap();
     let binary = regcred_tests::harness::regcred_binary();
     let output = Command::new(&binary)
         .args([
