@@ -225,7 +225,8 @@ func installerReady(t *testing.T, ctx context.Context, node *systemdNode, daemon
 //   - `helm upgrade` to another build of regcred's image (the glibc build of the same
 //     version, so every binary the installer puts on the node changes): the installer
 //     rolls onto the node, the agent is restarted with the new binary, and the private
-//     pods (each with a new Secret) created throughout, a few a second, all run.
+//     pods (each with a new Secret) created throughout, one a second, all run with no
+//     Warning event.
 //   - `helm uninstall`: the pre-delete clean-up runs `regcred node uninstall` on the node
 //     first; its kubelet, containerd and systemd files are byte for byte what they were
 //     before the install, and a pod still starts there.
