@@ -164,6 +164,37 @@ func pushRegcredImageAs(t *testing.T, ctx context.Context, tag string, imageArgs
 	return repository, manifestDigest, configDigest
 }
 
+// uninstallRelease is a chart test's clean-up: `helm uninstall` of the release (its
+// hooks given that long), and whatever happened, nothing left refusing Secrets and the kit's
+// node-side objects (which the install adopted) put back, for the tests after it. A
+// clean-up hook that could not finish leaves the release uninstalling and its node
+// DaemonSets behind: they are taken away without it.
+func uninstallRelease(t *testing.T, hooks time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*hooks)
+	defer cancel()
+	timeout := hooks.String()
+	if out, err := helm(ctx, "uninstall", "regcred", "--namespace", deployNamespace, "--ignore-not-found", "--wait", "--timeout", timeout); err != nil {
+		t.Errorf("helm uninstall: %v\n%s", err, out)
+		if out, err := helm(ctx, "uninstall", "regcred", "--namespace", deployNamespace, "--ignore-not-found", "--no-hooks", "--wait", "--timeout", timeout); err != nil {
+			t.Errorf("helm uninstall --no-hooks: %v\n%s", err, out)
+		}
+		for _, ds := range []string{"regcred-node-installer", "regcred-node-uninstaller"} {
+			if err := kit.Client.AppsV1().DaemonSets(deployNamespace).Delete(ctx, ds, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("deleting DaemonSet %s: %v", ds, err)
+			}
+		}
+		if err := kit.Client.BatchV1().Jobs(deployNamespace).Delete(ctx, "regcred-node-cleanup", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting Job regcred-node-cleanup: %v", err)
+		}
+	}
+	if err := kit.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, "regcred-webhook", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("deleting the webhook configuration: %v", err)
+	}
+	if out, err := kit.Cluster(ctx, "kit-objects"); err != nil {
+		t.Errorf("putting the kit's node-side objects back: %v\n%s", err, out)
+	}
+}
+
 // webhookTLSSecret reads the Secret the webhook keeps its certificate in.
 func webhookTLSSecret(t *testing.T, ctx context.Context) *corev1.Secret {
 	t.Helper()
@@ -242,20 +273,7 @@ func TestHelmChartOnTheKit(t *testing.T) {
 		"--set-json", `webhook.extraArgs=["--tls-cert-validity=90","--tls-check-interval=3"]`,
 	}
 
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		if out, err := helm(ctx, "uninstall", "regcred", "--namespace", deployNamespace, "--ignore-not-found", "--wait", "--timeout", "150s"); err != nil {
-			t.Errorf("helm uninstall: %v\n%s", err, out)
-		}
-		// Whatever happened, nothing may be left refusing Secrets for later tests.
-		if err := kit.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, "regcred-webhook", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("deleting the webhook configuration: %v", err)
-		}
-		if out, err := kit.Cluster(ctx, "kit-objects"); err != nil {
-			t.Errorf("putting the kit's node-side objects back: %v\n%s", err, out)
-		}
-	})
+	t.Cleanup(func() { uninstallRelease(t, 150*time.Second) })
 
 	// 1. A wrong value: refused by values.schema.json, nothing created.
 	out, err := helm(ctx, append(append([]string{"install"}, release...), append(values, "--set", "webhook.replicas=0")...)...)

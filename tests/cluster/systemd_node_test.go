@@ -249,32 +249,7 @@ func TestHelmChartInstallsASystemdNode(t *testing.T) {
 	_, _, _ = pushRegcredImageAs(t, ctx, tagB, "--libc", "gnu")
 	imageB := repository + ":" + tagB
 
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-		defer cancel()
-		if out, err := helm(ctx, "uninstall", "regcred", "--namespace", deployNamespace, "--ignore-not-found", "--wait", "--timeout", "200s"); err != nil {
-			t.Errorf("helm uninstall: %v\n%s", err, out)
-			// A clean-up hook that could not finish leaves the release uninstalling and
-			// its node DaemonSets behind: take them away without it, for later tests.
-			if out, err := helm(ctx, "uninstall", "regcred", "--namespace", deployNamespace, "--ignore-not-found", "--no-hooks", "--wait", "--timeout", "100s"); err != nil {
-				t.Errorf("helm uninstall --no-hooks: %v\n%s", err, out)
-			}
-			for _, ds := range []string{"regcred-node-installer", "regcred-node-uninstaller"} {
-				if err := kit.Client.AppsV1().DaemonSets(deployNamespace).Delete(ctx, ds, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-					t.Errorf("deleting DaemonSet %s: %v", ds, err)
-				}
-			}
-			if err := kit.Client.BatchV1().Jobs(deployNamespace).Delete(ctx, "regcred-node-cleanup", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				t.Errorf("deleting Job regcred-node-cleanup: %v", err)
-			}
-		}
-		if err := kit.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, "regcred-webhook", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("deleting the webhook configuration: %v", err)
-		}
-		if out, err := kit.Cluster(ctx, "kit-objects"); err != nil {
-			t.Errorf("putting the kit's node-side objects back: %v\n%s", err, out)
-		}
-	})
+	t.Cleanup(func() { uninstallRelease(t, 200*time.Second) })
 
 	// 1. Install: the webhook on the kit's nodes, the installer on the systemd node.
 	started := time.Now()

@@ -5,8 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::state::{
-    FileRecord, InstallState, Phase, Previous, keep, missing_dirs, read_with_mode, remove_empty,
-    sha256_of_file, stage, store_identities, write_atomic,
+    FileRecord, InstallState, KEPT, Phase, Previous, STAGED, beside, keep, missing_dirs,
+    read_with_mode, remove_empty, sha256_of_file, stage, store_identities, write_atomic,
 };
 use super::{
     AGENT_SERVICE, AGENT_SOCKET, Content, Layout, Mode, NRI_SERVICE, Part, Planned, services,
@@ -447,9 +447,7 @@ fn is_agent_socket(path: &std::path::Path) -> bool {
 /// bytes are copied; a copy where the file system has no links), so that a rollback puts
 /// it back with a rename.
 fn keep_beside(target: &std::path::Path) -> Result<PathBuf, String> {
-    let mut name = target.file_name().unwrap_or_default().to_os_string();
-    name.push(".regcred-old");
-    let old = target.with_file_name(name);
+    let old = beside(target, KEPT);
     let _ = std::fs::remove_file(&old);
     if std::fs::hard_link(target, &old).is_err() {
         std::fs::copy(target, &old)
@@ -486,10 +484,8 @@ pub(super) fn remove_leftovers<'a>(
 ) {
     for path in paths {
         let on_host = layout.on_host(path);
-        for suffix in [".regcred-new", ".regcred-old"] {
-            let mut name = on_host.file_name().unwrap_or_default().to_os_string();
-            name.push(suffix);
-            let _ = std::fs::remove_file(on_host.with_file_name(name));
+        for suffix in [STAGED, KEPT] {
+            let _ = std::fs::remove_file(beside(&on_host, suffix));
         }
     }
 }

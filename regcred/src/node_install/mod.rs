@@ -475,10 +475,8 @@ pub(crate) fn containerd_imports_drop_in(layout: &Layout, config: &Path) -> Resu
         let base = file.parent().unwrap_or(Path::new("/")).to_owned();
         for import in imports {
             let path = clean(&base.join(&import));
-            for staging in [".regcred-new", ".regcred-old"] {
-                let mut name = drop_in.clone().into_os_string();
-                name.push(staging);
-                if import_matches(&path, Path::new(&name)) {
+            for staging in [state::STAGED, state::KEPT] {
+                if import_matches(&path, &state::beside(&drop_in, staging)) {
                     return Err(format!(
                         "containerd's configuration {} imports {:?}, which would also read \
                          the installer's temporary copies ({}{staging}) while it switches: \

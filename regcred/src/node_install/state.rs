@@ -11,6 +11,18 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Content, Layout, Mode, Part};
 
+/// The suffix of a file staged beside its target, and of a replaced file kept beside it
+/// until the switch is done.
+pub(super) const STAGED: &str = ".regcred-new";
+pub(super) const KEPT: &str = ".regcred-old";
+
+/// `path` with `suffix` added to its file name.
+pub(super) fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
 /// The state file's name in the state directory.
 const STATE_FILE: &str = "state.json";
 /// The directory of the replaced files' copies, in the state directory.
@@ -104,8 +116,12 @@ pub(super) fn store_identities(layout: &Layout, state: &InstallState) -> Result<
 /// # Errors
 /// The file exists and cannot be removed.
 fn forget_identities(layout: &Layout) -> Result<(), String> {
-    let path = identities_path(layout);
-    match std::fs::remove_file(&path) {
+    remove_if_present(&identities_path(layout))
+}
+
+/// Removes the file `path`; one that is not there is fine.
+fn remove_if_present(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("removing {}: {e}", path.display())),
@@ -286,23 +302,14 @@ impl InstallState {
     /// They cannot be removed.
     pub(crate) fn remove(layout: &Layout, copies: bool) -> Result<(), String> {
         forget_identities(layout)?;
-        let by = layout.on_host(&layout.state_dir.join(INSTALLED_BY_FILE));
-        match std::fs::remove_file(&by) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("removing {}: {e}", by.display())),
-        }
+        remove_if_present(&layout.on_host(&layout.state_dir.join(INSTALLED_BY_FILE)))?;
         let state = layout.on_host(&Self::path(layout));
         let backups = layout.on_host(&layout.state_dir.join(BACKUP_DIR));
         if copies && backups.exists() {
             std::fs::remove_dir_all(&backups)
                 .map_err(|e| format!("removing {}: {e}", backups.display()))?;
         }
-        match std::fs::remove_file(&state) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("removing {}: {e}", state.display())),
-        }
+        remove_if_present(&state)
     }
 }
 
@@ -366,13 +373,12 @@ pub(super) fn keep(
         .state_dir
         .join(BACKUP_DIR)
         .join(format!("{index}-{name}"));
-    let original = Content::File(layout.on_host(path));
-    let staged = stage(&layout.on_host(&backup), &original, sha256, 0o600)?;
-    let kept = layout.on_host(&backup);
-    std::fs::rename(&staged, &kept).map_err(|e| {
-        let _ = std::fs::remove_file(&staged);
-        format!("renaming {} to {}: {e}", staged.display(), kept.display())
-    })?;
+    put(
+        &layout.on_host(&backup),
+        &Content::File(layout.on_host(path)),
+        sha256,
+        0o600,
+    )?;
     Ok(Previous::Kept {
         backup,
         mode,
@@ -383,7 +389,12 @@ pub(super) fn keep(
 /// Writes `content` to `path` through a temporary file beside it: written, synced, given
 /// `mode`, renamed over `path`. Parent directories are created.
 pub(super) fn write_atomic(path: &Path, content: &Content, mode: u32) -> Result<(), String> {
-    let staged = stage(path, content, &content.sha256()?, mode)?;
+    put(path, content, &content.sha256()?, mode)
+}
+
+/// [`write_atomic`] of a content whose sha256 (`expected`) is known.
+fn put(path: &Path, content: &Content, expected: &str, mode: u32) -> Result<(), String> {
+    let staged = stage(path, content, expected, mode)?;
     std::fs::rename(&staged, path).map_err(|e| {
         let _ = std::fs::remove_file(&staged);
         format!("renaming {} to {}: {e}", staged.display(), path.display())
@@ -401,9 +412,7 @@ pub(super) fn stage(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".regcred-new");
-    let staged = path.with_file_name(name);
+    let staged = beside(path, STAGED);
     let written = (|| {
         let mut file = std::fs::File::create(&staged)?;
         content.write_into(&mut file)?;
