@@ -6,16 +6,11 @@ package kit
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -47,60 +42,61 @@ func regcredBinary(t testing.TB) string {
 }
 
 // testCA signs the webhook's serving certificates; its PEM is the configuration's
-// caBundle, so a renewed leaf needs no change there (as cert-manager renews).
+// caBundle, so a renewed leaf needs no change there (as cert-manager renews). Its files
+// are in dir; the kit's program (`regcred-kit ca` and `cert`) writes them.
 type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
+	dir string
+	pem []byte
 }
 
+// newCA is a new CA that lives a day (doctor warns of its end; a second one is a caBundle
+// the first one's certificates do not match), made by the kit's program as every
+// certificate of the tests is.
 func newCA(t testing.TB) *testCA {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	template := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "regcred-kit-webhook-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	dir := t.TempDir()
+	if err := kit.KitProgram(context.Background(), "ca", "--out", dir, "--cn", "regcred-kit-webhook-ca",
+		"--valid-for", "86400"); err != nil {
+		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	pemBytes, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &testCA{dir: dir, pem: pemBytes}
 }
 
-// issue writes a serving certificate for 127.0.0.1 with this serial as tls.crt and
-// tls.key in dir (each file replaced whole, by rename).
-func (ca *testCA) issue(t testing.TB, dir string, serial int64) {
+// issue writes a new serving certificate for 127.0.0.1 and localhost as tls.crt and
+// tls.key in dir (each file replaced whole, by rename); returns its serial number.
+func (ca *testCA) issue(t testing.TB, dir string) string {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "regcred-webhook"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	tmp := t.TempDir()
+	if err := kit.KitProgram(context.Background(), "cert", "--ca-dir", ca.dir, "--out", tmp, "--name", "tls",
+		"--cn", "regcred-webhook", "--server", "127.0.0.1,localhost"); err != nil {
+		t.Fatal(err)
 	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca.cert, &key.PublicKey, ca.key)
+	certPEM, err := os.ReadFile(filepath.Join(tmp, "tls.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	write := func(name, kind string, der []byte) {
-		tmp := filepath.Join(dir, "."+name)
-		if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		t.Fatalf("regcred-kit cert wrote no PEM certificate in %s", tmp)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"tls.key", "tls.crt"} {
+		if err := os.Rename(filepath.Join(tmp, name), filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("tls.key", "PRIVATE KEY", keyDER)
-	write("tls.crt", "CERTIFICATE", leafDER)
+	return cert.SerialNumber.String()
 }
 
 // servedSerial is the serial number of the certificate the webhook presents now.
-func (w *webhookProcess) servedSerial(t testing.TB) int64 {
+func (w *webhookProcess) servedSerial(t testing.TB) string {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(w.caPEM)
@@ -109,7 +105,7 @@ func (w *webhookProcess) servedSerial(t testing.TB) int64 {
 		t.Fatalf("TLS to the webhook: %v", err)
 	}
 	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
 }
 
 func mustAbs(t testing.TB, path string) string {
@@ -139,7 +135,9 @@ type webhookProcess struct {
 	policyConfig      string
 	stopped           bool
 	caPEM             []byte
-	client            *http.Client
+	// serial is the serial number of the certificate registerWebhook issued it.
+	serial string
+	client *http.Client
 	// configuration is the ValidatingWebhookConfiguration registerWebhook made for it.
 	configuration string
 }
@@ -233,13 +231,13 @@ func registerWebhook(tb testing.TB, ctx context.Context) (w *webhookProcess, ca 
 	tb.Helper()
 	dir = tb.TempDir()
 	ca = newCA(tb)
-	ca.issue(tb, dir, 2)
+	serial := ca.issue(tb, dir)
 	caPEM := ca.pem
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	w = &webhookProcess{
 		port: freePort(tb), metricsPort: freePort(tb), dir: dir, bin: regcredBinary(tb),
-		log: filepath.Join(dir, "webhook.log"), caPEM: caPEM,
+		log: filepath.Join(dir, "webhook.log"), caPEM: caPEM, serial: serial,
 		// The examples' policy (allowedRegistries), as the chart mounts one from a ConfigMap.
 		policyConfig: mustAbs(tb, filepath.Join("..", "..", "examples", "policy-config.yaml")),
 		client:       &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},

@@ -169,7 +169,7 @@ func TestHostServiceProxyRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("pod created right after the kill Running %.1f s after it", time.Since(killed).Seconds())
-	restarted := regexp.MustCompile(`=== scripts/cluster: cri-proxy \(pid ` + strconv.Itoa(child) + `\) exited with 137, restarting in 1 s`)
+	restarted := regexp.MustCompile(`=== regcred-kit: cri-proxy \(pid ` + strconv.Itoa(child) + `\) exited with 137, restarting in 1 s`)
 	if log := proxyLogSince(t, offset); !restarted.MatchString(log) {
 		t.Errorf("the proxy log does not show the supervisor restarting pid %d", child)
 	}

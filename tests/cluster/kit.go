@@ -71,9 +71,9 @@ type Description struct {
 	// is containerd's) or runtime-proxy (legacy: kubelet's runtime endpoint is the proxy).
 	Mode string `json:"mode"`
 	// NRITolerationAnnotation lets a pod's containers start while regcred-nri is away.
-	NRITolerationAnnotation string                                                `json:"nriTolerationAnnotation"`
-	Binaries                struct{ Kubectl, Helm, Ctr, Runc, RegcredNri string } `json:"binaries"`
-	Runtime                 struct{ Name, Version, BinDir string }                `json:"runtime"`
+	NRITolerationAnnotation string                                                     `json:"nriTolerationAnnotation"`
+	Binaries                struct{ Kubectl, Helm, Ctr, Runc, RegcredNri, Kit string } `json:"binaries"`
+	Runtime                 struct{ Name, Version, BinDir string }                     `json:"runtime"`
 	// CA is the kit's certificate authority (PEM files), which signs every client and
 	// serving certificate of the kit, kubelets' included.
 	CA          struct{ Cert, Key string }                        `json:"ca"`
@@ -210,6 +210,17 @@ func (k *Kit) Cluster(ctx context.Context, args ...string) (string, error) {
 		return string(out), fmt.Errorf("scripts/cluster %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// KitProgram runs the kit's own program (regcred-kit) with ARGS --dir DIR: its `cert`
+// and `ca` are the test tree's one certificate writer (the Go tests make no certificate
+// of their own).
+func (k *Kit) KitProgram(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, k.Desc.Binaries.Kit, append(args, "--dir", k.Dir)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("regcred-kit %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
 }
 
 // ClusterEnv is Cluster with more environment variables (NAME=value) for the script.

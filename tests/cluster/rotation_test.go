@@ -1,75 +1,35 @@
 package kit
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
+	"context"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// kitAuthority is the kit's certificate authority, which signs kubelets' client
-// certificates.
-type kitAuthority struct {
-	cert   *x509.Certificate
-	signer any
-}
-
-func kitCA(t *testing.T) *kitAuthority {
+// kubeletClientPEM is a client certificate and key for node from the kit's CA (its own
+// program, `regcred-kit cert`), as kubelet keeps them (one PEM file, certificate then
+// key), valid from a minute ago for life.
+func kubeletClientPEM(t *testing.T, node string, life time.Duration) []byte {
 	t.Helper()
-	certPEM, err := os.ReadFile(kit.Desc.CA.Cert)
-	if err != nil {
+	dir := t.TempDir()
+	if err := kit.KitProgram(context.Background(), "cert", "--out", dir, "--name", "client", "--cn", "system:node:"+node,
+		"--org", "system:nodes", "--valid-for", strconv.Itoa(int(life.Seconds()))); err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, err := os.ReadFile(kit.Desc.CA.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certBlock, _ := pem.Decode(certPEM)
-	keyBlock, _ := pem.Decode(keyPEM)
-	if certBlock == nil || keyBlock == nil {
-		t.Fatalf("the kit's CA files %s and %s hold no PEM", kit.Desc.CA.Cert, kit.Desc.CA.Key)
-	}
-	cert, err := x509.ParseCertificate(certBlock.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
-	if err != nil {
-		if key, err = x509.ParsePKCS1PrivateKey(keyBlock.Bytes); err != nil {
-			t.Fatalf("the kit's CA key: %v", err)
+	var both []byte
+	for _, name := range []string{"client.crt", "client.key"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
 		}
+		both = append(both, data...)
 	}
-	return &kitAuthority{cert: cert, signer: key}
-}
-
-// kubeletClientPEM is a client certificate and key for node, as kubelet keeps them
-// (one PEM file, certificate then key), valid until notAfter.
-func (ca *kitAuthority) kubeletClientPEM(t *testing.T, node string, notAfter time.Time) []byte {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "system:node:" + node, Organization: []string{"system:nodes"}},
-		NotBefore:    time.Now().Add(-time.Minute), NotAfter: notAfter,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca.cert, &key.PublicKey, ca.signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})...)
+	return both
 }
 
 // rotateKubeletClient does what kubelet's certificate manager does: writes
@@ -96,7 +56,6 @@ func rotateKubeletClient(t *testing.T, dir string, pemBytes []byte) {
 // (issue 23, finding 8).
 func TestKubeletClientCertificateRotation(t *testing.T) {
 	ctx := context2(t, 4*time.Minute)
-	ca := kitCA(t)
 	node := kit.Node()
 	dir := t.TempDir()
 	pki := filepath.Join(dir, "pki")
@@ -106,7 +65,7 @@ func TestKubeletClientCertificateRotation(t *testing.T) {
 	// The first certificate lives long enough for one pod to start with it.
 	const firstLife = 30 * time.Second
 	expires := time.Now().Add(firstLife)
-	rotateKubeletClient(t, pki, ca.kubeletClientPEM(t, node, expires))
+	rotateKubeletClient(t, pki, kubeletClientPEM(t, node, firstLife))
 	current := filepath.Join(pki, "kubelet-client-current.pem")
 	kubeconfig := filepath.Join(dir, "kubelet.kubeconfig")
 	config := fmt.Sprintf(`apiVersion: v1
@@ -148,7 +107,7 @@ current-context: node
 	}
 
 	// kubelet rotates; then the first certificate expires.
-	rotateKubeletClient(t, pki, ca.kubeletClientPEM(t, node, time.Now().Add(time.Hour)))
+	rotateKubeletClient(t, pki, kubeletClientPEM(t, node, time.Hour))
 	time.Sleep(time.Until(expires) + 2*time.Second)
 
 	// A pod in a new namespace: nothing cached, so its Secrets are read now.

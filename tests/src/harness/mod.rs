@@ -47,6 +47,7 @@ mod containerd;
 mod cri;
 mod image;
 mod kube_api;
+pub mod pki;
 mod process;
 mod proxy;
 mod recording_runtime;

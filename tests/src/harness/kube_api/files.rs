@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::super::pki;
 use super::super::process::{ChildProcess, free_port};
 use super::{ADMIN_USER, APISERVER_TIMEOUT, ETCD_TIMEOUT, PORT_ATTEMPTS, PROXY_USER};
 
@@ -18,59 +19,25 @@ pub(super) fn random_token(user: &str) -> String {
 
 /// Writes a file only its owner may read (tokens, keys, kubeconfigs).
 pub(super) fn write_private(path: &Path, contents: &str) {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-    file.write_all(contents.as_bytes())
-        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    pki::write_private(path, contents).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Writes a CA, the API server's serving certificate (127.0.0.1, localhost) and the
-/// service account signing key into `dir`; returns the CA certificate (PEM).
+/// service account signing key into `dir` (the test tree's one PKI writer,
+/// [`pki`]); returns the CA certificate (PEM).
 pub(super) fn write_pki(dir: &Path) -> String {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "regcred-tests kube CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
-
-    let server_key = rcgen::KeyPair::generate().expect("serving key");
-    let mut server_params = rcgen::CertificateParams::new(vec![
-        "127.0.0.1".to_owned(),
-        "localhost".to_owned(),
-        "kubernetes.default.svc".to_owned(),
-    ])
-    .expect("serving certificate params");
-    server_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "kube-apiserver");
-    server_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let server = server_params
-        .signed_by(&server_key, &ca)
-        .expect("serving certificate");
-    std::fs::write(dir.join("apiserver.crt"), server.pem()).expect("writing the serving cert");
-    write_private(&dir.join("apiserver.key"), &server_key.serialize_pem());
-
-    let sa_key = rcgen::KeyPair::generate().expect("service account key");
-    write_private(&dir.join("sa.key"), &sa_key.serialize_pem());
-    std::fs::write(dir.join("sa.pub"), sa_key.public_key_pem()).expect("writing sa.pub");
-
-    let ca_pem = ca.pem();
-    std::fs::write(dir.join("ca.crt"), &ca_pem).expect("writing the CA cert");
-    ca_pem
+    let ca = pki::Authority::generate("regcred-tests kube CA").unwrap_or_else(|e| panic!("{e}"));
+    ca.issue(&pki::Leaf::server(
+        "kube-apiserver",
+        &["127.0.0.1", "localhost", "kubernetes.default.svc"],
+    ))
+    .and_then(|pair| pair.write(dir, "apiserver"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (sa_key, sa_pub) = pki::signing_key().unwrap_or_else(|e| panic!("{e}"));
+    write_private(&dir.join("sa.key"), &sa_key);
+    std::fs::write(dir.join("sa.pub"), sa_pub).expect("writing sa.pub");
+    std::fs::write(dir.join("ca.crt"), ca.cert_pem()).expect("writing the CA cert");
+    ca.cert_pem().to_owned()
 }
 
 /// Metadata (no bodies) for every request of the proxy user, and for the admin's audit
@@ -88,14 +55,12 @@ pub(super) fn audit_policy() -> String {
 }
 
 pub(super) fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str, token: &str) -> String {
-    use base64::Engine as _;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: regcred-tests\n  cluster:\n    \
-         server: {server}\n    certificate-authority-data: {ca}\n\
-         users:\n- name: {user}\n  user:\n    token: {token}\n\
-         contexts:\n- name: {user}\n  context:\n    cluster: regcred-tests\n    user: {user}\n\
-         current-context: {user}\n"
+    pki::kubeconfig(
+        "regcred-tests",
+        server,
+        pki::CaRef::Pem(ca_pem),
+        user,
+        pki::Credential::Token(token),
     )
 }
 
