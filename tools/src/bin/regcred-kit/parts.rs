@@ -140,14 +140,16 @@ impl Parts {
         }
     }
 
-    /// Stops, newest first, every part this run started that still runs (a failed or
-    /// interrupted `up`); returns their names.
+    /// Stops, newest first, every part this run started (a failed or interrupted `up`),
+    /// and forgets the PID files of those that already exited; returns the names of the
+    /// ones that were still running.
     pub(crate) fn stop_started(&self) -> Vec<String> {
         let started: Vec<String> = lock(&self.started).drain(..).rev().collect();
         let mut stopped = Vec::new();
         for name in started {
-            if self.alive(&name) {
-                let _ = self.stop(&name);
+            let running = self.alive(&name);
+            let _ = self.stop(&name);
+            if running {
                 stopped.push(name);
             }
         }

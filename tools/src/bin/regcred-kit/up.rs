@@ -612,30 +612,29 @@ async fn start_etcd(kit: &Kit) -> Result<(), String> {
     }
     let client = format!("http://127.0.0.1:{}", kit.state.port("ETCD"));
     let peer = format!("http://127.0.0.1:{}", kit.state.port("ETCD_PEER"));
-    let args: Vec<OsString> = [
-        "--name",
-        "kit",
-        "--data-dir",
-        &kit.dir.join("etcd").display().to_string(),
-        "--listen-client-urls",
-        &client,
-        "--advertise-client-urls",
-        &client,
-        "--listen-peer-urls",
-        &peer,
-        "--initial-advertise-peer-urls",
-        &peer,
-        "--initial-cluster",
-        &format!("kit={peer}"),
-        "--unsafe-no-fsync",
-        "--log-level",
-        "warn",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    kit.parts
-        .start("etcd", &kit.bin_dir.join("etcd"), &args, &[])?;
+    start_control_part(
+        kit,
+        "etcd",
+        &[
+            "--name",
+            "kit",
+            "--data-dir",
+            &kit.dir.join("etcd").display().to_string(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("kit={peer}"),
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
+        ],
+    )?;
     let http = http_client()?;
     let health = format!("{client}/health");
     wait_for(kit, "etcd", 60, Some("etcd"), || healthy(&http, &health)).await
@@ -646,55 +645,50 @@ async fn start_apiserver(kit: &Kit) -> Result<(), String> {
         return Ok(());
     }
     let pki = |name: &str| kit.pki().join(name).display().to_string();
-    let args: Vec<OsString> = [
-        "--etcd-servers",
-        &format!("http://127.0.0.1:{}", kit.state.port("ETCD")),
-        "--bind-address",
-        "127.0.0.1",
-        "--secure-port",
-        &kit.state.port("APISERVER").to_string(),
-        "--advertise-address",
-        &kit.node(1).ip,
-        "--tls-cert-file",
-        &pki("apiserver.crt"),
-        "--tls-private-key-file",
-        &pki("apiserver.key"),
-        "--client-ca-file",
-        &pki("ca.crt"),
-        "--authorization-mode",
-        "Node,RBAC",
-        "--enable-admission-plugins",
-        "NodeRestriction",
-        "--service-account-issuer",
-        "https://kubernetes.default.svc.cluster.local",
-        "--service-account-key-file",
-        &pki("sa.pub"),
-        "--service-account-signing-key-file",
-        &pki("sa.key"),
-        "--service-cluster-ip-range",
-        &format!("{SERVICE_NET}.0/24"),
-        "--kubelet-client-certificate",
-        &pki("apiserver-kubelet-client.crt"),
-        "--kubelet-client-key",
-        &pki("apiserver-kubelet-client.key"),
-        "--kubelet-preferred-address-types",
-        "InternalIP",
-        "--endpoint-reconciler-type",
-        "none",
-        "--enable-aggregator-routing=true",
-        "--allow-privileged=true",
-        "--profiling=false",
-        "--cert-dir",
-        &kit.dir.join("apiserver-certs").display().to_string(),
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    kit.parts.start(
+    start_control_part(
+        kit,
         "kube-apiserver",
-        &kit.bin_dir.join("kube-apiserver"),
-        &args,
-        &[],
+        &[
+            "--etcd-servers",
+            &format!("http://127.0.0.1:{}", kit.state.port("ETCD")),
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &kit.state.port("APISERVER").to_string(),
+            "--advertise-address",
+            &kit.node(1).ip,
+            "--tls-cert-file",
+            &pki("apiserver.crt"),
+            "--tls-private-key-file",
+            &pki("apiserver.key"),
+            "--client-ca-file",
+            &pki("ca.crt"),
+            "--authorization-mode",
+            "Node,RBAC",
+            "--enable-admission-plugins",
+            "NodeRestriction",
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file",
+            &pki("sa.pub"),
+            "--service-account-signing-key-file",
+            &pki("sa.key"),
+            "--service-cluster-ip-range",
+            &format!("{SERVICE_NET}.0/24"),
+            "--kubelet-client-certificate",
+            &pki("apiserver-kubelet-client.crt"),
+            "--kubelet-client-key",
+            &pki("apiserver-kubelet-client.key"),
+            "--kubelet-preferred-address-types",
+            "InternalIP",
+            "--endpoint-reconciler-type",
+            "none",
+            "--enable-aggregator-routing=true",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--cert-dir",
+            &kit.dir.join("apiserver-certs").display().to_string(),
+        ],
     )?;
     wait_for(
         kit,
@@ -709,6 +703,12 @@ async fn start_apiserver(kit: &Kit) -> Result<(), String> {
     .await
 }
 
+/// Starts the Kubernetes binary `name` (etcd, the API server, ...) as the part `name`.
+fn start_control_part(kit: &Kit, name: &str, args: &[&str]) -> Result<(), String> {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    kit.parts.start(name, &kit.bin_dir.join(name), &args, &[])
+}
+
 fn start_controllers(kit: &Kit) -> Result<(), String> {
     let pki = |name: &str| kit.pki().join(name).display().to_string();
     if !kit.parts.alive("kube-controller-manager") {
@@ -717,70 +717,60 @@ fn start_controllers(kit: &Kit) -> Result<(), String> {
             .join("controller-manager.kubeconfig")
             .display()
             .to_string();
-        let args: Vec<OsString> = [
-            "--kubeconfig",
-            &kubeconfig,
-            "--authentication-kubeconfig",
-            &kubeconfig,
-            "--authorization-kubeconfig",
-            &kubeconfig,
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &kit.state.port("CONTROLLER_MANAGER").to_string(),
-            "--service-account-private-key-file",
-            &pki("sa.key"),
-            "--root-ca-file",
-            &pki("ca.crt"),
-            "--cluster-signing-cert-file",
-            &pki("ca.crt"),
-            "--cluster-signing-key-file",
-            &pki("ca.key"),
-            "--use-service-account-credentials=true",
-            "--leader-elect=false",
-            "--profiling=false",
-            "--cert-dir",
-            &kit.dir
-                .join("controller-manager-certs")
-                .display()
-                .to_string(),
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        kit.parts.start(
+        start_control_part(
+            kit,
             "kube-controller-manager",
-            &kit.bin_dir.join("kube-controller-manager"),
-            &args,
-            &[],
+            &[
+                "--kubeconfig",
+                &kubeconfig,
+                "--authentication-kubeconfig",
+                &kubeconfig,
+                "--authorization-kubeconfig",
+                &kubeconfig,
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                &kit.state.port("CONTROLLER_MANAGER").to_string(),
+                "--service-account-private-key-file",
+                &pki("sa.key"),
+                "--root-ca-file",
+                &pki("ca.crt"),
+                "--cluster-signing-cert-file",
+                &pki("ca.crt"),
+                "--cluster-signing-key-file",
+                &pki("ca.key"),
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",
+                "--profiling=false",
+                "--cert-dir",
+                &kit.dir
+                    .join("controller-manager-certs")
+                    .display()
+                    .to_string(),
+            ],
         )?;
     }
     if !kit.parts.alive("kube-scheduler") {
         let kubeconfig = kit.dir.join("scheduler.kubeconfig").display().to_string();
-        let args: Vec<OsString> = [
-            "--kubeconfig",
-            &kubeconfig,
-            "--authentication-kubeconfig",
-            &kubeconfig,
-            "--authorization-kubeconfig",
-            &kubeconfig,
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &kit.state.port("SCHEDULER").to_string(),
-            "--leader-elect=false",
-            "--profiling=false",
-            "--cert-dir",
-            &kit.dir.join("scheduler-certs").display().to_string(),
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        kit.parts.start(
+        start_control_part(
+            kit,
             "kube-scheduler",
-            &kit.bin_dir.join("kube-scheduler"),
-            &args,
-            &[],
+            &[
+                "--kubeconfig",
+                &kubeconfig,
+                "--authentication-kubeconfig",
+                &kubeconfig,
+                "--authorization-kubeconfig",
+                &kubeconfig,
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                &kit.state.port("SCHEDULER").to_string(),
+                "--leader-elect=false",
+                "--profiling=false",
+                "--cert-dir",
+                &kit.dir.join("scheduler-certs").display().to_string(),
+            ],
         )?;
     }
     Ok(())
