@@ -216,7 +216,13 @@ func (k *Kit) Cluster(ctx context.Context, args ...string) (string, error) {
 // and `ca` are the test tree's one certificate writer (the Go tests make no certificate
 // of their own).
 func (k *Kit) KitProgram(ctx context.Context, args ...string) error {
-	cmd := exec.CommandContext(ctx, k.Desc.Binaries.Kit, append(args, "--dir", k.Dir)...)
+	program := k.Desc.Binaries.Kit
+	if program == "" {
+		// A kit.json from before the kit was a program of its own: scripts/cluster passes
+		// cert and ca on.
+		program = k.Script
+	}
+	cmd := exec.CommandContext(ctx, program, append(args, "--dir", k.Dir)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("regcred-kit %s: %w\n%s", strings.Join(args, " "), err, out)
 	}

@@ -20,8 +20,17 @@ func TestFailedUpStopsWhatItStarted(t *testing.T) {
 	ctx := context2(t, 4*time.Minute)
 	second := kit.Desc.Nodes[1]
 	schedulerFile, kubeletFile := kit.Desc.PidFiles["kube-scheduler"], second.PidFiles.Kubelet
-	apiserver := pidFile(t, kit.Desc.PidFiles["kube-apiserver"])
-	firstKubelet := pidFile(t, kit.FirstNode().PidFiles.Kubelet)
+	// What the failed up finds running and must leave running: the control plane, the
+	// first node's kubelet, and node 2's other parts.
+	running := map[string]int{
+		"kube-apiserver":           pidFile(t, kit.Desc.PidFiles["kube-apiserver"]),
+		"the first node's kubelet": pidFile(t, kit.FirstNode().PidFiles.Kubelet),
+		"node 2's containerd":      pidFile(t, second.PidFiles.Containerd),
+	}
+	if kit.Desc.Mode == "nri" {
+		running["node 2's proxy"] = pidFile(t, second.PidFiles.Proxy)
+		running["node 2's regcred-nri"] = pidFile(t, second.PidFiles.NRI)
+	}
 	// Whatever happens below, the next tests find the kit whole.
 	t.Cleanup(func() {
 		if out, err := kit.Cluster(context.Background(), "up"); err != nil {
@@ -50,7 +59,7 @@ func TestFailedUpStopsWhatItStarted(t *testing.T) {
 			t.Errorf("%s is still there after the failed up (err %v)", file, err)
 		}
 	}
-	for what, pid := range map[string]int{"kube-apiserver": apiserver, "the first node's kubelet": firstKubelet} {
+	for what, pid := range running {
 		if err := syscall.Kill(pid, 0); err != nil {
 			t.Errorf("%s (pid %d), running before the failed up, is gone: %v", what, pid, err)
 		}

@@ -2,6 +2,8 @@ package kit
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,8 +15,8 @@ import (
 
 // kubeletClientPEM is a client certificate and key for node from the kit's CA (its own
 // program, `regcred-kit cert`), as kubelet keeps them (one PEM file, certificate then
-// key), valid from a minute ago for life.
-func kubeletClientPEM(t *testing.T, node string, life time.Duration) []byte {
+// key), valid from a minute ago for life; and the certificate's end (NotAfter).
+func kubeletClientPEM(t *testing.T, node string, life time.Duration) ([]byte, time.Time) {
 	t.Helper()
 	dir := t.TempDir()
 	if err := kit.KitProgram(context.Background(), "cert", "--out", dir, "--name", "client", "--cn", "system:node:"+node,
@@ -29,7 +31,15 @@ func kubeletClientPEM(t *testing.T, node string, life time.Duration) []byte {
 		}
 		both = append(both, data...)
 	}
-	return both
+	block, _ := pem.Decode(both)
+	if block == nil {
+		t.Fatalf("regcred-kit cert wrote no PEM certificate in %s", dir)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return both, cert.NotAfter
 }
 
 // rotateKubeletClient does what kubelet's certificate manager does: writes
@@ -64,8 +74,8 @@ func TestKubeletClientCertificateRotation(t *testing.T) {
 	}
 	// The first certificate lives long enough for one pod to start with it.
 	const firstLife = 30 * time.Second
-	expires := time.Now().Add(firstLife)
-	rotateKubeletClient(t, pki, kubeletClientPEM(t, node, firstLife))
+	first, expires := kubeletClientPEM(t, node, firstLife)
+	rotateKubeletClient(t, pki, first)
 	current := filepath.Join(pki, "kubelet-client-current.pem")
 	kubeconfig := filepath.Join(dir, "kubelet.kubeconfig")
 	config := fmt.Sprintf(`apiVersion: v1
@@ -107,7 +117,8 @@ current-context: node
 	}
 
 	// kubelet rotates; then the first certificate expires.
-	rotateKubeletClient(t, pki, kubeletClientPEM(t, node, time.Hour))
+	second, _ := kubeletClientPEM(t, node, time.Hour)
+	rotateKubeletClient(t, pki, second)
 	time.Sleep(time.Until(expires) + 2*time.Second)
 
 	// A pod in a new namespace: nothing cached, so its Secrets are read now.

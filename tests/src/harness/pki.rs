@@ -202,13 +202,23 @@ impl Authority {
     }
 }
 
-/// Valid from a minute ago for `valid_for`, or (`None`) until 2036.
+/// The longest validity a certificate is given: 100 years.
+const MAX_VALIDITY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Valid from a minute ago for `valid_for` (at most [`MAX_VALIDITY`]), or (`None`)
+/// until 2036.
 fn set_validity(params: &mut rcgen::CertificateParams, valid_for: Option<std::time::Duration>) {
+    let now = std::time::SystemTime::now();
+    params.not_before = now
+        .checked_sub(std::time::Duration::from_secs(60))
+        .unwrap_or(now)
+        .into();
     match valid_for {
         Some(life) => {
-            let now = std::time::SystemTime::now();
-            params.not_before = (now - std::time::Duration::from_secs(60)).into();
-            params.not_after = (now + life).into();
+            params.not_after = now
+                .checked_add(life.min(MAX_VALIDITY))
+                .unwrap_or(now)
+                .into();
         }
         None => params.not_after = rcgen::date_time_ymd(2036, 1, 1),
     }

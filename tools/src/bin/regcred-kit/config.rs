@@ -35,7 +35,7 @@ pub(crate) fn write_network(kit: &Kit, node: &Node) -> Result<(), String> {
                 "type": "host-local",
                 "ranges": [[{ "subnet": node.subnet, "gateway": node.ip }]],
                 "routes": [{ "dst": "0.0.0.0/0" }],
-                "dataDir": node.dir.join("cni/ipam"),
+                "dataDir": node.dir.join("cni/ipam").display().to_string(),
             }
         }]
     });
@@ -259,7 +259,8 @@ pub(crate) fn credential_provider(kit: &Kit, node: &Node) -> Result<String, Stri
         .iter()
         .map(|host| format!("\"{host}\""))
         .collect();
-    let cache = std::env::var("REGCRED_KIT_PROVIDER_CACHE").unwrap_or_else(|_| "5".to_owned());
+    let cache =
+        crate::kit::env_nonempty("REGCRED_KIT_PROVIDER_CACHE").unwrap_or_else(|| "5".to_owned());
     Ok(text
         .replace(
             "__KUBECONFIG__",

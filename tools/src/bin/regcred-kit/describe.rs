@@ -59,6 +59,9 @@ pub(crate) fn write_description(
     let value = |name: &str| Kit::registry_value(&registries, name);
     let parts = &kit.parts;
     let path = |p: std::path::PathBuf| p.display().to_string();
+    // (Paths as text: serde_json refuses a path that is not UTF-8, and `json!` would
+    // panic on it.)
+    let show = |p: &std::path::Path| p.display().to_string();
     let nodes: Vec<serde_json::Value> = kit
         .nodes()
         .iter()
@@ -66,16 +69,16 @@ pub(crate) fn write_description(
             json!({
                 "name": node.name,
                 "ip": node.ip,
-                "dir": node.dir,
-                "containerdSocket": node.containerd_sock,
-                "nriSocket": node.nri_sock,
-                "proxySocket": node.proxy_sock,
-                "decisionsSocket": node.decisions_sock,
+                "dir": show(&node.dir),
+                "containerdSocket": show(&node.containerd_sock),
+                "nriSocket": show(&node.nri_sock),
+                "proxySocket": show(&node.proxy_sock),
+                "decisionsSocket": show(&node.decisions_sock),
                 "proxyMetrics": format!("127.0.0.1:{}", kit.state.port(&format!("PROXY_METRICS_{}", node.index))),
-                "kubeletKubeconfig": node.kubelet_kubeconfig,
-                "kubeletConfig": node.dir.join("kubelet/config.yaml"),
-                "proxyRecordsDir": node.dir.join("cri-proxy-records"),
-                "proxyModeFile": node.dir.join("proxy-mode"),
+                "kubeletKubeconfig": show(&node.kubelet_kubeconfig),
+                "kubeletConfig": show(&node.dir.join("kubelet/config.yaml")),
+                "proxyRecordsDir": show(&node.dir.join("cri-proxy-records")),
+                "proxyModeFile": show(&node.dir.join("proxy-mode")),
                 "logs": {
                     "kubelet": path(parts.log_file(&node.part("kubelet"))),
                     "containerd": path(parts.log_file(&node.part("containerd"))),
@@ -110,23 +113,23 @@ pub(crate) fn write_description(
     let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
     let description = json!({
         "version": 1,
-        "dir": kit.dir,
-        "kubeconfig": kit.admin_kubeconfig(),
+        "dir": show(&kit.dir),
+        "kubeconfig": show(&kit.admin_kubeconfig()),
         "apiServer": kit.apiserver_url(),
         "profile": kit.state.profile,
         "mode": kit.state.mode,
         "nriTolerationAnnotation": toleration,
         "binaries": {
-            "kubectl": kit.kubectl(),
-            "helm": kit.helm(),
-            "ctr": kit.ctr(),
-            "runc": kit.runtime_dir.join("runc"),
-            "regcredNri": kit.nri_plugin(),
-            "kit": exe,
+            "kubectl": show(&kit.kubectl()),
+            "helm": show(&kit.helm()),
+            "ctr": show(&kit.ctr()),
+            "runc": show(&kit.runtime_dir.join("runc")),
+            "regcredNri": show(&kit.nri_plugin()),
+            "kit": show(&exe),
         },
         "kubernetes": kit.state.kubernetes,
-        "ca": { "cert": kit.pki().join("ca.crt"), "key": kit.pki().join("ca.key") },
-        "runtime": { "name": kit.state.runtime, "version": runtime_version, "binDir": kit.runtime_dir },
+        "ca": { "cert": show(&kit.pki().join("ca.crt")), "key": show(&kit.pki().join("ca.key")) },
+        "runtime": { "name": kit.state.runtime, "version": runtime_version, "binDir": show(&kit.runtime_dir) },
         "registries": {
             "basic": value("BASIC_REGISTRY")?,
             "token": value("TOKEN_REGISTRY")?,
@@ -145,7 +148,7 @@ pub(crate) fn write_description(
             "preloaded": {
                 "name": value("PRELOADED_IMAGE")?,
                 "id": value("PRELOADED_IMAGE_ID")?,
-                "archive": kit.dir.join("preloaded.oci.tar"),
+                "archive": show(&kit.dir.join("preloaded.oci.tar")),
             },
             "pause": { "id": value("PAUSE_IMAGE_ID")? },
         },
@@ -153,6 +156,7 @@ pub(crate) fn write_description(
         "pidFiles": pid_files,
         "nodes": nodes,
     });
-    let text = serde_json::to_string_pretty(&description).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&description)
+        .map_err(|e| format!("the description of the kit in {}: {e}", kit.dir.display()))?;
     write_private(&kit.dir.join("kit.json"), &format!("{text}\n"))
 }

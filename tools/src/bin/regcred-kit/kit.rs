@@ -33,9 +33,10 @@ pub(crate) const CONTROL_PARTS: [&str; 5] = [
     "kube-scheduler",
 ];
 
-/// What a kit keeps between commands.
+/// What a kit keeps between commands. Every field has a default, so that a state file
+/// of an older kit (or one a field was added to since) still reads.
 #[derive(Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub(crate) struct State {
     pub(crate) profile: String,
     pub(crate) nodes: usize,
@@ -71,7 +72,7 @@ impl State {
 
 /// The registries' generated credentials.
 #[derive(Default, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub(crate) struct Credentials {
     pub(crate) username: String,
     pub(crate) password: String,
@@ -146,13 +147,15 @@ impl Kit {
         let mut state = match std::fs::read(&state_file) {
             Ok(bytes) => serde_json::from_slice::<State>(&bytes)
                 .map_err(|e| format!("{}: {e}", state_file.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
-                nodes: 1,
-                runtime: DEFAULT_RUNTIME.to_owned(),
-                ..State::default()
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => legacy_state(&dir),
             Err(e) => return Err(format!("reading {}: {e}", state_file.display())),
         };
+        if state.nodes == 0 {
+            state.nodes = 1;
+        }
+        if state.runtime.is_empty() {
+            state.runtime = DEFAULT_RUNTIME.to_owned();
+        }
         state.profile = profile.to_owned();
         Ok(Self {
             top,
@@ -172,7 +175,8 @@ impl Kit {
     }
 
     pub(crate) fn save(&self) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(&self.state).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string_pretty(&self.state)
+            .map_err(|e| format!("the kit's state for {}: {e}", self.dir.display()))?;
         regcred_tests::harness::pki::write_private(&self.dir.join("kit-state.json"), &text)
     }
 
@@ -407,10 +411,14 @@ impl Kit {
         kube::Client::try_from(config).map_err(|e| format!("a client of the API server: {e}"))
     }
 
-    /// Runs kubectl as the admin with `args` (and `stdin`), failing with its output.
+    /// Runs kubectl as the admin with `args` (and `stdin`), failing with its output; a
+    /// request the API server does not answer fails after 60 s.
     pub(crate) fn kubectl_run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         let mut command = Command::new(self.kubectl());
-        command.arg("--kubeconfig").arg(self.admin_kubeconfig());
+        command
+            .arg("--kubeconfig")
+            .arg(self.admin_kubeconfig())
+            .arg("--request-timeout=60s");
         command.args(args);
         run(&mut command, stdin)
     }
@@ -421,7 +429,11 @@ impl Kit {
 pub(crate) fn run(command: &mut Command, stdin: Option<&str>) -> Result<String, String> {
     use std::io::Write as _;
     use std::process::Stdio;
-    let program = command.get_program().to_string_lossy().into_owned();
+    let program = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut child = command
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -445,12 +457,78 @@ pub(crate) fn run(command: &mut Command, stdin: Option<&str>) -> Result<String, 
     if output.status.success() {
         Ok(stdout)
     } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let said: Vec<&str> = [stdout.trim(), stderr.trim()]
+            .into_iter()
+            .filter(|text| !text.is_empty())
+            .collect();
         Err(format!(
-            "{program} failed ({}): {}{}",
+            "`{program}` failed ({}): {}",
             output.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
+            said.join("\n")
         ))
+    }
+}
+
+/// An environment variable's value, an empty one counted as unset (as `${NAME:-}` in
+/// the shell that calls this program).
+pub(crate) fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// The state of a kit directory an older scripts/cluster (bash) made: its choices
+/// (`kit-nodes`, `kit-runtime`, `kit-mode`, `kit-kubernetes`, `kit-regcred`), ports
+/// (`ports.env`), credentials (`secrets.env`), and what `down` puts back
+/// (`ip_forward.orig`, `cgroup-parent.state`), so that `up` resumes it and `down` undoes
+/// it as that version would have. A directory without them gives the defaults.
+fn legacy_state(dir: &Path) -> State {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())
+    };
+    let pairs = |name: &str| -> BTreeMap<String, String> {
+        read(name)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let mut ports = BTreeMap::new();
+    for (name, value) in pairs("ports.env") {
+        let Ok(port) = value.parse::<u16>() else {
+            continue;
+        };
+        // NAME_PORT (node 1's, or the control plane's) and NAME_PORT_K (node K's).
+        let key = match name.rsplit_once("_PORT") {
+            Some((part, "")) if ["KUBELET", "KUBELET_HEALTHZ", "PROXY_METRICS"].contains(&part) => {
+                format!("{part}_1")
+            }
+            Some((part, "")) => part.to_owned(),
+            Some((part, node)) => format!("{part}{node}"),
+            None => continue,
+        };
+        ports.insert(key, port);
+    }
+    let secrets = pairs("secrets.env");
+    let secret = |name: &str| secrets.get(name).cloned().unwrap_or_default();
+    State {
+        profile: String::new(),
+        nodes: read("kit-nodes").and_then(|n| n.parse().ok()).unwrap_or(1),
+        runtime: read("kit-runtime").unwrap_or_default(),
+        mode: read("kit-mode").unwrap_or_default(),
+        kubernetes: read("kit-kubernetes").unwrap_or_default(),
+        regcred: read("kit-regcred").unwrap_or_default(),
+        ports,
+        credentials: Credentials {
+            username: secret("BASIC_USERNAME"),
+            password: secret("BASIC_PASSWORD"),
+            refresh_token: secret("REFRESH_TOKEN"),
+        },
+        ip_forward_before: read("ip_forward.orig"),
+        made_cgroup_parent: read("cgroup-parent.state").map(|state| state == "made"),
     }
 }
 

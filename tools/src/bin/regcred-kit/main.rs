@@ -33,11 +33,13 @@ use kit::Kit;
     about = "Runs regcred's kit: a cluster of real programs on this machine (scripts/cluster runs it)"
 )]
 struct Cli {
-    /// The kit's directory [default: target/cluster of the checkout]
-    #[arg(long, global = true, env = "REGCRED_CLUSTER_DIR", value_name = "DIR")]
+    /// The kit's directory [default: REGCRED_CLUSTER_DIR, else target/cluster of the
+    /// checkout]
+    #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// The build driver the kit asks for its binaries
-    #[arg(long, global = true, env = "REGCRED_KIT_SCRIPT", hide = true)]
+    /// The build driver the kit asks for its binaries [default: REGCRED_KIT_SCRIPT, else
+    /// the checkout's scripts/cluster]
+    #[arg(long, global = true, hide = true)]
     script: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
@@ -166,9 +168,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         .parent()
         .ok_or("the checkout")?
         .to_path_buf();
+    // (An empty variable counts as unset, as the shell's ${NAME:-} does.)
     let script = cli
         .script
         .clone()
+        .or_else(|| kit::env_nonempty("REGCRED_KIT_SCRIPT").map(PathBuf::from))
         .unwrap_or_else(|| top.join("scripts/cluster"));
     let top = script
         .parent()
@@ -177,6 +181,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let dir = cli
         .dir
         .clone()
+        .or_else(|| kit::env_nonempty("REGCRED_CLUSTER_DIR").map(PathBuf::from))
         .unwrap_or_else(|| top.join("target/cluster"));
     match cli.command {
         Cmd::Cert {

@@ -117,6 +117,11 @@ pub(crate) fn stop_containers(kit: &Kit, node: &Node) {
         }
         found
     };
+    // The containers' IDs, before runc deletes them: their cgroups go at the end.
+    let ids: Vec<std::ffi::OsString> = tasks()
+        .iter()
+        .filter_map(|task| task.file_name().map(ToOwned::to_owned))
+        .collect();
     for task in tasks() {
         let (Some(id), Some(namespace)) =
             (task.file_name(), task.parent().and_then(Path::file_name))
@@ -134,18 +139,17 @@ pub(crate) fn stop_containers(kit: &Kit, node: &Node) {
         // (a file may go between the look and the read: the container just ended)
         kill_pid_file(&task.join("init.pid"));
     }
-    let ids: Vec<std::ffi::OsString> = tasks()
-        .iter()
-        .filter_map(|task| task.file_name().map(ToOwned::to_owned))
-        .collect();
     for task in tasks() {
         kill_pid_file(&task.join("shim.pid"));
     }
-    // The containers' cgroups (runc names them k8s.io/ID in every hierarchy), once their
-    // killed processes are gone: a cgroup is removed only when empty.
+    // The containers' cgroups (runc names them k8s.io/ID in every hierarchy of cgroup v1,
+    // and in the one of v2), once their killed processes are gone: a cgroup is removed
+    // only when empty.
+    let mut hierarchies = read_dir(Path::new("/sys/fs/cgroup"));
+    hierarchies.push(std::path::PathBuf::from("/sys/fs/cgroup"));
     for attempt in 0..20 {
         let mut left = 0;
-        for hierarchy in read_dir(Path::new("/sys/fs/cgroup")) {
+        for hierarchy in &hierarchies {
             for id in &ids {
                 let cgroup = hierarchy.join("k8s.io").join(id);
                 if cgroup.is_dir() && std::fs::remove_dir(&cgroup).is_err() {

@@ -188,11 +188,25 @@ pub(crate) async fn supervise(pid_file: &Path, command: &[OsString]) -> Result<(
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
     loop {
-        let mut child = tokio::process::Command::new(program)
+        let mut child = match tokio::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .spawn()
-            .map_err(|e| format!("supervise: starting {}: {e}", program.to_string_lossy()))?;
+        {
+            Ok(child) => child,
+            Err(e) => {
+                // As systemd's Restart=always: try again in a second.
+                println!(
+                    "=== regcred-kit: starting {} failed ({e}), again in 1 s",
+                    program.to_string_lossy()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = term.recv() => return Ok(()),
+                    _ = int.recv() => return Ok(()),
+                }
+            }
+        };
         let pid = child.id().unwrap_or(0);
         std::fs::write(pid_file, format!("{pid}\n"))
             .map_err(|e| format!("writing {}: {e}", pid_file.display()))?;

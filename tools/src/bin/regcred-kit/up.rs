@@ -12,11 +12,12 @@ use regcred_tests::harness::pki::{self, Authority, CaRef, Credential, Leaf};
 
 use crate::kit::{
     CONTROL_PARTS, FIRST_NODE, IMAGE, Kit, MAX_NODES, Node, PAUSE_IMAGE, PRELOADED_IMAGE,
-    SERVICE_NET, run,
+    SERVICE_NET, env_nonempty, run,
 };
 use crate::{config, describe, log, net};
 
 const RUNTIMES: [&str; 3] = ["containerd-2.3", "containerd-2.4", "containerd-1.6"];
+const MODES: [&str; 4] = ["nri", "runtime-proxy", "credential-provider", "none"];
 const PROXY_NAMESPACE: &str = "regcred-system";
 const PROXY_SA: &str = "regcred-cri-proxy";
 
@@ -32,11 +33,13 @@ pub(crate) struct UpArgs {
     /// regcred's node mode: nri (regcred-nri at each node's NRI socket), runtime-proxy
     /// (kubelet's runtime endpoint is the proxy; the only mode containerd-1.6 has),
     /// credential-provider (no node agent) or none (no regcred on the nodes at all; needs
-    /// --regcred bare) [default: nri, runtime-proxy on containerd-1.6]
-    #[arg(long, env = "REGCRED_KIT_MODE", value_parser = ["nri", "runtime-proxy", "credential-provider", "none"])]
+    /// --regcred bare) [default: REGCRED_KIT_MODE, else nri (runtime-proxy on
+    /// containerd-1.6), or the running kit's]
+    #[arg(long, value_parser = MODES)]
     mode: Option<String>,
     /// A served Kubernetes release other than the pinned one (v1.N.M), built on first use
-    #[arg(long, env = "REGCRED_KIT_KUBERNETES")]
+    /// [default: REGCRED_KIT_KUBERNETES, else the kit's, else the pinned one]
+    #[arg(long)]
     kubernetes: Option<String>,
     /// The CRI proxy's API credentials: node (the kubelet's) or sa (the chart's
     /// ServiceAccount)
@@ -49,8 +52,8 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "FILE")]
     kubelet_config_patch: Option<PathBuf>,
     /// chart: install regcred's Helm chart from regcred's own image; bare: leave it out
-    /// [default: chart, or the kit's]
-    #[arg(long, env = "REGCRED_KIT_REGCRED", value_parser = ["chart", "bare"])]
+    /// [default: REGCRED_KIT_REGCRED, else the kit's, else chart]
+    #[arg(long, value_parser = ["chart", "bare"])]
     regcred: Option<String>,
 }
 
@@ -102,7 +105,8 @@ pub(crate) async fn up(kit: &mut Kit, args: UpArgs) -> Result<(), String> {
         let stopped = kit.parts.stop_started();
         if !stopped.is_empty() {
             log(&format!(
-                "up failed: stopped what it had started ({})",
+                "up failed: stopped what it had started ({}); `scripts/cluster down` stops the rest, \
+                 pods' containers included",
                 stopped.join(" ")
             ));
         }
@@ -110,7 +114,45 @@ pub(crate) async fn up(kit: &mut Kit, args: UpArgs) -> Result<(), String> {
     result
 }
 
-async fn bring_up(kit: &mut Kit, args: UpArgs) -> Result<(), String> {
+/// An option's value from the command line, else from the environment variable `env`
+/// (checked against `allowed` when given, an empty one counted as unset).
+fn option_or_env(
+    value: Option<String>,
+    env: &str,
+    allowed: &[&str],
+) -> Result<Option<String>, String> {
+    match value.or_else(|| env_nonempty(env)) {
+        Some(value) if !allowed.is_empty() && !allowed.contains(&value.as_str()) => Err(format!(
+            "up: {env} is one of {}, not {value}",
+            allowed.join(", ")
+        )),
+        value => Ok(value),
+    }
+}
+
+/// Whether `version` is a Kubernetes release: v1.N.M.
+fn is_release(version: &str) -> bool {
+    version.strip_prefix("v1.").is_some_and(|rest| {
+        let parts: Vec<&str> = rest.split('.').collect();
+        parts.len() == 2
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+async fn bring_up(kit: &mut Kit, mut args: UpArgs) -> Result<(), String> {
+    args.mode = option_or_env(args.mode, "REGCRED_KIT_MODE", &MODES)?;
+    args.regcred = option_or_env(args.regcred, "REGCRED_KIT_REGCRED", &["chart", "bare"])?;
+    args.kubernetes = option_or_env(args.kubernetes, "REGCRED_KIT_KUBERNETES", &[])?;
+    // The patch is read first: a file that is not there ends `up` before it starts anything.
+    let patch = match &args.kubelet_config_patch {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("up: --kubelet-config-patch {}: {e}", file.display()))?,
+        ),
+        None => None,
+    };
     let had_state = kit.has_state();
     let running = kit.parts.alive("kube-apiserver");
     // Without --regcred, a kit keeps the choice it was first brought up with: an `up` that
@@ -136,7 +178,7 @@ async fn bring_up(kit: &mut Kit, args: UpArgs) -> Result<(), String> {
         ));
     }
     if let Some(kubernetes) = &args.kubernetes {
-        if !kubernetes.starts_with("v1.") || kubernetes.split('.').count() != 3 {
+        if !is_release(kubernetes) {
             return Err(format!(
                 "up: a Kubernetes version is v1.N.M, not {kubernetes}"
             ));
@@ -232,7 +274,7 @@ async fn bring_up(kit: &mut Kit, args: UpArgs) -> Result<(), String> {
     ];
     let runtime = kit.state.runtime.clone();
     build.push(&runtime);
-    let no_build = std::env::var("REGCRED_KIT_NO_BUILD").is_ok_and(|v| v == "1");
+    let no_build = env_nonempty("REGCRED_KIT_NO_BUILD").is_some_and(|v| v == "1");
     if kit.state.mode == "nri" && (!no_build || !kit.nri_plugin().is_file()) {
         build.push("regcred-nri");
     }
@@ -320,13 +362,6 @@ async fn bring_up(kit: &mut Kit, args: UpArgs) -> Result<(), String> {
         ProxyAuth::ServiceAccount
     } else {
         ProxyAuth::Node
-    };
-    let patch = match &args.kubelet_config_patch {
-        Some(file) => Some(
-            std::fs::read_to_string(file)
-                .map_err(|e| format!("reading {}: {e}", file.display()))?,
-        ),
-        None => None,
     };
     let mut fresh_since = Vec::new();
     for node in kit.nodes() {
@@ -996,10 +1031,10 @@ async fn start_proxy(
     // REGCRED_KIT_AGENT_BIN: another build of regcred as the node agents (scripts/scale-bench
     // node runs the static musl release build, the one nodes run; a later `proxy` restart
     // without it goes back to the kit's own build).
-    let agent = std::env::var_os("REGCRED_KIT_AGENT_BIN")
+    let agent = env_nonempty("REGCRED_KIT_AGENT_BIN")
         .map_or_else(|| kit.rust_bin.join("regcred"), PathBuf::from);
     let env_or =
-        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        |name: &str, default: &str| env_nonempty(name).unwrap_or_else(|| default.to_owned());
     let mut args: Vec<OsString> = vec![
         "cri-proxy".into(),
         "--listen".into(),
@@ -1140,8 +1175,8 @@ fn start_kubelet(kit: &Kit, node: &Node, patch: Option<&str>) -> Result<(), Stri
         "--node-ip".into(),
         node.ip.clone().into(),
         "--v".into(),
-        std::env::var("REGCRED_KIT_KUBELET_VERBOSITY")
-            .unwrap_or_else(|_| "2".into())
+        env_nonempty("REGCRED_KIT_KUBELET_VERBOSITY")
+            .unwrap_or_else(|| "2".into())
             .into(),
     ]);
     kit.parts
