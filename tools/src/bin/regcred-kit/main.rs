@@ -11,11 +11,13 @@
 //! description of a running kit, `DIR/kit.json`, with `DIR/cluster.env` for the tools that
 //! read names. See tests/cluster/README.md.
 
+mod commands;
 mod config;
 mod describe;
 mod kit;
 mod net;
 mod parts;
+mod start;
 mod up;
 
 use std::ffi::OsString;
@@ -214,8 +216,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Supervise { pid_file, command } => parts::supervise(&pid_file, &command).await,
         Cmd::Up(args) => up::up(&mut Kit::open(top, script, &dir)?, args).await,
-        Cmd::Down => up::down(&mut Kit::open(top, script, &dir)?),
-        Cmd::Status => up::status(&mut Kit::open(top, script, &dir)?),
+        Cmd::Down => commands::down(&mut Kit::open(top, script, &dir)?),
+        Cmd::Status => commands::status(&mut Kit::open(top, script, &dir)?),
         Cmd::Proxy {
             node,
             supervise,
@@ -223,23 +225,25 @@ async fn run(cli: Cli) -> Result<(), String> {
             auth,
         } => {
             let auth = match (kubeconfig, auth.as_deref()) {
-                (Some(file), _) => up::ProxyAuth::File(file),
-                (None, Some("sa")) => up::ProxyAuth::ServiceAccount,
-                (None, Some(_)) => up::ProxyAuth::Node,
+                (Some(file), _) => commands::ProxyAuth::File(file),
+                (None, Some("sa")) => commands::ProxyAuth::ServiceAccount,
+                (None, Some(_)) => commands::ProxyAuth::Node,
                 (None, None) => return Err("proxy: say sa, node or --kubeconfig FILE".into()),
             };
-            up::proxy(&mut Kit::open(top, script, &dir)?, &node, &auth, supervise).await
+            commands::proxy(&mut Kit::open(top, script, &dir)?, &node, &auth, supervise).await
         }
         Cmd::RestartRuntime { node } => {
-            up::restart_runtime(&mut Kit::open(top, script, &dir)?, &node).await
+            commands::restart_runtime(&mut Kit::open(top, script, &dir)?, &node).await
         }
         Cmd::KitObjects => {
             let mut kit = Kit::open(top, script, &dir)?;
             kit.locate_binaries()?;
-            up::apply_kit_objects(&kit).map_err(|e| {
+            commands::apply_kit_objects(&kit).map_err(|e| {
                 format!("kit-objects: applying the chart's node-side objects failed: {e}")
             })
         }
-        Cmd::JoinFiles { name, out } => up::join_files(&Kit::open(top, script, &dir)?, &name, &out),
+        Cmd::JoinFiles { name, out } => {
+            commands::join_files(&Kit::open(top, script, &dir)?, &name, &out)
+        }
     }
 }
