@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::containerd_config::{ContainerdConfig, plain_http_hosts_toml};
 use super::cri::CriClient;
 use super::process::{
     CapturedLogs, ChildProcess, fixture_dir, print_logs_if_panicking, require_root,
@@ -122,10 +123,25 @@ impl Containerd {
         std::fs::create_dir_all(base.join("cni")).expect("creating the CNI directory");
         let socket = base.join("containerd.sock");
         let config = base.join("config.toml");
+        let runc = runtime.dir.join("runc");
+        let (runc_root, cni) = (base.join("runc"), base.join("cni"));
+        let config_text = ContainerdConfig {
+            dir: base,
+            socket: &socket,
+            runc: &runc,
+            runc_root: &runc_root,
+            cni_conf_dir: &cni,
+            // Never pulled: no pod is run, but the CRI plugin wants a sandbox image name.
+            sandbox_image: "127.0.0.1:1/regcred-e2e/pause:none",
+            local_pull: pull == PullPath::Local,
+            // NRI off: no pod is run, and two containerds may not share its socket.
+            nri_socket: None,
+            imports: &[],
+        };
         let text = if runtime.is_containerd_1() {
-            config_v2(base, &socket)
+            config_text.version2()
         } else {
-            config_v3(base, &socket, runtime, pull)
+            config_text.version3()
         };
         std::fs::write(&config, text).expect("writing the containerd config");
 
@@ -173,13 +189,8 @@ impl Containerd {
     pub fn add_plain_http_registry(&self, host: &str) {
         let hosts_dir = self.dir.path().join("certs.d").join(host);
         std::fs::create_dir_all(&hosts_dir).expect("creating the registry's hosts directory");
-        std::fs::write(
-            hosts_dir.join("hosts.toml"),
-            format!(
-                "server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-            ),
-        )
-        .expect("writing hosts.toml");
+        std::fs::write(hosts_dir.join("hosts.toml"), plain_http_hosts_toml(host))
+            .expect("writing hosts.toml");
     }
 
     /// The CRI socket.
@@ -213,90 +224,6 @@ impl Containerd {
     pub fn log_text(&self) -> String {
         self.process.log_text()
     }
-}
-
-/// containerd 1.x: configuration version 2, one CRI plugin section.
-fn config_v2(base: &Path, socket: &Path) -> String {
-    format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-
-[grpc]
-  address = "{socket}"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  # Never pulled: no pod is run, but the CRI plugin wants a sandbox image name.
-  sandbox_image = "127.0.0.1:1/regcred-e2e/pause:none"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{certs}"
-"#,
-        root = base.join("root").display(),
-        state = base.join("state").display(),
-        socket = socket.display(),
-        opt = base.join("opt").display(),
-        cni = base.join("cni").display(),
-        certs = base.join("certs.d").display(),
-    )
-}
-
-/// containerd 2.x: configuration version 3, the CRI image service in its own section
-/// (where the pull path is chosen) with overlayfs; no host file is imported
-/// (`imports = []`), NRI off (no pod is run), the TTRPC and debug sockets in the directory.
-fn config_v3(base: &Path, socket: &Path, runtime: &Runtime, pull: PullPath) -> String {
-    format!(
-        r#"version = 3
-root = "{root}"
-state = "{state}"
-imports = []
-
-[grpc]
-  address = "{socket}"
-[ttrpc]
-  address = "{socket}.ttrpc"
-[debug]
-  address = "{debug}"
-
-[plugins.'io.containerd.internal.v1.opt']
-  path = "{opt}"
-[plugins.'io.containerd.nri.v1.nri']
-  disable = true
-[plugins.'io.containerd.cri.v1.images']
-  # overlayfs, a real node's snapshotter: the transfer service unpacks only for the
-  # snapshotters of its unpack configuration (by default overlayfs), and a CRI pull
-  # into `native` fails with "no unpack platforms defined".
-  snapshotter = "overlayfs"
-  use_local_image_pull = {local}
-  [plugins.'io.containerd.cri.v1.images'.pinned_images]
-    # Never pulled: no pod is run, but the CRI plugin wants a sandbox image name.
-    sandbox = "127.0.0.1:1/regcred-e2e/pause:none"
-  [plugins.'io.containerd.cri.v1.images'.registry]
-    config_path = "{certs}"
-[plugins.'io.containerd.cri.v1.runtime']
-  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-    BinaryName = "{runc}"
-    Root = "{runc_root}"
-  [plugins.'io.containerd.cri.v1.runtime'.cni]
-    conf_dir = "{cni}"
-"#,
-        root = base.join("root").display(),
-        state = base.join("state").display(),
-        socket = socket.display(),
-        debug = base.join("debug.sock").display(),
-        opt = base.join("opt").display(),
-        local = pull == PullPath::Local,
-        certs = base.join("certs.d").display(),
-        runc = runtime.dir.join("runc").display(),
-        runc_root = base.join("runc").display(),
-        cni = base.join("cni").display(),
-    )
 }
 
 impl CapturedLogs for Containerd {

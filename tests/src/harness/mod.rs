@@ -17,7 +17,8 @@
 //! - [`TokenServer`]: an OAuth2 / Docker token server in-process (RS256 JWTs with an
 //!   `x5c` or `kid` header; password, refresh-token and Basic grants).
 //! - [`Containerd`]: containerd (2.3 by default, [`RUNTIME_ENV`] chooses) with the CRI
-//!   plugin, `native` snapshotter and `hosts.toml` for the loopback registries; pulls
+//!   plugin, overlayfs, NRI off and `hosts.toml` for the loopback registries (the
+//!   configuration from [`containerd_config`], the kit's nodes' too); pulls
 //!   through the transfer service or the local pull ([`PullPath`]).
 //! - [`TestImage`]: a one-layer OCI image built in memory and pushed through the
 //!   registry's HTTP API.
@@ -44,6 +45,7 @@
 //! ```
 
 mod containerd;
+pub mod containerd_config;
 mod cri;
 mod image;
 mod kube_api;

@@ -1,8 +1,11 @@
 //! The configuration files of a node's programs: containerd's (version 3 for containerd
-//! 2.x, version 2 for Debian's 1.6), `hosts.toml` per registry, the CNI network, kubelet's
-//! configuration and its credential provider configuration.
+//! 2.x, version 2 for Debian's 1.6, from the harness's one writer of it), `hosts.toml` per
+//! registry, the CNI network, kubelet's configuration and its credential provider
+//! configuration.
 
 use std::path::Path;
+
+use regcred_tests::harness::containerd_config::{ContainerdConfig, plain_http_hosts_toml};
 
 use crate::kit::{Kit, Node};
 
@@ -14,12 +17,7 @@ pub(crate) fn write_network(kit: &Kit, node: &Node) -> Result<(), String> {
     for registry in kit.registry_hosts()? {
         let dir = certs.join(&registry);
         create_dir(&dir)?;
-        write(
-            &dir.join("hosts.toml"),
-            &format!(
-                "server = \"http://{registry}\"\n[host.\"http://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-            ),
-        )?;
+        write(&dir.join("hosts.toml"), &plain_http_hosts_toml(&registry))?;
     }
     create_dir(&node.dir.join("cni/net.d"))?;
     create_dir(&node.dir.join("cni/ipam"))?;
@@ -45,135 +43,36 @@ pub(crate) fn write_network(kit: &Kit, node: &Node) -> Result<(), String> {
     )
 }
 
-/// containerd's configuration for the kit's runtime.
+/// containerd's configuration for the kit's runtime (the test tree's one writer of it,
+/// `harness::containerd_config`): NRI on at the node's own socket, and in NRI mode the
+/// drop-in regcred ships (deploy/nri) imported, as a node installs it; the pulls through
+/// the transfer service unless REGCRED_KIT_LOCAL_IMAGE_PULL=1.
 pub(crate) fn containerd(kit: &Kit, node: &Node) -> String {
-    if kit.state.runtime == "containerd-1.6" {
-        containerd_v2(kit, node)
-    } else {
-        containerd_v3(kit, node)
-    }
-}
-
-/// containerd 2.x: configuration version 3, where the CRI plugin is split in an image
-/// service (io.containerd.cri.v1.images) and a runtime service (io.containerd.cri.v1.runtime).
-/// Pulls go through the transfer service (containerd 2.x's default) unless
-/// REGCRED_KIT_LOCAL_IMAGE_PULL=1 sets use_local_image_pull; both read hosts.toml from the
-/// same config_path. NRI is on, with a socket of the node's own. Version 3 is what 2.2 to
-/// 2.4 all read; 2.3 introduced version 4 (server sockets as plugins) and migrates a 3 at
-/// start with a warning in its log.
-fn containerd_v3(kit: &Kit, node: &Node) -> String {
-    let local_pull = std::env::var("REGCRED_KIT_LOCAL_IMAGE_PULL").is_ok_and(|v| v == "1");
-    // No drop-ins from the host (containerd 2.x reads only what imports names); in NRI
-    // mode the one regcred ships (deploy/nri), as a node installs it.
+    let dir = node.dir.join("containerd");
+    let runc = kit.runtime_dir.join("runc");
+    let cni = node.dir.join("cni/net.d");
     let imports = if kit.state.mode == "nri" {
-        format!(
-            "\"{}\"",
-            kit.top.join("deploy/nri/containerd-regcred.toml").display()
-        )
+        vec![kit.top.join("deploy/nri/containerd-regcred.toml")]
     } else {
-        String::new()
+        Vec::new()
     };
-    let d = node.dir.join("containerd");
-    let d = d.display();
-    let runtime_dir = kit.runtime_dir.display();
-    let pause = crate::kit::PAUSE_IMAGE;
-    let sock = node.containerd_sock.display();
-    let nri = node.nri_sock.display();
-    let runc_root = node.runc_root.display();
-    let cni = node.dir.join("cni/net.d");
-    let cni = cni.display();
-    format!(
-        r#"version = 3
-root = "{d}/root"
-state = "{d}/state"
-imports = [{imports}]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  address = "{d}/debug.sock"
-[plugins.'io.containerd.internal.v1.opt']
-  path = "{d}/opt"
-[plugins.'io.containerd.grpc.v1.cri']
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-[plugins.'io.containerd.cri.v1.images']
-  snapshotter = "overlayfs"
-  use_local_image_pull = {local_pull}
-  [plugins.'io.containerd.cri.v1.images'.pinned_images]
-    sandbox = "{pause}"
-  [plugins.'io.containerd.cri.v1.images'.registry]
-    config_path = "{d}/certs.d"
-[plugins.'io.containerd.cri.v1.runtime']
-  netns_mounts_under_state_dir = true
-  # This VM refuses negative oom_score_adj (kubelet logs it too); containerd gives the
-  # pause container -998, which fails runc inside nsexec ("can't get final child's PID
-  # from pipe"). Clamp to containerd's own value instead.
-  restrict_oom_score_adj = true
-  [plugins.'io.containerd.cri.v1.runtime'.containerd]
-    default_runtime_name = "runc"
-    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        BinaryName = "{runtime_dir}/runc"
-        Root = "{runc_root}"
-  [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dirs = ["/usr/lib/cni"]
-    conf_dir = "{cni}"
-[plugins.'io.containerd.nri.v1.nri']
-  disable = false
-  socket_path = "{nri}"
-"#
-    )
-}
-
-/// containerd 1.6 (Debian 12): configuration version 2, the CRI plugin in one section.
-fn containerd_v2(kit: &Kit, node: &Node) -> String {
-    let d = node.dir.join("containerd");
-    let d = d.display();
-    let runtime_dir = kit.runtime_dir.display();
-    let pause = crate::kit::PAUSE_IMAGE;
-    let sock = node.containerd_sock.display();
-    let runc_root = node.runc_root.display();
-    let cni = node.dir.join("cni/net.d");
-    let cni = cni.display();
-    format!(
-        r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  address = "{d}/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  netns_mounts_under_state_dir = true
-  # See the version 3 configuration.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        BinaryName = "{runtime_dir}/runc"
-        Root = "{runc_root}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{d}/certs.d"
-"#
-    )
+    let config = ContainerdConfig {
+        dir: &dir,
+        socket: &node.containerd_sock,
+        runc: &runc,
+        runc_root: &node.runc_root,
+        cni_conf_dir: &cni,
+        sandbox_image: crate::kit::PAUSE_IMAGE,
+        local_pull: crate::kit::env_nonempty("REGCRED_KIT_LOCAL_IMAGE_PULL")
+            .is_some_and(|v| v == "1"),
+        nri_socket: Some(&node.nri_sock),
+        imports: &imports,
+    };
+    if kit.state.runtime == "containerd-1.6" {
+        config.version2()
+    } else {
+        config.version3()
+    }
 }
 
 /// kubelet's configuration of `node`.
@@ -187,7 +86,7 @@ state = "{d}/state"
 /// both endpoints are containerd's, and kubelet gets the pods' credentials from `regcred
 /// credential-provider`. `patch` (`--kubelet-config-patch`) is appended: later keys win.
 pub(crate) fn kubelet(kit: &Kit, node: &Node, patch: Option<&str>) -> String {
-    let direct = std::env::var("REGCRED_KIT_RUNTIME_DIRECT").is_ok_and(|v| v == "1");
+    let direct = crate::kit::env_nonempty("REGCRED_KIT_RUNTIME_DIRECT").is_some_and(|v| v == "1");
     let mode = kit.state.mode.as_str();
     let runtime = if mode == "runtime-proxy" && !direct {
         &node.proxy_sock
