@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -71,19 +70,8 @@ func newCA(t testing.TB) *testCA {
 func (ca *testCA) issue(t testing.TB, dir string) string {
 	t.Helper()
 	tmp := t.TempDir()
-	if err := kit.KitProgram(context.Background(), "cert", "--ca-dir", ca.dir, "--out", tmp, "--name", "tls",
-		"--cn", "regcred-webhook", "--server", "127.0.0.1,localhost"); err != nil {
-		t.Fatal(err)
-	}
-	certPEM, err := os.ReadFile(filepath.Join(tmp, "tls.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		t.Fatalf("regcred-kit cert wrote no PEM certificate in %s", tmp)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
+	cert, err := kit.Cert(context.Background(), tmp, "tls", "--ca-dir", ca.dir,
+		"--cn", "regcred-webhook", "--server", "127.0.0.1,localhost")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -227,6 +229,24 @@ func (k *Kit) KitProgram(ctx context.Context, args ...string) error {
 		return fmt.Errorf("regcred-kit %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
+}
+
+// Cert issues a certificate with `regcred-kit cert ARGS --out OUT --name NAME` and
+// returns the parsed certificate; its files are OUT/NAME.crt and OUT/NAME.key.
+func (k *Kit) Cert(ctx context.Context, out, name string, args ...string) (*x509.Certificate, error) {
+	if err := k.KitProgram(ctx, append([]string{"cert", "--out", out, "--name", name}, args...)...); err != nil {
+		return nil, err
+	}
+	file := filepath.Join(out, name+".crt")
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return x509.ParseCertificate(block.Bytes)
 }
 
 // ClusterEnv is Cluster with more environment variables (NAME=value) for the script.

@@ -2,8 +2,6 @@ package kit
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,8 +17,9 @@ import (
 func kubeletClientPEM(t *testing.T, node string, life time.Duration) ([]byte, time.Time) {
 	t.Helper()
 	dir := t.TempDir()
-	if err := kit.KitProgram(context.Background(), "cert", "--out", dir, "--name", "client", "--cn", "system:node:"+node,
-		"--org", "system:nodes", "--valid-for", strconv.Itoa(int(life.Seconds()))); err != nil {
+	cert, err := kit.Cert(context.Background(), dir, "client", "--cn", "system:node:"+node,
+		"--org", "system:nodes", "--valid-for", strconv.Itoa(int(life.Seconds())))
+	if err != nil {
 		t.Fatal(err)
 	}
 	var both []byte
@@ -30,14 +29,6 @@ func kubeletClientPEM(t *testing.T, node string, life time.Duration) ([]byte, ti
 			t.Fatal(err)
 		}
 		both = append(both, data...)
-	}
-	block, _ := pem.Decode(both)
-	if block == nil {
-		t.Fatalf("regcred-kit cert wrote no PEM certificate in %s", dir)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
 	}
 	return both, cert.NotAfter
 }

@@ -64,7 +64,7 @@ pub use image::{
 };
 pub use kube_api::{ADMIN_USER, ApiRequest, KubeApi, PROXY_USER, config_from_file, regcred_secret};
 pub use process::{
-    CapturedLogs, ChildProcess, KEEP_DIRS_ENV, assert_logs_exclude, fixture_dir,
+    CapturedLogs, ChildProcess, KEEP_DIRS_ENV, assert_logs_exclude, find_on_path, fixture_dir,
     free_loopback_addr, free_port, print_logs_if_panicking, read_lossy, require_program,
     require_program_from, require_root,
 };

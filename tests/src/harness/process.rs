@@ -32,7 +32,8 @@ pub fn require_program_from(program: &str, how: &str) -> PathBuf {
     })
 }
 
-fn find_on_path(program: &str) -> Option<PathBuf> {
+/// The absolute path of `program` on `PATH`, if it is there.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))

@@ -133,26 +133,22 @@ pub(crate) fn down(kit: &mut Kit) -> Result<(), String> {
     }
     let nodes: Vec<Node> = (1..=max).map(|k| kit.node(k)).collect();
     let mut failed = Vec::new();
-    let mut stop = |part: String| {
-        if let Err(e) = kit.parts.stop(&part) {
+    let mut stop = |kit: &Kit, part: &str| {
+        if let Err(e) = kit.parts.stop(part) {
             failed.push(e);
         }
     };
     for node in &nodes {
         for what in ["kubelet", "cri-proxy", "regcred-nri"] {
-            stop(node.part(what));
+            stop(kit, &node.part(what));
         }
     }
     for node in &nodes {
         net::stop_containers(kit, node);
-        if let Err(e) = kit.parts.stop(&node.part("containerd")) {
-            failed.push(e);
-        }
+        stop(kit, &node.part("containerd"));
     }
     for part in CONTROL_PARTS.iter().rev() {
-        if let Err(e) = kit.parts.stop(part) {
-            failed.push(e);
-        }
+        stop(kit, part);
     }
     let left = net::unmount_all(&kit.dir);
     if !left.is_empty() {
@@ -291,7 +287,6 @@ pub(crate) fn join_files(kit: &Kit, name: &str, out: &Path) -> Result<(), String
     ))?;
     config::write(&out.join("etc/kubernetes/pki/ca.crt"), ca.cert_pem())?;
     let pem = out.join("var/lib/kubelet/pki/kubelet-client-current.pem");
-    config::create_dir(pem.parent().unwrap_or(out))?;
     pki::write_private(&pem, &format!("{}{}", pair.cert_pem, pair.key_pem))?;
     let on_node = Path::new("/var/lib/kubelet/pki/kubelet-client-current.pem");
     pki::write_private(

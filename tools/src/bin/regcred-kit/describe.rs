@@ -58,7 +58,6 @@ pub(crate) fn write_description(
     let registries = kit.registries()?;
     let value = |name: &str| Kit::registry_value(&registries, name);
     let parts = &kit.parts;
-    let path = |p: std::path::PathBuf| p.display().to_string();
     // (Paths as text: serde_json refuses a path that is not UTF-8, and `json!` would
     // panic on it.)
     let show = |p: &std::path::Path| p.display().to_string();
@@ -80,17 +79,17 @@ pub(crate) fn write_description(
                 "proxyRecordsDir": show(&node.dir.join("cri-proxy-records")),
                 "proxyModeFile": show(&node.dir.join("proxy-mode")),
                 "logs": {
-                    "kubelet": path(parts.log_file(&node.part("kubelet"))),
-                    "containerd": path(parts.log_file(&node.part("containerd"))),
-                    "proxy": path(parts.log_file(&node.part("cri-proxy"))),
-                    "nri": path(parts.log_file(&node.part("regcred-nri"))),
+                    "kubelet": show(&parts.log_file(&node.part("kubelet"))),
+                    "containerd": show(&parts.log_file(&node.part("containerd"))),
+                    "proxy": show(&parts.log_file(&node.part("cri-proxy"))),
+                    "nri": show(&parts.log_file(&node.part("regcred-nri"))),
                 },
                 "pidFiles": {
-                    "kubelet": path(parts.pid_file(&node.part("kubelet"))),
-                    "containerd": path(parts.pid_file(&node.part("containerd"))),
-                    "proxy": path(parts.pid_file(&node.part("cri-proxy"))),
-                    "proxyChild": path(parts.pid_file(&node.proxy_child_part())),
-                    "nri": path(parts.pid_file(&node.part("regcred-nri"))),
+                    "kubelet": show(&parts.pid_file(&node.part("kubelet"))),
+                    "containerd": show(&parts.pid_file(&node.part("containerd"))),
+                    "proxy": show(&parts.pid_file(&node.part("cri-proxy"))),
+                    "proxyChild": show(&parts.pid_file(&node.proxy_child_part())),
+                    "nri": show(&parts.pid_file(&node.part("regcred-nri"))),
                 },
             })
         })
@@ -98,8 +97,8 @@ pub(crate) fn write_description(
     let mut logs = serde_json::Map::new();
     let mut pid_files = serde_json::Map::new();
     for part in CONTROL_PARTS {
-        logs.insert(part.into(), path(parts.log_file(part)).into());
-        pid_files.insert(part.into(), path(parts.pid_file(part)).into());
+        logs.insert(part.into(), show(&parts.log_file(part)).into());
+        pid_files.insert(part.into(), show(&parts.pid_file(part)).into());
     }
     for (key, name) in [
         ("basicRegistry", "BASIC_REGISTRY_LOG"),

@@ -38,6 +38,9 @@ pub(crate) const CONTROL_PARTS: [&str; 5] = [
 #[derive(Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct State {
+    /// The Cargo profile of this program (and of the regcred binaries it runs): known
+    /// from where it runs, never stored.
+    #[serde(skip)]
     pub(crate) profile: String,
     pub(crate) nodes: usize,
     pub(crate) runtime: String,
@@ -319,7 +322,7 @@ impl Kit {
         }
         let random = || -> Result<String, String> {
             let mut bytes = [0u8; 24];
-            getrandom_fill(&mut bytes)?;
+            getrandom::fill(&mut bytes).map_err(|e| format!("random bytes: {e}"))?;
             Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
         };
         self.state.credentials = Credentials {
@@ -409,6 +412,16 @@ impl Kit {
             .await
             .map_err(|e| format!("{}: {e}", path.display()))?;
         kube::Client::try_from(config).map_err(|e| format!("a client of the API server: {e}"))
+    }
+
+    /// Runs `ctr ARGS` against `node`'s containerd; its output, or an error with it.
+    pub(crate) fn ctr_run(&self, node: &Node, args: &[&str]) -> Result<String, String> {
+        let mut command = Command::new(self.ctr());
+        command
+            .arg("--address")
+            .arg(&node.containerd_sock)
+            .args(args);
+        run(&mut command, None)
     }
 
     /// Runs kubectl as the admin with `args` (and `stdin`), failing with its output; a
@@ -530,11 +543,4 @@ fn legacy_state(dir: &Path) -> State {
         ip_forward_before: read("ip_forward.orig"),
         made_cgroup_parent: read("cgroup-parent.state").map(|state| state == "made"),
     }
-}
-
-fn getrandom_fill(bytes: &mut [u8]) -> Result<(), String> {
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(bytes))
-        .map_err(|e| format!("reading /dev/urandom: {e}"))
 }

@@ -3,7 +3,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use regcred_tests::harness::pki::{self, CaRef, Credential};
@@ -11,7 +10,7 @@ use regcred_tests::harness::pki::{self, CaRef, Credential};
 use crate::commands::{PROXY_NAMESPACE, PROXY_SA, ProxyAuth};
 use crate::config;
 use crate::kit::{
-    FIRST_NODE, IMAGE, Kit, Node, PAUSE_IMAGE, PRELOADED_IMAGE, SERVICE_NET, env_nonempty, run,
+    FIRST_NODE, IMAGE, Kit, Node, PAUSE_IMAGE, PRELOADED_IMAGE, SERVICE_NET, env_nonempty,
 };
 use crate::up::wait_for;
 
@@ -267,14 +266,7 @@ pub(crate) async fn start_containerd(kit: &Kit, node: &Node) -> Result<(), Strin
         &["--config".into(), config_file.into_os_string()],
         &[("PATH", path)],
     )?;
-    let ctr = |args: &[&str]| {
-        let mut command = Command::new(kit.ctr());
-        command
-            .arg("--address")
-            .arg(&node.containerd_sock)
-            .args(args);
-        run(&mut command, None)
-    };
+    let ctr = |args: &[&str]| kit.ctr_run(node, args);
     wait_for(
         kit,
         &format!("containerd of {}", node.name),
@@ -523,12 +515,7 @@ pub(crate) fn start_kubelet(kit: &Kit, node: &Node, patch: Option<&str>) -> Resu
 
 /// containerd's version as its server reports it.
 pub(crate) fn runtime_version(kit: &Kit, node: &Node) -> Result<String, String> {
-    let mut command = Command::new(kit.ctr());
-    command
-        .arg("--address")
-        .arg(&node.containerd_sock)
-        .arg("version");
-    let text = run(&mut command, None)?;
+    let text = kit.ctr_run(node, &["version"])?;
     text.split("Server:")
         .nth(1)
         .and_then(|server| {

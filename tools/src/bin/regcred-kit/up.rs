@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node as NodeObject;
+use regcred_tests::harness::find_on_path;
 use regcred_tests::harness::pki::{self, Authority, CaRef, Credential, Leaf};
 
 use crate::commands::{PROXY_NAMESPACE, ProxyAuth, apply_kit_objects};
@@ -208,7 +209,7 @@ async fn bring_up(kit: &mut Kit, mut args: UpArgs) -> Result<(), String> {
     kit.locate_binaries()?;
     if kit.all_parts().iter().all(|p| kit.parts.alive(p))
         && kit.dir.join("cluster.env").is_file()
-        && all_nodes_ready(kit, 0).await
+        && all_nodes_ready(kit).await
     {
         log(&format!(
             "already up in {} ({} node(s) Ready, {})",
@@ -224,7 +225,7 @@ async fn bring_up(kit: &mut Kit, mut args: UpArgs) -> Result<(), String> {
         ("iptables", "iptables"),
         ("umount", "mount"),
     ] {
-        if !on_path(program) {
+        if find_on_path(program).is_none() {
             return Err(format!(
                 "{program} is missing: run scripts/setup (Debian package {package})"
             ));
@@ -379,8 +380,8 @@ async fn bring_up(kit: &mut Kit, mut args: UpArgs) -> Result<(), String> {
         start_kubelet(kit, &node, patch.as_deref())?;
     }
     let t = Instant::now();
+    let client = kit.client().await?;
     for (node, since) in kit.nodes().iter().zip(fresh_since) {
-        let client = kit.client().await?;
         let name = node.name.clone();
         wait_for(
             kit,
@@ -409,11 +410,6 @@ async fn bring_up(kit: &mut Kit, mut args: UpArgs) -> Result<(), String> {
         dir = kit.dir.display()
     ));
     Ok(())
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 fn now_seconds() -> i64 {
@@ -614,12 +610,13 @@ pub(crate) async fn node_ready(client: &kube::Client, name: &str, since: i64) ->
         })
 }
 
-async fn all_nodes_ready(kit: &Kit, since: i64) -> bool {
+/// Every node is Ready (whenever its kubelet last said so).
+async fn all_nodes_ready(kit: &Kit) -> bool {
     let Ok(client) = kit.client().await else {
         return false;
     };
     for node in kit.nodes() {
-        if !node_ready(&client, &node.name, since).await {
+        if !node_ready(&client, &node.name, 0).await {
             return false;
         }
     }
@@ -689,13 +686,12 @@ fn install_chart_unless_there(kit: &Kit) -> Result<(), String> {
     run(&mut image, None).map_err(|e| format!("up --regcred chart: scripts/image failed: {e}"))?;
     let node = kit.node(1);
     let ctr = |args: &[&str]| {
-        let mut command = Command::new(kit.ctr());
-        command
-            .arg("--address")
-            .arg(&node.containerd_sock)
-            .args(["-n", "regcred-kit-up"])
-            .args(args);
-        run(&mut command, None)
+        let args: Vec<&str> = ["-n", "regcred-kit-up"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        kit.ctr_run(&node, &args)
     };
     let tagged = format!("{repository}:kit-up");
     ctr(&["images", "import", &archive.display().to_string()])
